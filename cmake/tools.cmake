@@ -1,0 +1,12 @@
+# Thin binaries in src/tools/. Torch-free tools link more_base only (fast to build).
+if(EXISTS ${CMAKE_SOURCE_DIR}/src/tools/shard_data.cpp)
+  more_base_tool(shard_data src/tools/shard_data.cpp)
+endif()
+if(EXISTS ${CMAKE_SOURCE_DIR}/src/tools/make_tiny_llama.cpp)
+  more_base_tool(make_tiny_llama src/tools/make_tiny_llama.cpp)
+endif()
+foreach(t more_train more_export more_plan more_bench)
+  if(EXISTS ${CMAKE_SOURCE_DIR}/src/tools/${t}.cpp)
+    more_tool(${t} src/tools/${t}.cpp)
+  endif()
+endforeach()

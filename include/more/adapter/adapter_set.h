@@ -1,0 +1,65 @@
+// AdapterSet: every MoRE/LoRA adapter of this rank's pipeline stage, with all trainable
+// tensors living as views in ONE flat fp32 buffer (and their gradients in one flat gradient
+// buffer). That makes the per-step work one call each: one bucketed all-reduce over the
+// stage's tp x dp group, one clip-norm, one fused AdamW update, one checkpoint blob.
+//
+// Parameter names: "<module>.<suffix>", e.g. "layers.3.q.A" (module names are global, so a
+// checkpoint written under one pipeline layout loads under another).
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "more/adapter/more_adapter.h"
+#include "more/dist/process_grid.h"
+
+namespace more {
+
+class AdapterSet {
+ public:
+  // Takes ownership of the adapters (already initialised) and moves their tensors into the
+  // flat buffers. Gradients accumulate in place into flat_grad().
+  explicit AdapterSet(std::vector<std::unique_ptr<MoreAdapter>> adapters);
+
+  MoreAdapter* Find(const std::string& module) const;  // nullptr if absent
+  const std::vector<std::unique_ptr<MoreAdapter>>& adapters() const { return adapters_; }
+  size_t size() const { return adapters_.size(); }
+
+  torch::Tensor& flat() { return flat_; }               // [P] fp32
+  torch::Tensor& flat_grad() { return flat_grad_; }     // [P] fp32
+  const torch::Tensor& decay_mask() const { return decay_mask_; }  // [P] 1 = weight-decayed
+  int64_t numel() const { return flat_.numel(); }
+  void ZeroGrad() { flat_grad_.zero_(); }
+
+  struct Entry {
+    std::string name;
+    std::vector<int64_t> shape;
+    int64_t offset = 0, numel = 0;
+  };
+  const std::vector<Entry>& entries() const { return entries_; }
+
+  // Sum of gradients over the stage's tp x dp group, divided by dp: partial TP gradients add
+  // up, data-parallel replicas average. One flattened all-reduce.
+  void SyncGrads(const ProcessGrid& grid);
+
+  // {module: [chosen rank per task]} (LoRA: the fixed rank for every task).
+  nlohmann::json TaskRankMap(int num_tasks) const;
+
+  // Named full tensors (views into the flat buffer / its gradient).
+  std::map<std::string, torch::Tensor> NamedTensors() const;
+  std::map<std::string, torch::Tensor> NamedGrads() const;
+  // Copies values by name; every entry must be present with the same shape (error names it).
+  void LoadNamed(const std::map<std::string, torch::Tensor>& values, const std::string& source);
+
+ private:
+  std::vector<std::unique_ptr<MoreAdapter>> adapters_;
+  std::map<std::string, MoreAdapter*> by_name_;
+  std::vector<Entry> entries_;
+  torch::Tensor flat_, flat_grad_, decay_mask_;
+};
+
+}  // namespace more

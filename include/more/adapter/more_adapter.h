@@ -1,0 +1,103 @@
+// MoRE adapter of one linear layer W0: [d_out, d_in] (paper: "MoRE: A Mixture of Low-Rank
+// Experts for Adaptive Multi-Task Learning"). One LoRA of maximum rank r; expert k (k = 1..r)
+// is the first k rows of A and the first k columns of B. A gate over learned task embeddings
+// picks one expert per task.
+//
+// Parameters (fp32, full copies replicated on every rank of the stage):
+//   A [r, d_in]  Kaiming-uniform       B [d_out, r]  zeros
+//   E [T, d_in]  N(0, 0.01^2)          gate_w [r, d_in], gate_b [r]  (nn.Linear init)
+// Forward for a micro-batch of task t (batches are single-task):
+//   p_t = softmax(gate_w e_t + gate_b)                         [r]
+//   k   = argmax p_t,  r_t = k + 1
+//   ste = p_t[k] - stopgrad(p_t[k]) + 1                        value 1, gradient to gate and E
+//   h   = W0 x + ste * s(r_t) * alpha/r * B[:, :r_t] A[:r_t, :] dropout(x)
+//   s(r_t) = r_t / |T| ("paper", Eq. 6) | 1 ("none");
+//   "per_component": component j (0-based) of A and of B scaled by (j+1)/r (public code's form).
+// Only r_t ranks are multiplied, so a step costs less than a rank-r LoRA.
+// selection = "soft" (ablation, no STE): h = W0 x + alpha/r * sum_k p_k s(k) expert_k(x), i.e.
+// component j weighted by w_j = sum_{k >= j} p_k s(k+1).
+// method = "lora" (baseline): fixed rank r, no gate, no E, scale alpha/r.
+//
+// Contrastive loss of the module (Eq. 8 with its minus sign):
+//   z_i = mean of x_i over non-pad tokens;  L_con = CE_k( cos(z_i, e_k) / tau ; label t ).
+//
+// Tensor parallelism (adapter copies stay full; the base weight is sharded):
+//   column-parallel (q,k,v,gate,up): x is full; this rank's output slice uses B[rows_tp, :].
+//   row-parallel (o, down): x is this rank's input slice; the partial product
+//     (x_tp A[:, cols_tp]^T) B^T is added to the partial base output BEFORE the row-parallel
+//     all-reduce, which then sums it exactly (no extra collective). The contrastive cosine
+//     all-reduces partial dot products and squared norms ([B, T] + [B] + [T]).
+//   Gradients of A, B, E, gate are partial per TP rank and are summed by the stage's
+//   all-reduce; terms computed redundantly on every TP rank (the column-parallel contrastive
+//   loss) are scaled by 1/tp in backward so that sum stays exact.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "more/dist/communicator.h"
+
+namespace more {
+
+enum class ParallelKind { kColumn, kRow };
+
+struct AdapterOptions {
+  bool more = true;               // false: plain LoRA of fixed rank
+  int64_t rank = 8;
+  double alpha = 16.0;
+  double dropout = 0.0;
+  std::string scaling = "paper";  // paper | none | per_component
+  bool soft = false;              // soft selection ablation (no STE)
+  int64_t num_tasks = 1;
+  double tau = 0.05;
+  uint64_t seed = 0;              // init seed; each module mixes in its name, so init does not
+                                  // depend on the parallel layout
+};
+
+class MoreAdapter {
+ public:
+  MoreAdapter(std::string name, int64_t d_in, int64_t d_out, const AdapterOptions& opt,
+              ParallelKind kind, int tp_rank, int tp_size);
+
+  const std::string& name() const { return name_; }
+  // Trainable tensors in a fixed order: (suffix, tensor&), e.g. ("A", A).
+  std::vector<std::pair<std::string, torch::Tensor*>> Params();
+
+  struct Selection {
+    int64_t rank = 0;        // r_t (1-based); r for LoRA
+    torch::Tensor weight;    // STE scalar (value 1) or undefined (LoRA / soft)
+    torch::Tensor probs;     // p_t [r] (MoRE)
+  };
+  Selection Select(int task) const;
+  int64_t ChosenRank(int task) const;
+
+  // Adapter contribution to this rank's (partial, for row-parallel) output.
+  // x: [.., d_in] (column) or [.., d_in/tp] (row); returns [.., d_out/tp] (column) or
+  // [.., d_out] partial (row); fp32.
+  torch::Tensor Delta(const torch::Tensor& x, int task, bool training) const;
+  // Per-module contrastive loss (scalar). x as in Delta; mask [B, S] (1 = real token).
+  torch::Tensor ContrastiveLoss(const torch::Tensor& x, const torch::Tensor& mask, int task,
+                                const Communicator& tp) const;
+  // Full merged update for task t: dW [d_out, d_in] with W0 + dW == the adapter path.
+  torch::Tensor MergedDelta(int task) const;
+
+  int64_t d_in() const { return d_in_; }
+  int64_t d_out() const { return d_out_; }
+  const AdapterOptions& options() const { return opt_; }
+
+  torch::Tensor A, B, E, gate_w, gate_b;  // see the header comment for shapes
+
+ private:
+  // Per-component weights w [r_used] applied to the rank-space product (includes s, alpha/r,
+  // per-component scaling, soft-selection mixing, STE).
+  torch::Tensor ComponentWeights(const Selection& sel) const;
+  std::string name_;
+  int64_t d_in_, d_out_;
+  AdapterOptions opt_;
+  ParallelKind kind_;
+  int tp_rank_, tp_size_;
+};
+
+}  // namespace more

@@ -1,0 +1,59 @@
+// Checkpoints: one directory per step under the checkpoint root.
+//
+//   <root>/step-00000100/          written as <root>/.tmp-step-00000100 and renamed when
+//       adapters.stage-<k>.safetensors   complete (a crash never leaves a half checkpoint under
+//       optimizer.stage-<k>.safetensors  a real name); one file pair per pipeline stage, holding
+//       state.json                       that stage's FULL adapter tensors (not TP-sharded), so a
+//                                        run can resume on another tp/pp/dp layout
+//   <root>/latest                  "step-00000100", written (atomically) last
+// keep_last: older step directories are removed after a new one is complete.
+//
+// state.json: format_version, step, model fingerprint (config.json fields), adapter settings,
+// task names, task->rank map, sampler state, RNG state, resolved config, and a CRC-32 of every
+// tensor (verified on load).
+#pragma once
+#include <map>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+namespace more {
+
+inline constexpr int kCheckpointFormatVersion = 1;
+
+class CheckpointManager {
+ public:
+  CheckpointManager(std::string root, int64_t keep_last);
+
+  // Name of the latest complete checkpoint directory (full path), if any. A "latest" pointer
+  // to a missing directory is an error naming both.
+  std::optional<std::string> Latest() const;
+  static std::string StepName(int64_t step);
+
+  // Stage part: tensors of one pipeline stage (adapters / optimizer), written into the
+  // in-progress directory of `step`. Call on the stage root of every stage, then Commit on
+  // world rank 0 after a barrier.
+  void WriteStage(int64_t step, int stage, const std::map<std::string, torch::Tensor>& adapters,
+                  const std::map<std::string, torch::Tensor>& optimizer) const;
+  // Writes state.json, renames the directory into place, updates latest, prunes old ones.
+  std::string Commit(int64_t step, nlohmann::json state) const;
+
+  struct Loaded {
+    nlohmann::json state;
+    std::map<std::string, torch::Tensor> adapters;   // all stages merged
+    std::map<std::string, torch::Tensor> optimizer;  // all stages merged
+  };
+  // Reads a checkpoint directory; checks format version and checksums.
+  static Loaded Load(const std::string& dir);
+
+  const std::string& root() const { return root_; }
+
+ private:
+  std::string TmpDir(int64_t step) const;
+  std::string root_;
+  int64_t keep_last_;
+};
+
+}  // namespace more

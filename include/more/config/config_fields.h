@@ -1,0 +1,59 @@
+// The single list of configuration options (name, field, help). Included by config.h.
+#pragma once
+
+namespace more {
+
+template <typename C, typename F>
+void VisitConfig(C& c, F&& f) {
+  f("model.path", c.model.path, "Hugging Face LLaMA directory (config.json + safetensors)");
+  f("model.dtype", c.model.dtype, "base weight dtype: auto | float32 | bfloat16");
+  f("model.device", c.model.device, "cpu | cuda");
+  f("adapter.method", c.adapter.method, "more | lora");
+  f("adapter.rank", c.adapter.rank, "maximum LoRA rank r (MoRE experts are ranks 1..r)");
+  f("adapter.alpha", c.adapter.alpha, "LoRA alpha (scale alpha / r)");
+  f("adapter.dropout", c.adapter.dropout, "dropout on the adapter input");
+  f("adapter.targets", c.adapter.targets, "adapted linears: q,k,v,o,gate,up,down");
+  f("adapter.scaling", c.adapter.scaling, "rank scaling: paper | none | per_component");
+  f("adapter.selection", c.adapter.selection, "ste (hard + straight-through) | soft (ablation)");
+  f("adapter.lambda_cl", c.adapter.lambda_cl, "contrastive loss weight lambda (0 disables it)");
+  f("adapter.tau", c.adapter.tau, "contrastive temperature tau");
+  f("data.train", c.data.train, "training shard directory or files (comma separated)");
+  f("data.eval", c.data.eval, "eval shard directory; empty = data.train, split 'eval'");
+  f("data.tokenizer", c.data.tokenizer, "SentencePiece model; empty = <model.path>/tokenizer.model");
+  f("data.tasks", c.data.tasks, "comma-separated task subset; empty = all tasks");
+  f("data.bucket", c.data.bucket, "pad sequence length to a multiple of this");
+  f("data.sampling", c.data.sampling, "task sampling: paper | uniform | proportional | temperature");
+  f("data.temperature", c.data.temperature, "T for temperature sampling (|D_t|^(1/T))");
+  f("data.prefetch", c.data.prefetch, "micro-batches prefetched by the loader thread");
+  f("train.steps", c.train.steps, "optimizer steps");
+  f("train.global_batch", c.train.global_batch, "samples per step over all data-parallel ranks");
+  f("train.micro_batch", c.train.micro_batch, "samples per micro-batch per rank");
+  f("train.lr", c.train.lr, "peak learning rate");
+  f("train.warmup", c.train.warmup, "linear warmup steps");
+  f("train.min_lr_ratio", c.train.min_lr_ratio, "final lr as a fraction of lr (linear decay)");
+  f("train.weight_decay", c.train.weight_decay, "AdamW decoupled weight decay");
+  f("train.beta1", c.train.beta1, "AdamW beta1");
+  f("train.beta2", c.train.beta2, "AdamW beta2");
+  f("train.eps", c.train.eps, "AdamW epsilon");
+  f("train.grad_clip", c.train.grad_clip, "clip the global gradient L2 norm; 0 = off");
+  f("train.seed", c.train.seed, "seed for init, dropout and sampling");
+  f("train.log_every", c.train.log_every, "steps between metric lines");
+  f("train.out_dir", c.train.out_dir, "run directory: metrics.jsonl, config, exports");
+  f("train.threads", c.train.threads, "intra-op threads per rank; 0 = cores / local ranks");
+  f("train.nan_policy", c.train.nan_policy, "non-finite loss: stop | skip");
+  f("train.progress", c.train.progress, "rank-0 progress bar on a terminal");
+  f("eval.every", c.eval.every, "steps between evaluations; 0 = only at the end");
+  f("eval.max_samples", c.eval.max_samples, "eval samples per task; 0 = all");
+  f("eval.batch", c.eval.batch, "sequences per scoring forward");
+  f("eval.at_start", c.eval.at_start, "evaluate before training (untrained baseline)");
+  f("ckpt.dir", c.ckpt.dir, "checkpoint directory; empty = <train.out_dir>/checkpoints");
+  f("ckpt.every", c.ckpt.every, "steps between checkpoints; 0 = only at the end");
+  f("ckpt.keep_last", c.ckpt.keep_last, "checkpoints kept");
+  f("ckpt.resume", c.ckpt.resume, "resume from <ckpt.dir>/latest when present");
+  f("parallel.tp", c.parallel.tp, "tensor-parallel size");
+  f("parallel.pp", c.parallel.pp, "pipeline-parallel size");
+  f("parallel.dp", c.parallel.dp, "data-parallel size; 0 = world / (tp * pp)");
+  f("parallel.schedule", c.parallel.schedule, "pipeline schedule: 1f1b | gpipe");
+}
+
+}  // namespace more

@@ -1,0 +1,12 @@
+// Entry-point guard for every MPI binary: initialises MPI (thread level FUNNELED: only the
+// main thread calls MPI), installs logging, runs `body`, and turns any exception on any rank
+// into: a message naming the rank, then MPI_Abort(MPI_COMM_WORLD, 1) so every other rank ends
+// too with a non-zero exit (none is left waiting in a collective).
+#pragma once
+#include <functional>
+
+namespace more {
+
+int RunMain(int argc, char** argv, const std::function<int(int argc, char** argv)>& body);
+
+}  // namespace more

@@ -1,0 +1,56 @@
+// Communicator: the collective and point-to-point operations the trainer needs, over one
+// group of ranks. Backends: MPI (CPU tensors; what CI runs) and NCCL (CUDA tensors; built
+// when a CUDA LibTorch is found). All tensor arguments must be contiguous; operations are in
+// place where the name says so. A size-1 communicator makes every operation a no-op copy, so
+// single-rank code paths pay nothing.
+#pragma once
+#include <memory>
+#include <string>
+
+#include <mpi.h>
+
+namespace at { class Tensor; }
+
+namespace more {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string backend() const = 0;
+  virtual void AllReduceSum(at::Tensor& t) const = 0;           // in place, all ranks get the sum
+  virtual void AllReduceMax(at::Tensor& t) const = 0;           // in place
+  virtual void Broadcast(at::Tensor& t, int root) const = 0;    // in place
+  // out: [size * in.size(0), ...] = cat over ranks of `in` (rank order)
+  virtual void AllGather(const at::Tensor& in, at::Tensor& out) const = 0;
+  virtual void Send(const at::Tensor& t, int dst, int tag) const = 0;
+  virtual void Recv(at::Tensor& t, int src, int tag) const = 0;
+  virtual void Barrier() const = 0;
+};
+
+// MPI backend over an MPI_Comm (not owned unless `owned`). CPU tensors of float32, float64,
+// int32, int64, uint8; bf16/f16 are reduced through a float32 copy.
+class MpiCommunicator final : public Communicator {
+ public:
+  MpiCommunicator(MPI_Comm comm, bool owned);
+  ~MpiCommunicator() override;
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend() const override { return "mpi"; }
+  void AllReduceSum(at::Tensor& t) const override;
+  void AllReduceMax(at::Tensor& t) const override;
+  void Broadcast(at::Tensor& t, int root) const override;
+  void AllGather(const at::Tensor& in, at::Tensor& out) const override;
+  void Send(const at::Tensor& t, int dst, int tag) const override;
+  void Recv(at::Tensor& t, int src, int tag) const override;
+  void Barrier() const override;
+  MPI_Comm comm() const { return comm_; }
+
+ private:
+  MPI_Comm comm_;
+  bool owned_;
+  int rank_ = 0, size_ = 1;
+};
+
+}  // namespace more

@@ -1,0 +1,88 @@
+// LLaMA decoder (HF LlamaForCausalLM semantics) split for tensor and pipeline parallelism.
+// A LlamaStage holds the layers of one pipeline stage (pp rank i owns layers
+// [i*L/pp, (i+1)*L/pp)), plus the token embedding on the first stage and the final norm and
+// LM head on the last. Base weights are frozen (no autograd leaves); only adapters train.
+//
+// Per layer (x [B, S, D], local head counts H/tp and KV/tp):
+//   h  = x + o( attn( rope(q(n1)), rope(k(n1)), v(n1) ) ),  n1 = RMSNorm(x)
+//   y  = h + down( silu(gate(n2)) * up(n2) ),               n2 = RMSNorm(h)
+//   RMSNorm(x) = x * rsqrt(mean(x^2) + eps) * w              (in fp32)
+//   rope: HF rotate_half form, inv_freq_j = theta^(-2j/hd), cos/sin over cat(freqs, freqs)
+//   attn: grouped-query: query head h uses kv head h / (H/KV); causal softmax(q k^T/sqrt(hd)) v
+// q, k, v, gate, up are column-parallel; o, down row-parallel; embedding and LM head are
+// vocabulary-parallel. Sequences are right-padded, so the causal mask alone keeps padding out
+// of every real token's attention.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "more/adapter/adapter_set.h"
+#include "more/core/safetensors.h"
+#include "more/dist/process_grid.h"
+#include "more/model/hf_config.h"
+#include "more/parallel/adapted_linear.h"
+
+namespace more {
+
+// The adapted module kinds and their global shapes for a model.
+struct ModuleShape {
+  std::string kind;      // q k v o gate up down
+  int64_t d_in, d_out;
+  ParallelKind parallel;
+};
+std::vector<ModuleShape> LlamaModuleShapes(const LlamaConfig& c);
+std::pair<int64_t, int64_t> StageLayerRange(const LlamaConfig& c, int pp_rank, int pp);
+
+// Creates the adapters of this stage's layers (names "layers.<i>.<kind>").
+std::unique_ptr<AdapterSet> BuildAdapters(const LlamaConfig& c, const AdapterOptions& opt,
+                                          const std::vector<std::string>& targets, const ProcessGrid& grid);
+
+class LlamaStage {
+ public:
+  // Loads this rank's slices. adapters may be null (plain base model).
+  LlamaStage(const LlamaConfig& cfg, const SafetensorsCollection& weights, const ProcessGrid& grid,
+             AdapterSet* adapters, torch::ScalarType dtype, torch::Device device);
+
+  // First stage: ids [B, S] int64 -> hidden [B, S, D].
+  torch::Tensor Embed(const torch::Tensor& ids) const;
+  // This stage's layers: hidden [B, S, D] -> [B, S, D].
+  torch::Tensor Layers(torch::Tensor hidden, ForwardContext& ctx) const;
+  // Last stage: final norm + LM head: hidden [B, S, D] -> local logits [B, S, V/tp].
+  torch::Tensor LocalLogits(const torch::Tensor& hidden) const;
+  // Last stage: per-token next-token NLL. hidden [B, S, D], targets [B, S] -> [B, S] fp32.
+  torch::Tensor TokenNll(const torch::Tensor& hidden, const torch::Tensor& targets) const;
+  // Full-vocabulary logits [B, S, V] (gathered over TP; single-stage only) for tests/tools.
+  torch::Tensor FullLogits(const torch::Tensor& ids, ForwardContext& ctx) const;
+
+  const LlamaConfig& config() const { return cfg_; }
+  int64_t first_layer() const { return first_; }
+  int64_t last_layer() const { return last_; }
+  torch::ScalarType dtype() const { return dtype_; }
+  // Base weight of module "layers.<i>.<kind>" (local shard), for merge tests and export.
+  const AdaptedLinear& Linear(int64_t layer, const std::string& kind) const;
+
+ private:
+  struct Layer {
+    torch::Tensor ln1, ln2;  // [D]
+    AdaptedLinear q, k, v, o, gate, up, down;
+  };
+  torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const;
+  torch::Tensor Attention(const Layer& l, const torch::Tensor& x, ForwardContext& ctx) const;
+  torch::Tensor ApplyRope(const torch::Tensor& x, int64_t seq) const;  // x [B, h, S, hd]
+
+  LlamaConfig cfg_;
+  const ProcessGrid& grid_;
+  torch::ScalarType dtype_;
+  int64_t first_ = 0, last_ = 0;
+  int64_t heads_local_ = 0, kv_local_ = 0, head_dim_ = 0;
+  torch::Tensor embed_;    // [V/tp, D]   first stage
+  torch::Tensor norm_;     // [D]         last stage
+  torch::Tensor lm_head_;  // [V/tp, D]   last stage
+  torch::Tensor cos_, sin_;  // [max_pos, hd] fp32
+  std::vector<Layer> layers_;
+};
+
+}  // namespace more

@@ -1,0 +1,43 @@
+// A frozen, tensor-parallel linear layer of the base model with an optional MoRE/LoRA adapter.
+//
+// Column-parallel (q, k, v, gate, up): W0 [d_out, d_in] split by output rows; this rank holds
+//   W_loc [d_out/tp, d_in]. Input x must already be full on every TP rank (the caller applies
+//   CopyToTp once for all projections that share it). y_loc = x W_loc^T (+ adapter slice).
+// Row-parallel (o, down): W0 split by input columns; W_loc [d_out, d_in/tp]; input x_loc is
+//   this rank's slice [.., d_in/tp]; y = ReduceFromTp( x_loc W_loc^T + adapter partial ).
+// The adapter term is computed in fp32 and added in the base dtype.
+#pragma once
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "more/adapter/more_adapter.h"
+#include "more/dist/communicator.h"
+
+namespace more {
+
+// What a forward pass carries through every layer and pipeline stage.
+struct ForwardContext {
+  int task = 0;                 // task id of this micro-batch (single-task batches)
+  bool training = false;
+  torch::Tensor token_mask;     // [B, S] 1 = real token (for the contrastive pooling)
+  bool contrastive = false;     // collect per-module contrastive losses
+  std::vector<torch::Tensor> cl_losses;  // one scalar per adapted module of this stage
+};
+
+class AdaptedLinear {
+ public:
+  AdaptedLinear() = default;
+  AdaptedLinear(torch::Tensor weight_local, ParallelKind kind, MoreAdapter* adapter, const Communicator* tp);
+  torch::Tensor Forward(const torch::Tensor& x, ForwardContext& ctx) const;
+  const torch::Tensor& weight() const { return weight_; }
+  MoreAdapter* adapter() const { return adapter_; }
+
+ private:
+  torch::Tensor weight_;  // frozen local shard, base dtype
+  ParallelKind kind_ = ParallelKind::kColumn;
+  MoreAdapter* adapter_ = nullptr;
+  const Communicator* tp_ = nullptr;
+};
+
+}  // namespace more

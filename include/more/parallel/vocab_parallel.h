@@ -1,0 +1,24 @@
+// Vocabulary-parallel embedding and cross-entropy (Megatron-LM style). The vocabulary is split
+// in contiguous ranges: TP rank i owns ids [i*V/tp, (i+1)*V/tp).
+//
+// Embedding:  y = ReduceFromTp( E_loc[id - start] if id in range else 0 )      [.., D]
+// Cross-entropy on local logits l_loc [N, V/tp] without gathering the vocabulary:
+//   m    = all-reduce-max(max_j l)                       (a constant: no gradient needed)
+//   S    = ReduceFromTp( sum_j exp(l_loc - m) )          [N]
+//   l_y  = ReduceFromTp( l_loc[y - start] if y in range else 0 )
+//   nll  = log S + m - l_y                               [N]   (autograd through ReduceFromTp)
+#pragma once
+#include <torch/torch.h>
+
+#include "more/dist/communicator.h"
+
+namespace more {
+
+// ids [..] int64; weight_local [V/tp, D]; returns [.., D].
+torch::Tensor VocabParallelEmbedding(const torch::Tensor& ids, const torch::Tensor& weight_local,
+                                     int64_t vocab_start, const Communicator& tp);
+// logits_local [N, V/tp] (any float dtype, computed in fp32); targets [N] int64; returns nll [N] fp32.
+torch::Tensor VocabParallelNll(const torch::Tensor& logits_local, const torch::Tensor& targets,
+                               int64_t vocab_start, const Communicator& tp);
+
+}  // namespace more

@@ -1,0 +1,88 @@
+// Trainer: builds everything a run needs from a Config and a ProcessGrid (tokenizer, shards,
+// sampler + streaming loader, frozen base stage, adapters, optimizer, checkpoints, evaluator),
+// then runs optimizer steps:
+//   zero grads; for each of global_batch / (micro_batch * dp) micro-batches:
+//     forward (single task), (L / n_micro).backward()
+//   all-reduce adapter grads (stage tp x dp group) -> clip -> non-finite policy -> AdamW
+// Metrics go to <out_dir>/metrics.jsonl (rank 0): one "train" line every log_every steps and an
+// "eval" line per evaluation; a progress bar on a terminal.
+#pragma once
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "more/adapter/adapter_set.h"
+#include "more/ckpt/checkpoint.h"
+#include "more/config/config.h"
+#include "more/data/shard_set.h"
+#include "more/data/streaming_loader.h"
+#include "more/dist/process_grid.h"
+#include "more/eval/evaluator.h"
+#include "more/model/hf_config.h"
+#include "more/model/llama.h"
+#include "more/train/optimizer.h"
+
+namespace more {
+
+struct StepResult {
+  int64_t step = 0;   // steps completed after this one
+  double loss = 0, gen = 0, cl = 0, lr = 0, grad_norm = 0;
+  int64_t tokens = 0;
+  double seconds = 0;
+  bool skipped = false;  // non-finite and nan_policy = skip
+  std::vector<int> tasks;  // task of each micro-batch
+};
+
+class Trainer {
+ public:
+  Trainer(Config cfg, const ProcessGrid& grid);
+  ~Trainer();
+
+  // Resumes from <ckpt>/latest if enabled and present. Returns the step resumed at (0 if none).
+  int64_t MaybeResume();
+  StepResult Step();
+  // The whole run: evaluation at start, steps, periodic eval/checkpoints, final checkpoint,
+  // eval and export. Returns the last evaluation.
+  std::vector<TaskScore> Run();
+  std::vector<TaskScore> Evaluate();
+  std::string SaveCheckpoint();
+
+  int64_t step() const { return step_; }
+  AdapterSet& adapters() { return *adapters_; }
+  const LlamaStage& stage() const { return *stage_; }
+  const Config& config() const { return cfg_; }
+  const std::vector<std::string>& task_names() const { return task_names_; }
+  FlatAdamW& optimizer() { return *opt_; }
+
+ private:
+  void Log(const nlohmann::json& j);
+  nlohmann::json ModelFingerprint() const;
+  void Progress(const StepResult& r);
+
+  Config cfg_;
+  const ProcessGrid& grid_;
+  LlamaConfig model_cfg_;
+  int32_t pad_id_ = 0;
+  std::shared_ptr<ShardSet> train_;
+  std::unique_ptr<ShardSet> eval_;
+  std::unique_ptr<StreamingLoader> loader_;
+  std::unique_ptr<AdapterSet> adapters_;
+  std::unique_ptr<SafetensorsCollection> weights_;
+  std::unique_ptr<LlamaStage> stage_;
+  std::unique_ptr<FlatAdamW> opt_;
+  std::unique_ptr<CheckpointManager> ckpt_;
+  std::unique_ptr<Evaluator> evaluator_;
+  std::vector<std::string> task_names_;
+  int64_t num_modules_ = 0;
+  int64_t n_micro_ = 1;
+  int64_t step_ = 0;
+  int64_t skipped_in_row_ = 0, skipped_total_ = 0;
+  std::ofstream metrics_;
+};
+
+}  // namespace more

@@ -1,0 +1,84 @@
+#include "more/adapter/adapter_set.h"
+
+#include "more/core/error.h"
+
+namespace more {
+
+AdapterSet::AdapterSet(std::vector<std::unique_ptr<MoreAdapter>> adapters) : adapters_(std::move(adapters)) {
+  int64_t total = 0;
+  for (auto& a : adapters_) {
+    by_name_[a->name()] = a.get();
+    for (auto& [suffix, t] : a->Params()) {
+      entries_.push_back({a->name() + "." + suffix, t->sizes().vec(), total, t->numel()});
+      total += t->numel();
+    }
+  }
+  flat_ = torch::zeros({total}, torch::kFloat32);
+  flat_grad_ = torch::zeros({total}, torch::kFloat32);
+  decay_mask_ = torch::zeros({total}, torch::kFloat32);
+  size_t i = 0;
+  for (auto& a : adapters_) {
+    for (auto& [suffix, t] : a->Params()) {
+      const auto& e = entries_[i++];
+      auto view = flat_.narrow(0, e.offset, e.numel).view(e.shape);
+      {
+        torch::NoGradGuard ng;
+        view.copy_(*t);
+      }
+      *t = view.detach().requires_grad_(true);  // leaf sharing storage with flat_
+      t->mutable_grad() = flat_grad_.narrow(0, e.offset, e.numel).view(e.shape);
+      // decoupled weight decay on the low-rank factors and gate weights, not on E or biases
+      if (suffix == "A" || suffix == "B" || suffix == "gate_w") decay_mask_.narrow(0, e.offset, e.numel).fill_(1.0);
+    }
+  }
+}
+
+MoreAdapter* AdapterSet::Find(const std::string& module) const {
+  auto it = by_name_.find(module);
+  return it == by_name_.end() ? nullptr : it->second;
+}
+
+void AdapterSet::SyncGrads(const ProcessGrid& grid) {
+  if (grid.stage().size() == 1) return;
+  grid.stage().AllReduceSum(flat_grad_);
+  if (grid.layout().dp > 1) flat_grad_.div_(static_cast<double>(grid.layout().dp));
+}
+
+nlohmann::json AdapterSet::TaskRankMap(int num_tasks) const {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& a : adapters_) {
+    std::vector<int64_t> ranks;
+    for (int t = 0; t < num_tasks; ++t) ranks.push_back(a->ChosenRank(t));
+    j[a->name()] = ranks;
+  }
+  return j;
+}
+
+std::map<std::string, torch::Tensor> AdapterSet::NamedTensors() const {
+  std::map<std::string, torch::Tensor> m;
+  for (const auto& e : entries_) m[e.name] = flat_.narrow(0, e.offset, e.numel).view(e.shape);
+  return m;
+}
+
+std::map<std::string, torch::Tensor> AdapterSet::NamedGrads() const {
+  std::map<std::string, torch::Tensor> m;
+  for (const auto& e : entries_) m[e.name] = flat_grad_.narrow(0, e.offset, e.numel).view(e.shape);
+  return m;
+}
+
+void AdapterSet::LoadNamed(const std::map<std::string, torch::Tensor>& values, const std::string& source) {
+  torch::NoGradGuard ng;
+  for (const auto& e : entries_) {
+    auto it = values.find(e.name);
+    if (it == values.end())
+      throw Error(fmt::format("{}: adapter tensor '{}' is missing", source, e.name),
+                  "the checkpoint was written for another model, adapter method or target list");
+    if (it->second.sizes().vec() != e.shape)
+      throw Error(fmt::format("{}: adapter tensor '{}' has shape {} but this run expects {}", source, e.name,
+                              fmt::join(it->second.sizes().vec(), "x"), fmt::join(e.shape, "x")),
+                  "the checkpoint was written for another model or adapter rank/task count");
+    flat_.narrow(0, e.offset, e.numel).copy_(it->second.reshape({-1}).to(torch::kFloat32));
+  }
+}
+
+}  // namespace more

@@ -1,0 +1,161 @@
+#include "more/adapter/more_adapter.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "more/core/error.h"
+#include "more/core/hash.h"
+#include "more/parallel/tp_ops.h"
+
+namespace more {
+namespace {
+
+uint64_t SeedFor(uint64_t seed, const std::string& name) {
+  return seed * 0x9E3779B97F4A7C15ull ^ std::stoull(HashBytesHex(name.data(), name.size()), nullptr, 16);
+}
+
+}  // namespace
+
+MoreAdapter::MoreAdapter(std::string name, int64_t d_in, int64_t d_out, const AdapterOptions& opt,
+                         ParallelKind kind, int tp_rank, int tp_size)
+    : name_(std::move(name)), d_in_(d_in), d_out_(d_out), opt_(opt), kind_(kind), tp_rank_(tp_rank),
+      tp_size_(tp_size) {
+  MORE_CHECK(opt.rank >= 1, "adapter {}: rank must be >= 1", name_);
+  MORE_CHECK(kind != ParallelKind::kColumn || d_out % tp_size == 0, "adapter {}: d_out {} % tp {}", name_,
+             d_out, tp_size);
+  MORE_CHECK(kind != ParallelKind::kRow || d_in % tp_size == 0, "adapter {}: d_in {} % tp {}", name_, d_in,
+             tp_size);
+  // The generator is seeded from (seed, module name) only: every rank of every layout
+  // initialises the same full tensors.
+  auto gen = at::detail::createCPUGenerator(SeedFor(opt.seed, name_));
+  torch::NoGradGuard ng;
+  const double bound = 1.0 / std::sqrt(static_cast<double>(d_in));  // kaiming_uniform(a=sqrt(5))
+  A = torch::empty({opt.rank, d_in}, torch::kFloat32).uniform_(-bound, bound, gen);
+  B = torch::zeros({d_out, opt.rank}, torch::kFloat32);
+  if (opt.more) {
+    E = torch::empty({opt.num_tasks, d_in}, torch::kFloat32).normal_(0.0, 0.01, gen);
+    gate_w = torch::empty({opt.rank, d_in}, torch::kFloat32).uniform_(-bound, bound, gen);
+    gate_b = torch::empty({opt.rank}, torch::kFloat32).uniform_(-bound, bound, gen);
+  }
+}
+
+std::vector<std::pair<std::string, torch::Tensor*>> MoreAdapter::Params() {
+  std::vector<std::pair<std::string, torch::Tensor*>> p{{"A", &A}, {"B", &B}};
+  if (opt_.more) {
+    p.emplace_back("E", &E);
+    p.emplace_back("gate_w", &gate_w);
+    p.emplace_back("gate_b", &gate_b);
+  }
+  return p;
+}
+
+MoreAdapter::Selection MoreAdapter::Select(int task) const {
+  Selection sel;
+  if (!opt_.more) {
+    sel.rank = opt_.rank;
+    return sel;
+  }
+  MORE_CHECK(task >= 0 && task < opt_.num_tasks, "adapter {}: task id {} outside [0, {})", name_, task,
+             opt_.num_tasks);
+  // p_t = softmax(W_g e_t + b_g)                                            [r]
+  sel.probs = torch::softmax(torch::mv(gate_w, E[task]) + gate_b, 0);
+  if (opt_.soft) {
+    sel.rank = opt_.rank;
+    return sel;
+  }
+  const int64_t k = sel.probs.argmax().item<int64_t>();
+  sel.rank = k + 1;
+  auto pk = sel.probs[k];
+  sel.weight = pk - pk.detach() + 1.0;  // straight-through: value 1, d/dp = 1
+  return sel;
+}
+
+int64_t MoreAdapter::ChosenRank(int task) const {
+  torch::NoGradGuard ng;
+  return Select(task).rank;
+}
+
+torch::Tensor MoreAdapter::ComponentWeights(const Selection& sel) const {
+  const auto r = opt_.rank;
+  const double base = opt_.alpha / static_cast<double>(r);
+  if (!opt_.more) return torch::full({r}, base, torch::kFloat32);
+  const int64_t rt = sel.rank;
+  // per-component factor ((j+1)/r)^2, j = 0..rt-1 (applied to both A and B)
+  auto comp = torch::ones({rt}, torch::kFloat32);
+  if (opt_.scaling == "per_component") {
+    comp = torch::arange(1, rt + 1, torch::kFloat32) / static_cast<double>(r);
+    comp = comp * comp;
+  }
+  const bool paper = opt_.scaling == "paper";
+  if (opt_.soft) {
+    // w_j = sum_{k >= j} p_k s(k+1): reverse cumulative sum over experts
+    auto s = paper ? torch::arange(1, r + 1, torch::kFloat32) / static_cast<double>(opt_.num_tasks)
+                   : torch::ones({r}, torch::kFloat32);
+    auto sp = sel.probs * s;
+    auto w = torch::flip(torch::cumsum(torch::flip(sp, {0}), 0), {0});
+    return w * comp * base;
+  }
+  const double s = paper ? static_cast<double>(rt) / static_cast<double>(opt_.num_tasks) : 1.0;
+  return sel.weight * (comp * (base * s));
+}
+
+torch::Tensor MoreAdapter::Delta(const torch::Tensor& x, int task, bool training) const {
+  const auto sel = Select(task);
+  const int64_t rt = sel.rank;
+  auto w = ComponentWeights(sel);                                          // [rt]
+  auto xd = x.scalar_type() == torch::kFloat32 ? x : x.to(torch::kFloat32);
+  if (opt_.dropout > 0 && training) xd = torch::dropout(xd, opt_.dropout, true);
+  auto a = A.narrow(0, 0, rt);                                             // [rt, d_in]
+  auto b = B.narrow(1, 0, rt);                                             // [d_out, rt]
+  if (kind_ == ParallelKind::kRow && tp_size_ > 1) {
+    const int64_t n = d_in_ / tp_size_;
+    a = a.narrow(1, tp_rank_ * n, n);                                      // [rt, d_in/tp]
+  }
+  if (kind_ == ParallelKind::kColumn && tp_size_ > 1) {
+    const int64_t n = d_out_ / tp_size_;
+    b = b.narrow(0, tp_rank_ * n, n);                                      // [d_out/tp, rt]
+  }
+  auto u = torch::matmul(xd, a.t()) * w;                                  // [.., rt]
+  return torch::matmul(u, b.t());                                          // [.., d_out(/tp)]
+}
+
+torch::Tensor MoreAdapter::ContrastiveLoss(const torch::Tensor& x, const torch::Tensor& mask, int task,
+                                           const Communicator& tp) const {
+  MORE_CHECK(opt_.more, "adapter {}: contrastive loss needs task embeddings (method = more)", name_);
+  auto xf = x.to(torch::kFloat32);                                         // [B, S, d(/tp)]
+  auto m = mask.to(torch::kFloat32).unsqueeze(-1);                         // [B, S, 1]
+  auto z = (xf * m).sum(1) / m.sum(1).clamp_min(1.0);                      // [B, d(/tp)] mean-pool
+  auto e = E;                                                              // [T, d]
+  const bool row_split = kind_ == ParallelKind::kRow && tp_size_ > 1;
+  if (row_split) {
+    const int64_t n = d_in_ / tp_size_;
+    e = e.narrow(1, tp_rank_ * n, n);                                      // [T, d/tp]
+  }
+  auto dots = torch::matmul(z, e.t());                                     // [B, T]
+  auto zn2 = (z * z).sum(-1);                                              // [B]
+  auto en2 = (e * e).sum(-1);                                              // [T]
+  if (row_split) {
+    const auto b = dots.size(0), t = dots.size(1);
+    auto packed = ReduceFromTp(torch::cat({dots.flatten(), zn2, en2}), tp);  // [B*T + B + T]
+    dots = packed.narrow(0, 0, b * t).view({b, t});
+    zn2 = packed.narrow(0, b * t, b);
+    en2 = packed.narrow(0, b * t + b, t);
+  }
+  auto cos = dots / (zn2.sqrt().unsqueeze(1) * en2.sqrt().unsqueeze(0)).clamp_min(1e-8);
+  auto labels = torch::full({cos.size(0)}, static_cast<int64_t>(task), torch::kLong);
+  auto loss = torch::nn::functional::cross_entropy(cos / opt_.tau, labels);
+  if (kind_ == ParallelKind::kColumn && tp_size_ > 1) {
+    // computed identically on every TP rank: gradient 1/tp each, value unchanged
+    loss = loss / tp_size_ + (loss - loss / tp_size_).detach();
+  }
+  return loss;
+}
+
+torch::Tensor MoreAdapter::MergedDelta(int task) const {
+  torch::NoGradGuard ng;
+  const auto sel = Select(task);
+  auto w = ComponentWeights(sel);                                          // [rt]
+  const int64_t rt = w.size(0);
+  return torch::matmul(B.narrow(1, 0, rt) * w, A.narrow(0, 0, rt));        // [d_out, d_in]
+}
+
+}  // namespace more

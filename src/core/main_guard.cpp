@@ -1,0 +1,35 @@
+#include "more/core/main_guard.h"
+
+#include <cstdio>
+#include <exception>
+
+#include <mpi.h>
+
+#include "more/core/log.h"
+
+namespace more {
+
+int RunMain(int argc, char** argv, const std::function<int(int, char**)>& body) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  InitLogging(rank, size);
+  int rc = 0;
+  try {
+    rc = body(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[rank %d] error: %s\n", rank, e.what());
+    std::fflush(stderr);
+    spdlog::shutdown();
+    // Ends every rank of the job (a lone failing rank must not leave the others hanging).
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
+  }
+  spdlog::shutdown();
+  MPI_Finalize();
+  return rc;
+}
+
+}  // namespace more

@@ -1,0 +1,72 @@
+#include "more/data/shard_format.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "more/core/error.h"
+
+namespace more {
+
+int ShardChunkRows(int max_len) {
+  const int by_bytes = (1 << 20) / (4 * std::max(1, max_len));
+  return std::clamp(by_bytes, 1, 256);
+}
+
+std::string ShardFileName(const std::string& split, int index, int count) {
+  return fmt::format("{}-{:05d}-of-{:05d}.h5", split, index, count);
+}
+
+std::pair<int64_t, int64_t> ShardRowRange(int64_t size, int index, int count) {
+  return {size * index / count, size * (index + 1) / count};
+}
+
+bool IsKnownMetric(const std::string& metric) {
+  return metric == "accuracy" || metric == "mcc" || metric == "pearson";
+}
+
+void ValidateTasks(const std::vector<TaskInfo>& tasks, const std::string& where) {
+  if (tasks.empty()) throw Error(where + ": no tasks", "the manifest / shard lists no task");
+  std::set<std::string> seen;
+  for (const auto& t : tasks) {
+    if (t.name.empty() || t.name == "." || t.name == ".." || t.name.find('/') != std::string::npos)
+      throw Error(where + ": invalid task name '" + t.name + "'",
+                  "task names must be non-empty and contain no '/'");
+    if (!seen.insert(t.name).second) throw Error(where + ": task '" + t.name + "' listed twice");
+    if (!IsKnownMetric(t.metric))
+      throw Error(where + ": task '" + t.name + "' has unknown metric '" + t.metric + "'",
+                  "use accuracy, mcc or pearson");
+  }
+}
+
+std::string TasksToJson(const std::vector<TaskInfo>& tasks) {
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& t : tasks)
+    arr.push_back({{"name", t.name}, {"metric", t.metric}, {"candidates", t.candidates}, {"candidate_ids", t.candidate_ids}});
+  return arr.dump();
+}
+
+std::vector<TaskInfo> TasksFromJson(const std::string& json, const std::string& where) {
+  std::vector<TaskInfo> tasks;
+  try {
+    const auto arr = nlohmann::json::parse(json);
+    if (!arr.is_array()) throw Error(where + ": attribute 'tasks' is not a JSON array");
+    for (const auto& j : arr) {
+      TaskInfo t;
+      t.name = j.at("name").get<std::string>();
+      t.metric = j.at("metric").get<std::string>();
+      t.candidates = j.at("candidates").get<std::vector<std::string>>();
+      if (j.contains("candidate_ids")) t.candidate_ids = j.at("candidate_ids").get<std::vector<std::vector<int32_t>>>();
+      tasks.push_back(std::move(t));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(where + ": attribute 'tasks' is not valid task JSON: " + e.what(),
+                "re-create the shards with shard_data build");
+  }
+  ValidateTasks(tasks, where);
+  return tasks;
+}
+
+}  // namespace more

@@ -1,0 +1,64 @@
+#include "more/dist/process_grid.h"
+
+#include "more/core/error.h"
+
+namespace more {
+namespace {
+
+// A communicator of size 1 that never touches MPI (for ProcessGrid::Single()).
+class SelfCommunicator final : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string backend() const override { return "self"; }
+  void AllReduceSum(at::Tensor&) const override {}
+  void AllReduceMax(at::Tensor&) const override {}
+  void Broadcast(at::Tensor&, int) const override {}
+  void AllGather(const at::Tensor& in, at::Tensor& out) const override { out.copy_(in.view_as(out)); }
+  void Send(const at::Tensor&, int, int) const override { throw Error("send on a single-rank grid"); }
+  void Recv(at::Tensor&, int, int) const override { throw Error("recv on a single-rank grid"); }
+  void Barrier() const override {}
+};
+
+std::unique_ptr<Communicator> Split(MPI_Comm world, int color, int key) {
+  MPI_Comm c;
+  MPI_Comm_split(world, color, key, &c);
+  return std::make_unique<MpiCommunicator>(c, true);
+}
+
+}  // namespace
+
+ProcessGrid::ProcessGrid(MPI_Comm world, Layout layout) : layout_(layout) {
+  int size = 0;
+  MPI_Comm_rank(world, &world_rank_);
+  MPI_Comm_size(world, &size);
+  if (layout.tp < 1 || layout.pp < 1 || layout.dp < 1 || layout.world() != size)
+    throw Error(fmt::format("process grid: tp*pp*dp = {}*{}*{} = {} but the job has {} ranks", layout.tp,
+                            layout.pp, layout.dp, layout.world(), size),
+                "launch tp*pp*dp ranks (mpirun -np N) or set parallel.dp=0 to infer dp");
+  tp_rank_ = world_rank_ % layout.tp;
+  pp_rank_ = (world_rank_ / layout.tp) % layout.pp;
+  dp_rank_ = world_rank_ / (layout.tp * layout.pp);
+  world_ = std::make_unique<MpiCommunicator>(world, false);
+  tp_ = Split(world, pp_rank_ + layout.pp * dp_rank_, tp_rank_);
+  pp_ = Split(world, tp_rank_ + layout.tp * dp_rank_, pp_rank_);
+  dp_ = Split(world, tp_rank_ + layout.tp * pp_rank_, dp_rank_);
+  stage_ = Split(world, pp_rank_, tp_rank_ + layout.tp * dp_rank_);
+}
+
+std::unique_ptr<ProcessGrid> ProcessGrid::Single() {
+  std::unique_ptr<ProcessGrid> g(new ProcessGrid());
+  g->world_ = std::make_unique<SelfCommunicator>();
+  g->tp_ = std::make_unique<SelfCommunicator>();
+  g->pp_ = std::make_unique<SelfCommunicator>();
+  g->dp_ = std::make_unique<SelfCommunicator>();
+  g->stage_ = std::make_unique<SelfCommunicator>();
+  return g;
+}
+
+std::string ProcessGrid::Describe() const {
+  return fmt::format("world {} = tp {} x pp {} x dp {} (rank = tp_rank + tp*(pp_rank + pp*dp_rank))",
+                     world_size(), layout_.tp, layout_.pp, layout_.dp);
+}
+
+}  // namespace more

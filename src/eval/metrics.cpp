@@ -1,0 +1,54 @@
+#include "more/eval/metrics.h"
+
+#include <cmath>
+
+#include "more/core/error.h"
+
+namespace more {
+
+double Accuracy(const std::vector<int>& pred, const std::vector<int>& gold) {
+  MORE_CHECK(pred.size() == gold.size(), "accuracy: {} predictions for {} labels", pred.size(), gold.size());
+  if (pred.empty()) return 0.0;
+  size_t ok = 0;
+  for (size_t i = 0; i < pred.size(); ++i) ok += pred[i] == gold[i];
+  return static_cast<double>(ok) / static_cast<double>(pred.size());
+}
+
+double MatthewsCorrelation(const std::vector<int>& pred, const std::vector<int>& gold, int k) {
+  MORE_CHECK(pred.size() == gold.size(), "mcc: {} predictions for {} labels", pred.size(), gold.size());
+  std::vector<double> p(k, 0.0), t(k, 0.0);
+  double c = 0, s = static_cast<double>(pred.size());
+  for (size_t i = 0; i < pred.size(); ++i) {
+    MORE_CHECK(pred[i] >= 0 && pred[i] < k && gold[i] >= 0 && gold[i] < k, "mcc: class out of range");
+    p[pred[i]] += 1;
+    t[gold[i]] += 1;
+    c += pred[i] == gold[i];
+  }
+  double pt = 0, pp = 0, tt = 0;
+  for (int j = 0; j < k; ++j) {
+    pt += p[j] * t[j];
+    pp += p[j] * p[j];
+    tt += t[j] * t[j];
+  }
+  const double den = std::sqrt((s * s - pp) * (s * s - tt));
+  return den == 0 ? 0.0 : (c * s - pt) / den;
+}
+
+double PearsonCorrelation(const std::vector<double>& x, const std::vector<double>& y) {
+  MORE_CHECK(x.size() == y.size(), "pearson: {} predictions for {} labels", x.size(), y.size());
+  const double n = static_cast<double>(x.size());
+  if (n < 2) return 0.0;
+  double mx = 0, my = 0;
+  for (size_t i = 0; i < x.size(); ++i) { mx += x[i]; my += y[i]; }
+  mx /= n;
+  my /= n;
+  double sxy = 0, sxx = 0, syy = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    sxy += (x[i] - mx) * (y[i] - my);
+    sxx += (x[i] - mx) * (x[i] - mx);
+    syy += (y[i] - my) * (y[i] - my);
+  }
+  return (sxx == 0 || syy == 0) ? 0.0 : sxy / std::sqrt(sxx * syy);
+}
+
+}  // namespace more

@@ -1,0 +1,192 @@
+#include "more/model/llama.h"
+
+#include <cmath>
+
+#include "more/core/error.h"
+#include "more/model/weights.h"
+#include "more/parallel/tp_ops.h"
+#include "more/parallel/vocab_parallel.h"
+
+namespace more {
+
+std::vector<ModuleShape> LlamaModuleShapes(const LlamaConfig& c) {
+  const int64_t d = c.hidden_size, hd = c.head_dim(), i = c.intermediate_size;
+  return {{"q", d, c.num_attention_heads * hd, ParallelKind::kColumn},
+          {"k", d, c.num_key_value_heads * hd, ParallelKind::kColumn},
+          {"v", d, c.num_key_value_heads * hd, ParallelKind::kColumn},
+          {"o", c.num_attention_heads * hd, d, ParallelKind::kRow},
+          {"gate", d, i, ParallelKind::kColumn},
+          {"up", d, i, ParallelKind::kColumn},
+          {"down", i, d, ParallelKind::kRow}};
+}
+
+std::pair<int64_t, int64_t> StageLayerRange(const LlamaConfig& c, int pp_rank, int pp) {
+  MORE_CHECK(c.num_hidden_layers % pp == 0, "num_hidden_layers {} is not divisible by pp {}",
+             c.num_hidden_layers, pp);
+  const int64_t per = c.num_hidden_layers / pp;
+  return {pp_rank * per, (pp_rank + 1) * per};
+}
+
+std::unique_ptr<AdapterSet> BuildAdapters(const LlamaConfig& c, const AdapterOptions& opt,
+                                          const std::vector<std::string>& targets, const ProcessGrid& grid) {
+  auto [first, last] = StageLayerRange(c, grid.pp_rank(), grid.layout().pp);
+  std::vector<std::unique_ptr<MoreAdapter>> adapters;
+  const auto shapes = LlamaModuleShapes(c);
+  for (int64_t layer = first; layer < last; ++layer)
+    for (const auto& s : shapes)
+      if (std::find(targets.begin(), targets.end(), s.kind) != targets.end())
+        adapters.push_back(std::make_unique<MoreAdapter>(fmt::format("layers.{}.{}", layer, s.kind), s.d_in,
+                                                         s.d_out, opt, s.parallel, grid.tp_rank(),
+                                                         grid.layout().tp));
+  return std::make_unique<AdapterSet>(std::move(adapters));
+}
+
+namespace {
+const char* HfName(const std::string& kind) {
+  if (kind == "q") return "self_attn.q_proj";
+  if (kind == "k") return "self_attn.k_proj";
+  if (kind == "v") return "self_attn.v_proj";
+  if (kind == "o") return "self_attn.o_proj";
+  if (kind == "gate") return "mlp.gate_proj";
+  if (kind == "up") return "mlp.up_proj";
+  return "mlp.down_proj";
+}
+}  // namespace
+
+LlamaStage::LlamaStage(const LlamaConfig& cfg, const SafetensorsCollection& st, const ProcessGrid& grid,
+                       AdapterSet* adapters, torch::ScalarType dtype, torch::Device device)
+    : cfg_(cfg), grid_(grid), dtype_(dtype) {
+  cfg_.Validate("model config");
+  const int tp = grid.layout().tp, tr = grid.tp_rank();
+  std::tie(first_, last_) = StageLayerRange(cfg, grid.pp_rank(), grid.layout().pp);
+  head_dim_ = cfg.head_dim();
+  heads_local_ = cfg.num_attention_heads / tp;
+  kv_local_ = cfg.num_key_value_heads / tp;
+  MORE_CHECK(cfg.num_attention_heads % tp == 0 && cfg.num_key_value_heads % tp == 0,
+             "heads {} / kv heads {} not divisible by tp {}", cfg.num_attention_heads, cfg.num_key_value_heads, tp);
+  const int64_t d = cfg.hidden_size, v = cfg.vocab_size;
+  auto load = [&](const std::string& name, std::vector<int64_t> shape, int split) {
+    return LoadTensorSlice(st, name, shape, split, tr, tp, dtype, device);
+  };
+  if (grid.first_stage()) embed_ = load("model.embed_tokens.weight", {v, d}, 0);
+  if (grid.last_stage()) {
+    norm_ = load("model.norm.weight", {d}, -1);
+    lm_head_ = cfg.tie_word_embeddings ? load("model.embed_tokens.weight", {v, d}, 0)
+                                       : load("lm_head.weight", {v, d}, 0);
+  }
+  const auto shapes = LlamaModuleShapes(cfg);
+  for (int64_t i = first_; i < last_; ++i) {
+    const std::string p = fmt::format("model.layers.{}.", i);
+    Layer l;
+    l.ln1 = load(p + "input_layernorm.weight", {d}, -1);
+    l.ln2 = load(p + "post_attention_layernorm.weight", {d}, -1);
+    for (const auto& s : shapes) {
+      const int split = s.parallel == ParallelKind::kColumn ? 0 : 1;
+      auto w = load(p + HfName(s.kind) + ".weight", {s.d_out, s.d_in}, split);
+      MoreAdapter* a = adapters ? adapters->Find(fmt::format("layers.{}.{}", i, s.kind)) : nullptr;
+      AdaptedLinear lin(w, s.parallel, a, &grid.tp());
+      if (s.kind == "q") l.q = lin;
+      else if (s.kind == "k") l.k = lin;
+      else if (s.kind == "v") l.v = lin;
+      else if (s.kind == "o") l.o = lin;
+      else if (s.kind == "gate") l.gate = lin;
+      else if (s.kind == "up") l.up = lin;
+      else l.down = lin;
+    }
+    layers_.push_back(std::move(l));
+  }
+  // rotary tables [max_pos, hd]
+  auto inv = torch::pow(cfg.rope_theta, -torch::arange(0, head_dim_, 2, torch::kFloat64) / head_dim_);
+  auto pos = torch::arange(cfg.max_position_embeddings, torch::kFloat64);
+  auto freqs = torch::outer(pos, inv);                                      // [P, hd/2]
+  auto emb = torch::cat({freqs, freqs}, -1);                                // [P, hd]
+  cos_ = emb.cos().to(device, torch::kFloat32);
+  sin_ = emb.sin().to(device, torch::kFloat32);
+}
+
+const AdaptedLinear& LlamaStage::Linear(int64_t layer, const std::string& kind) const {
+  MORE_CHECK(layer >= first_ && layer < last_, "layer {} is not on this stage [{}, {})", layer, first_, last_);
+  const auto& l = layers_[layer - first_];
+  if (kind == "q") return l.q;
+  if (kind == "k") return l.k;
+  if (kind == "v") return l.v;
+  if (kind == "o") return l.o;
+  if (kind == "gate") return l.gate;
+  if (kind == "up") return l.up;
+  if (kind == "down") return l.down;
+  Fail("unknown module kind '{}'", kind);
+}
+
+torch::Tensor LlamaStage::RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const {
+  auto xf = x.to(torch::kFloat32);
+  auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + cfg_.rms_norm_eps);
+  return w * y.to(x.scalar_type());
+}
+
+torch::Tensor LlamaStage::ApplyRope(const torch::Tensor& x, int64_t seq) const {
+  MORE_CHECK(seq <= cos_.size(0), "sequence length {} exceeds max_position_embeddings {}", seq, cos_.size(0));
+  auto c = cos_.narrow(0, 0, seq).to(x.scalar_type());                     // [S, hd]
+  auto s = sin_.narrow(0, 0, seq).to(x.scalar_type());
+  const int64_t half = head_dim_ / 2;
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  auto rot = torch::cat({-x2, x1}, -1);                                     // rotate_half
+  return x * c + rot * s;
+}
+
+torch::Tensor LlamaStage::Attention(const Layer& l, const torch::Tensor& x, ForwardContext& ctx) const {
+  const int64_t b = x.size(0), s = x.size(1);
+  auto n = CopyToTp(RmsNorm(x, l.ln1), grid_.tp());                        // [B, S, D]
+  auto q = l.q.Forward(n, ctx).view({b, s, heads_local_, head_dim_}).transpose(1, 2);  // [B, H/tp, S, hd]
+  auto k = l.k.Forward(n, ctx).view({b, s, kv_local_, head_dim_}).transpose(1, 2);     // [B, KV/tp, S, hd]
+  auto v = l.v.Forward(n, ctx).view({b, s, kv_local_, head_dim_}).transpose(1, 2);     // [B, KV/tp, S, hd]
+  q = ApplyRope(q, s);
+  k = ApplyRope(k, s);
+  const int64_t groups = heads_local_ / kv_local_;
+  if (groups > 1) {
+    k = k.repeat_interleave(groups, 1);                                     // [B, H/tp, S, hd]
+    v = v.repeat_interleave(groups, 1);
+  }
+  auto scores = torch::matmul(q, k.transpose(-1, -2)).to(torch::kFloat32) /
+                std::sqrt(static_cast<double>(head_dim_));                 // [B, H/tp, S, S]
+  auto causal = torch::ones({s, s}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
+  scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
+  auto probs = torch::softmax(scores, -1).to(x.scalar_type());
+  auto out = torch::matmul(probs, v).transpose(1, 2).reshape({b, s, heads_local_ * head_dim_});  // [B, S, H/tp*hd]
+  return l.o.Forward(out, ctx);                                            // [B, S, D]
+}
+
+torch::Tensor LlamaStage::Embed(const torch::Tensor& ids) const {
+  MORE_CHECK(embed_.defined(), "Embed() called on a stage without the embedding (pp rank {})", grid_.pp_rank());
+  return VocabParallelEmbedding(ids, embed_, grid_.tp_rank() * embed_.size(0), grid_.tp());
+}
+
+torch::Tensor LlamaStage::Layers(torch::Tensor h, ForwardContext& ctx) const {
+  for (const auto& l : layers_) {
+    h = h + Attention(l, h, ctx);
+    auto n = CopyToTp(RmsNorm(h, l.ln2), grid_.tp());
+    auto a = torch::silu(l.gate.Forward(n, ctx)) * l.up.Forward(n, ctx);  // [B, S, I/tp]
+    h = h + l.down.Forward(a, ctx);
+  }
+  return h;
+}
+
+torch::Tensor LlamaStage::LocalLogits(const torch::Tensor& hidden) const {
+  MORE_CHECK(lm_head_.defined(), "LM head called on a stage that is not the last (pp rank {})", grid_.pp_rank());
+  auto n = CopyToTp(RmsNorm(hidden, norm_), grid_.tp());
+  return torch::matmul(n, lm_head_.t());                                   // [B, S, V/tp]
+}
+
+torch::Tensor LlamaStage::TokenNll(const torch::Tensor& hidden, const torch::Tensor& targets) const {
+  auto logits = LocalLogits(hidden);
+  const auto b = logits.size(0), s = logits.size(1);
+  auto nll = VocabParallelNll(logits.reshape({b * s, logits.size(2)}), targets.reshape({b * s}),
+                              grid_.tp_rank() * lm_head_.size(0), grid_.tp());
+  return nll.view({b, s});                                                  // [B, S]
+}
+
+torch::Tensor LlamaStage::FullLogits(const torch::Tensor& ids, ForwardContext& ctx) const {
+  MORE_CHECK(grid_.layout().pp == 1, "FullLogits needs the whole model on one stage");
+  return GatherFromTp(LocalLogits(Layers(Embed(ids), ctx)), grid_.tp());  // [B, S, V]
+}
+
+}  // namespace more

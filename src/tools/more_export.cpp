@@ -1,0 +1,64 @@
+// more_export: adapters of a checkpoint -> export directory, and per-task merged models.
+//   more_export --checkpoint RUN/checkpoints/step-00000200 --out EXPORT [--merge task1,task2|all]
+// The base model comes from the checkpoint's resolved config (model.path) unless --model is given.
+#include <iostream>
+#include <sstream>
+
+#include "more/ckpt/checkpoint.h"
+#include "more/ckpt/export.h"
+#include "more/core/error.h"
+#include "more/core/main_guard.h"
+#include "more/model/llama.h"
+
+int main(int argc, char** argv) {
+  return more::RunMain(argc, argv, [](int argc, char** argv) {
+    std::string ckpt, out, merge, model_dir;
+    for (int i = 1; i < argc; ++i) {
+      std::string a = argv[i];
+      auto next = [&]() -> std::string {
+        if (i + 1 >= argc) throw more::Error(a + " needs a value");
+        return argv[++i];
+      };
+      if (a == "--checkpoint") ckpt = next();
+      else if (a == "--out") out = next();
+      else if (a == "--merge") merge = next();
+      else if (a == "--model") model_dir = next();
+      else if (a == "--help" || a == "-h") {
+        std::cout << "usage: more_export --checkpoint DIR --out DIR [--merge TASKS|all] [--model HF_DIR]\n";
+        return 0;
+      } else throw more::Error("unexpected argument '" + a + "'", "see more_export --help");
+    }
+    if (ckpt.empty() || out.empty()) throw more::Error("--checkpoint and --out are required");
+    auto loaded = more::CheckpointManager::Load(ckpt);
+    auto cfg = more::ConfigFromJson(loaded.state.at("config"));
+    if (!model_dir.empty()) cfg.model.path = model_dir;
+    auto model = more::LoadLlamaConfig(cfg.model.path);
+    auto tasks = loaded.state.at("task_names").get<std::vector<std::string>>();
+    more::AdapterOptions ao;
+    ao.more = cfg.adapter.method == "more";
+    ao.rank = cfg.adapter.rank;
+    ao.alpha = cfg.adapter.alpha;
+    ao.scaling = cfg.adapter.scaling;
+    ao.soft = cfg.adapter.selection == "soft";
+    ao.num_tasks = static_cast<int64_t>(tasks.size());
+    auto grid = more::ProcessGrid::Single();
+    auto adapters = more::BuildAdapters(model, ao, cfg.TargetModules(), *grid);
+    adapters->LoadNamed(loaded.adapters, ckpt);
+    more::ExportAdapters(out, *adapters, tasks, cfg, model);
+    spdlog::info("exported {} adapter tensors to {}", adapters->entries().size(), out);
+    if (!merge.empty()) {
+      std::vector<std::string> which;
+      if (merge == "all") which = tasks;
+      else {
+        std::stringstream ss(merge);
+        std::string t;
+        while (std::getline(ss, t, ',')) which.push_back(t);
+      }
+      for (const auto& t : which) {
+        auto dir = more::MergeTask(out, cfg.model.path, t, out + "/merged/" + t);
+        spdlog::info("merged model for task '{}' written to {}", t, dir);
+      }
+    }
+    return 0;
+  });
+}

@@ -1,0 +1,44 @@
+#include "more/train/loss.h"
+
+namespace more {
+
+BatchTensors ToTensors(const MicroBatch& mb, torch::Device device) {
+  const int64_t b = mb.batch_size, l = mb.seq_len;
+  BatchTensors t;
+  t.task = mb.task;
+  auto ids = torch::from_blob(const_cast<int32_t*>(mb.input_ids.data()), {b, l}, torch::kInt32).to(torch::kInt64);
+  auto tmask = torch::from_blob(const_cast<uint8_t*>(mb.target_mask.data()), {b, l}, torch::kUInt8)
+                   .to(torch::kFloat32);
+  auto lengths = torch::from_blob(const_cast<int32_t*>(mb.lengths.data()), {b}, torch::kInt32).to(torch::kInt64);
+  t.ids = ids.to(device);
+  // next-token targets: position j predicts token j+1
+  t.targets = torch::cat({ids.narrow(1, 1, l - 1), ids.narrow(1, l - 1, 1)}, 1).to(device);
+  t.loss_mask = torch::cat({tmask.narrow(1, 1, l - 1), torch::zeros({b, 1})}, 1).to(device);
+  t.token_mask = (torch::arange(l).unsqueeze(0) < lengths.unsqueeze(1)).to(torch::kFloat32).to(device);
+  return t;
+}
+
+LossParts ForwardLoss(const LlamaStage& stage, const BatchTensors& b, bool training, double lambda_cl,
+                      int64_t num_modules) {
+  ForwardContext ctx;
+  ctx.task = b.task;
+  ctx.training = training;
+  ctx.token_mask = b.token_mask;
+  ctx.contrastive = lambda_cl > 0 && num_modules > 0;
+  auto h = stage.Layers(stage.Embed(b.ids), ctx);
+  auto nll = stage.TokenNll(h, b.targets);                                 // [B, L]
+  auto count = b.loss_mask.sum();
+  LossParts out;
+  out.target_tokens = count.item<int64_t>();
+  auto gen = (nll * b.loss_mask).sum() / count.clamp_min(1.0);
+  out.total = gen;
+  out.gen = gen.item<double>();
+  if (ctx.contrastive && !ctx.cl_losses.empty()) {
+    auto cl = torch::stack(ctx.cl_losses).sum() / static_cast<double>(num_modules);
+    out.cl = cl.item<double>();
+    out.total = out.total + lambda_cl * cl;
+  }
+  return out;
+}
+
+}  // namespace more

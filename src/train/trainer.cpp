@@ -1,0 +1,337 @@
+#include "more/train/trainer.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "more/ckpt/export.h"
+#include "more/core/error.h"
+#include "more/core/hash.h"
+#include "more/core/safetensors.h"
+#include "more/data/sampler.h"
+#include "more/train/loss.h"
+
+namespace fs = std::filesystem;
+
+namespace more {
+namespace {
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+int LocalRanks() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
+  return 1;
+}
+
+torch::Tensor GetRngState() { return at::detail::getDefaultCPUGenerator().get_state(); }
+void SetRngState(const torch::Tensor& t) {
+  auto g = at::detail::getDefaultCPUGenerator();  // a handle sharing the default generator
+  g.set_state(t);
+}
+
+}  // namespace
+
+Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), grid_(grid) {
+  cfg_.Validate();
+  const int64_t threads = cfg_.train.threads > 0
+                              ? cfg_.train.threads
+                              : std::max<int64_t>(1, std::thread::hardware_concurrency() / LocalRanks());
+  torch::set_num_threads(static_cast<int>(threads));
+  torch::manual_seed(static_cast<uint64_t>(cfg_.train.seed) + 7919ull * grid_.world_rank());
+
+  model_cfg_ = LoadLlamaConfig(cfg_.model.path);
+  model_cfg_.Validate(cfg_.model.path + "/config.json");
+  cfg_.ValidateAgainstModel(model_cfg_, grid_.world_size());
+  const int64_t dp = grid_.layout().dp;
+  n_micro_ = cfg_.train.global_batch / (cfg_.train.micro_batch * dp);
+
+  // The shards must come from the model's tokenizer (hash of the .model file); the trainer itself
+  // needs no SentencePiece: the shards carry token ids, candidate ids and special ids.
+  std::string tok_hash;
+  const auto tok_path = cfg_.tokenizer_path();
+  if (fs::exists(tok_path)) tok_hash = HashFileHex(tok_path);
+  else if (!cfg_.data.tokenizer.empty())
+    throw Error(fmt::format("data.tokenizer '{}' does not exist", tok_path));
+  else spdlog::warn("no tokenizer.model in '{}': the shards' tokenizer cannot be checked", cfg_.model.path);
+  train_ = std::make_shared<ShardSet>(SplitList(cfg_.data.train), "train", tok_hash);
+  const auto& meta = train_->shards().at(0);
+  pad_id_ = meta.pad_id;
+  if (meta.vocab_size > model_cfg_.vocab_size)
+    throw Error(fmt::format("shards '{}' use a tokenizer of {} pieces but the model's vocab_size is {}",
+                            cfg_.data.train, meta.vocab_size, model_cfg_.vocab_size),
+                "shard the data with the tokenizer.model that belongs to the model");
+  for (const auto& t : train_->tasks()) task_names_.push_back(t.name);
+
+  // task subset: unselected tasks get sampling weight 0 and are not evaluated
+  std::vector<int64_t> sizes;
+  for (const auto& t : train_->tasks()) sizes.push_back(t.size);
+  std::vector<bool> use(task_names_.size(), cfg_.data.tasks.empty());
+  for (const auto& name : SplitList(cfg_.data.tasks)) use[train_->TaskId(name)] = true;
+  std::vector<int64_t> used_sizes = sizes;
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    if (!use[t]) used_sizes[t] = 0;
+    else if (sizes[t] == 0)
+      throw Error(fmt::format("task '{}' has no training rows in '{}'", task_names_[t], cfg_.data.train),
+                  "remove it with data.tasks or rebuild the shards");
+  }
+  auto mode = ParseSamplingMode(cfg_.data.sampling);
+  auto weights = TaskWeights(mode, used_sizes, cfg_.data.temperature);
+  for (size_t t = 0; t < weights.size(); ++t)
+    spdlog::info("task {:<14} size {:>6}  sampling weight ({}) {:.4f}", task_names_[t], sizes[t],
+                 cfg_.data.sampling, weights[t]);
+  BatchSampler sampler(sizes, weights, static_cast<int>(cfg_.train.micro_batch), static_cast<int>(dp),
+                       static_cast<uint64_t>(cfg_.train.seed));
+  loader_ = std::make_unique<StreamingLoader>(train_, std::move(sampler), grid_.dp_rank(), static_cast<int>(dp),
+                                              static_cast<int>(cfg_.train.micro_batch),
+                                              static_cast<int>(cfg_.data.bucket), pad_id_,
+                                              static_cast<int>(cfg_.data.prefetch));
+
+  // eval shards: data.eval, or eval-*.h5 next to the training shards
+  std::vector<std::string> eval_paths = cfg_.data.eval.empty() ? SplitList(cfg_.data.train) : SplitList(cfg_.data.eval);
+  if (!ShardSet::ResolveFiles(eval_paths, "eval").empty() || !cfg_.data.eval.empty()) {
+    eval_ = std::make_unique<ShardSet>(eval_paths, "eval", tok_hash);
+    std::vector<int> ids;
+    for (const auto& t : eval_->tasks()) {
+      auto it = std::find(task_names_.begin(), task_names_.end(), t.name);
+      if (it == task_names_.end())
+        throw Error(fmt::format("eval task '{}' is not a training task", t.name), "build both splits together");
+      const int id = static_cast<int>(it - task_names_.begin());
+      ids.push_back(use[id] ? id : -1);
+    }
+    evaluator_ = std::make_unique<Evaluator>(*eval_, ids, cfg_.eval.max_samples, cfg_.eval.batch);
+  } else {
+    spdlog::warn("no eval shards found next to '{}': evaluation disabled", cfg_.data.train);
+  }
+
+  AdapterOptions ao;
+  ao.more = cfg_.adapter.method == "more";
+  ao.rank = cfg_.adapter.rank;
+  ao.alpha = cfg_.adapter.alpha;
+  ao.dropout = cfg_.adapter.dropout;
+  ao.scaling = cfg_.adapter.scaling;
+  ao.soft = cfg_.adapter.selection == "soft";
+  ao.num_tasks = static_cast<int64_t>(task_names_.size());
+  ao.tau = cfg_.adapter.tau;
+  ao.seed = static_cast<uint64_t>(cfg_.train.seed);
+  const auto targets = cfg_.TargetModules();
+  adapters_ = BuildAdapters(model_cfg_, ao, targets, grid_);
+  num_modules_ = ao.more ? model_cfg_.num_hidden_layers * static_cast<int64_t>(targets.size()) : 0;
+
+  const bool cuda = cfg_.model.device == "cuda";
+  if (cuda && !torch::cuda::is_available())
+    throw Error("model.device = cuda but this build/machine has no CUDA", "use model.device=cpu");
+  auto dtype = cfg_.model.dtype == "bfloat16" || (cfg_.model.dtype == "auto" && cuda) ? torch::kBFloat16
+                                                                                      : torch::kFloat32;
+  weights_ = std::make_unique<SafetensorsCollection>(cfg_.model.path);
+  stage_ = std::make_unique<LlamaStage>(model_cfg_, *weights_, grid_, adapters_.get(), dtype,
+                                        cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU));
+  AdamWOptions oo{cfg_.train.beta1, cfg_.train.beta2, cfg_.train.eps, cfg_.train.weight_decay};
+  opt_ = std::make_unique<FlatAdamW>(adapters_->numel(), oo);
+  ckpt_ = std::make_unique<CheckpointManager>(cfg_.checkpoint_dir(), cfg_.ckpt.keep_last);
+
+  spdlog::info("layout: {}", grid_.Describe());
+  spdlog::info("model: {} layers, hidden {}, heads {} (kv {}), vocab {}, {:.2f}M base params ({})",
+               model_cfg_.num_hidden_layers, model_cfg_.hidden_size, model_cfg_.num_attention_heads,
+               model_cfg_.num_key_value_heads, model_cfg_.vocab_size, model_cfg_.NumParams() / 1e6,
+               c10::toString(dtype));
+  spdlog::info("adapters: {} x {} modules on this stage, {} trainable params; {} micro-batches of {} per step",
+               cfg_.adapter.method, adapters_->size(), adapters_->numel(), n_micro_, cfg_.train.micro_batch);
+  if (grid_.is_world_root()) {
+    fs::create_directories(cfg_.train.out_dir);
+    WriteFileAtomic(cfg_.train.out_dir + "/config.resolved.toml", ConfigToToml(cfg_));
+    spdlog::info("resolved config:\n{}", ConfigToToml(cfg_));
+    metrics_.open(cfg_.train.out_dir + "/metrics.jsonl", std::ios::app);
+  }
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::Log(const nlohmann::json& j) {
+  if (metrics_.is_open()) {
+    metrics_ << j.dump() << "\n";
+    metrics_.flush();
+  }
+}
+
+nlohmann::json Trainer::ModelFingerprint() const {
+  return {{"vocab_size", model_cfg_.vocab_size},
+          {"hidden_size", model_cfg_.hidden_size},
+          {"intermediate_size", model_cfg_.intermediate_size},
+          {"num_hidden_layers", model_cfg_.num_hidden_layers},
+          {"num_attention_heads", model_cfg_.num_attention_heads},
+          {"num_key_value_heads", model_cfg_.num_key_value_heads}};
+}
+
+StepResult Trainer::Step() {
+  const auto t0 = std::chrono::steady_clock::now();
+  StepResult r;
+  adapters_->ZeroGrad();
+  for (int64_t i = 0; i < n_micro_; ++i) {
+    auto mb = loader_->Next();
+    auto bt = ToTensors(mb, torch::kCPU);
+    auto parts = ForwardLoss(*stage_, bt, true, cfg_.adapter.lambda_cl, num_modules_);
+    (parts.total / static_cast<double>(n_micro_)).backward();
+    r.gen += parts.gen / static_cast<double>(n_micro_);
+    r.cl += parts.cl / static_cast<double>(n_micro_);
+    for (auto l : mb.lengths) r.tokens += l;
+    r.tasks.push_back(mb.task);
+  }
+  r.loss = r.gen + cfg_.adapter.lambda_cl * r.cl;
+  adapters_->SyncGrads(grid_);
+  r.grad_norm = ClipGradNorm(adapters_->flat_grad(), cfg_.train.grad_clip);
+  r.lr = LearningRate(step_, cfg_.train.steps, cfg_.train.warmup, cfg_.train.lr, cfg_.train.min_lr_ratio);
+  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
+    if (cfg_.train.nan_policy == "stop")
+      throw Error(fmt::format("non-finite loss {} / grad norm {} at step {} (tasks {})", r.loss, r.grad_norm,
+                              step_ + 1, fmt::join(r.tasks, ",")),
+                  "lower train.lr, or set train.nan_policy=skip to skip such steps");
+    r.skipped = true;
+    ++skipped_total_;
+    if (++skipped_in_row_ >= 10)
+      throw Error(fmt::format("10 non-finite steps in a row (last at step {})", step_ + 1), "lower train.lr");
+    spdlog::warn("step {}: non-finite loss, update skipped ({} so far)", step_ + 1, skipped_total_);
+  } else {
+    skipped_in_row_ = 0;
+    opt_->Step(adapters_->flat(), adapters_->flat_grad(), adapters_->decay_mask(), r.lr);
+  }
+  r.step = ++step_;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+std::vector<TaskScore> Trainer::Evaluate() {
+  if (!evaluator_) return {};
+  auto scores = evaluator_->Run(*stage_);
+  nlohmann::json ranks = adapters_->TaskRankMap(static_cast<int>(task_names_.size()));
+  Log({{"type", "eval"}, {"step", step_}, {"scores", Evaluator::ToJson(scores)}, {"mean", Evaluator::Mean(scores)},
+       {"task_names", task_names_}, {"task_ranks", ranks}});
+  std::string line;
+  for (const auto& s : scores) line += fmt::format(" {}={:.3f}", s.task, s.score);
+  spdlog::info("eval @ step {}: mean {:.4f} |{}", step_, Evaluator::Mean(scores), line);
+  return scores;
+}
+
+std::string Trainer::SaveCheckpoint() {
+  const auto t0 = std::chrono::steady_clock::now();
+  std::map<std::string, torch::Tensor> optim;
+  for (const auto& e : adapters_->entries()) {
+    optim["m." + e.name] = opt_->m().narrow(0, e.offset, e.numel).view(e.shape);
+    optim["v." + e.name] = opt_->v().narrow(0, e.offset, e.numel).view(e.shape);
+  }
+  optim["rng.torch_cpu"] = GetRngState();
+  if (grid_.is_stage_root()) ckpt_->WriteStage(step_, grid_.pp_rank(), adapters_->NamedTensors(), optim);
+  grid_.world().Barrier();
+  std::string dir;
+  if (grid_.is_world_root()) {
+    nlohmann::json state = {{"optimizer_t", opt_->t()},
+                            {"sampler", loader_->State()},
+                            {"model", ModelFingerprint()},
+                            {"adapter", {{"method", cfg_.adapter.method}, {"rank", cfg_.adapter.rank},
+                                         {"targets", cfg_.adapter.targets}}},
+                            {"task_names", task_names_},
+                            {"task_ranks", adapters_->TaskRankMap(static_cast<int>(task_names_.size()))},
+                            {"skipped_steps", skipped_total_},
+                            {"layout", {{"tp", grid_.layout().tp}, {"pp", grid_.layout().pp}, {"dp", grid_.layout().dp}}},
+                            {"config", ConfigToJson(cfg_)}};
+    dir = ckpt_->Commit(step_, state);
+    spdlog::info("checkpoint {} written in {:.2f}s", dir,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  grid_.world().Barrier();
+  return dir;
+}
+
+int64_t Trainer::MaybeResume() {
+  if (!cfg_.ckpt.resume) return 0;
+  auto latest = ckpt_->Latest();
+  if (!latest) return 0;
+  auto loaded = CheckpointManager::Load(*latest);
+  const auto& st = loaded.state;
+  if (st.at("model") != ModelFingerprint())
+    throw Error(fmt::format("checkpoint '{}' was written for another model ({}) than '{}' ({})", *latest,
+                            st.at("model").dump(), cfg_.model.path, ModelFingerprint().dump()),
+                "point ckpt.dir at this model's checkpoints or start a new run directory");
+  if (st.at("task_names").get<std::vector<std::string>>() != task_names_)
+    throw Error(fmt::format("checkpoint '{}' was trained on tasks [{}] but the shards hold [{}]", *latest,
+                            fmt::join(st.at("task_names").get<std::vector<std::string>>(), ", "),
+                            fmt::join(task_names_, ", ")));
+  adapters_->LoadNamed(loaded.adapters, *latest);
+  std::map<std::string, torch::Tensor> m, v;
+  for (auto& [k, t] : loaded.optimizer) {
+    if (k.rfind("m.", 0) == 0) m[k.substr(2)] = t;
+    if (k.rfind("v.", 0) == 0) v[k.substr(2)] = t;
+  }
+  for (const auto& e : adapters_->entries()) {
+    if (!m.count(e.name) || !v.count(e.name))
+      throw Error(fmt::format("checkpoint '{}': optimizer state for '{}' is missing", *latest, e.name));
+    opt_->m().narrow(0, e.offset, e.numel).copy_(m[e.name].reshape({-1}));
+    opt_->v().narrow(0, e.offset, e.numel).copy_(v[e.name].reshape({-1}));
+  }
+  opt_->set_t(st.at("optimizer_t").get<int64_t>());
+  loader_->LoadState(st.at("sampler"));
+  const auto same_layout = st.at("layout") == nlohmann::json{{"tp", grid_.layout().tp}, {"pp", grid_.layout().pp},
+                                                              {"dp", grid_.layout().dp}};
+  if (loaded.optimizer.count("rng.torch_cpu") && same_layout) SetRngState(loaded.optimizer.at("rng.torch_cpu"));
+  skipped_total_ = st.value("skipped_steps", 0);
+  step_ = st.at("step").get<int64_t>();
+  spdlog::info("resumed from {} at step {}", *latest, step_);
+  return step_;
+}
+
+void Trainer::Progress(const StepResult& r) {
+  if (!grid_.is_world_root() || !cfg_.train.progress || !isatty(STDERR_FILENO)) return;
+  const int width = 30;
+  const int done = static_cast<int>(width * r.step / cfg_.train.steps);
+  std::fprintf(stderr, "\r[%s%s] %lld/%lld loss %.4f lr %.2e %.0f tok/s ", std::string(done, '=').c_str(),
+               std::string(width - done, ' ').c_str(), static_cast<long long>(r.step),
+               static_cast<long long>(cfg_.train.steps), r.loss, r.lr, r.tokens / std::max(r.seconds, 1e-9));
+  if (r.step == cfg_.train.steps) std::fprintf(stderr, "\n");
+  std::fflush(stderr);
+}
+
+std::vector<TaskScore> Trainer::Run() {
+  MaybeResume();
+  std::vector<TaskScore> last;
+  if (step_ == 0 && cfg_.eval.at_start) last = Evaluate();
+  while (step_ < cfg_.train.steps) {
+    auto r = Step();
+    Progress(r);
+    if (r.step % cfg_.train.log_every == 0 || r.step == cfg_.train.steps) {
+      nlohmann::json ranks = nlohmann::json::object();
+      for (size_t t = 0; t < task_names_.size(); ++t) {
+        double sum = 0;
+        for (const auto& a : adapters_->adapters()) sum += static_cast<double>(a->ChosenRank(static_cast<int>(t)));
+        ranks[task_names_[t]] = adapters_->size() ? sum / static_cast<double>(adapters_->size()) : 0.0;
+      }
+      Log({{"type", "train"}, {"step", r.step}, {"loss", r.loss}, {"gen_loss", r.gen}, {"cl_loss", r.cl},
+           {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens / std::max(r.seconds, 1e-9)},
+           {"step_s", r.seconds}, {"tasks", r.tasks}, {"mean_rank", ranks}, {"skipped", r.skipped}});
+      if (!isatty(STDERR_FILENO) || !cfg_.train.progress)
+        spdlog::info("step {}/{} loss {:.4f} (gen {:.4f} cl {:.4f}) lr {:.2e} |g| {:.3f} {:.0f} tok/s", r.step,
+                     cfg_.train.steps, r.loss, r.gen, r.cl, r.lr, r.grad_norm, r.tokens / std::max(r.seconds, 1e-9));
+    }
+    if (cfg_.eval.every > 0 && r.step % cfg_.eval.every == 0 && r.step != cfg_.train.steps) last = Evaluate();
+    if (cfg_.ckpt.every > 0 && r.step % cfg_.ckpt.every == 0 && r.step != cfg_.train.steps) SaveCheckpoint();
+  }
+  SaveCheckpoint();
+  last = Evaluate();
+  if (grid_.is_world_root()) {
+    ExportAdapters(cfg_.train.out_dir + "/export", *adapters_, task_names_, cfg_, model_cfg_);
+    spdlog::info("adapters exported to {}/export", cfg_.train.out_dir);
+  }
+  return last;
+}
+
+}  // namespace more

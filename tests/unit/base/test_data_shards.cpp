@@ -1,0 +1,313 @@
+// ShardWriter -> ShardSet round trip, bucketed reads across shard boundaries, metadata checks.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "data_test_util.h"
+#include "more/core/error.h"
+#include "more/data/shard_set.h"
+#include "more/data/shard_writer.h"
+
+using namespace more;
+using namespace more::testing_util;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::vector<TaskInfo> kTasks = {
+    {"alpha", "accuracy", {"no", "yes"}, 0},
+    {"beta", "pearson", {}, 0},
+    {"gamma", "mcc", {"a", "b", "c"}, 0},
+};
+constexpr int kMaxLen = 24;
+
+// Writes `per_shard[k][t]` random rows of task t into shard k of `dir`; returns, per task, the
+// rows in global order (shard 0's, then shard 1's, ...).
+std::vector<std::vector<Sample>> WriteShards(const std::string& dir,
+                                             const std::vector<std::vector<int>>& per_shard, uint32_t seed,
+                                             const std::string& split = "train", int max_len = kMaxLen) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<Sample>> all(kTasks.size());
+  const int K = static_cast<int>(per_shard.size());
+  for (int k = 0; k < K; ++k) {
+    ShardWriter w(dir + "/" + ShardFileName(split, k, K), MakeMeta(kTasks, max_len, split, k, K));
+    for (size_t t = 0; t < kTasks.size(); ++t) {
+      for (int i = 0; i < per_shard[static_cast<size_t>(k)][t]; ++i) {
+        Sample s = RandomSample(rng, max_len, static_cast<int>(kTasks[t].candidates.size()));
+        w.Append(static_cast<int>(t), s);
+        all[t].push_back(std::move(s));
+      }
+    }
+    w.Close();
+  }
+  return all;
+}
+
+// Checks a batch against the rows it should hold.
+void ExpectBatch(const MicroBatch& mb, int task, const std::vector<int64_t>& rows,
+                 const std::vector<Sample>& truth, int bucket, int max_len, int32_t pad) {
+  ASSERT_EQ(mb.task, task);
+  ASSERT_EQ(mb.batch_size, static_cast<int>(rows.size()));
+  size_t longest = 0;
+  for (int64_t r : rows) longest = std::max(longest, truth[static_cast<size_t>(r)].ids.size());
+  const int L = std::min<int>(max_len, static_cast<int>((longest + bucket - 1) / bucket * bucket));
+  ASSERT_EQ(mb.seq_len, L);
+  ASSERT_EQ(mb.input_ids.size(), rows.size() * static_cast<size_t>(L));
+  ASSERT_EQ(mb.target_mask.size(), rows.size() * static_cast<size_t>(L));
+  EXPECT_EQ(mb.rows, rows);
+  for (size_t b = 0; b < rows.size(); ++b) {
+    const Sample& s = truth[static_cast<size_t>(rows[b])];
+    const size_t n = s.ids.size();
+    EXPECT_EQ(mb.lengths[b], static_cast<int32_t>(n));
+    EXPECT_EQ(mb.prompt_lengths[b], s.prompt_length);
+    EXPECT_EQ(mb.label_index[b], s.label_index);
+    EXPECT_EQ(mb.label_value[b], s.label_value);
+    for (size_t j = 0; j < static_cast<size_t>(L); ++j) {
+      const size_t at = b * static_cast<size_t>(L) + j;
+      EXPECT_EQ(mb.input_ids[at], j < n ? s.ids[j] : pad) << "b=" << b << " j=" << j;
+      EXPECT_EQ(mb.target_mask[at], j < n ? s.target_mask[j] : 0) << "b=" << b << " j=" << j;
+    }
+  }
+}
+
+std::string ErrorOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Shards, RoundTripAcrossShards) {
+  TempDir dir("roundtrip");
+  // Task alpha spans all three shards (with an empty middle piece), beta has 600 rows in shard 1
+  // (more than one HDF5 chunk), gamma lives in shard 2 only.
+  const auto truth = WriteShards(dir.str(), {{5, 3, 0}, {0, 600, 0}, {7, 2, 4}}, 7);
+  ShardSet set({dir.str()}, "train", "feedfacecafebeef");
+  ASSERT_EQ(set.tasks().size(), 3u);
+  EXPECT_EQ(set.tasks()[0].size, 12);
+  EXPECT_EQ(set.tasks()[1].size, 605);
+  EXPECT_EQ(set.tasks()[2].size, 4);
+  EXPECT_EQ(set.tasks()[2].candidates, kTasks[2].candidates);
+  EXPECT_EQ(set.tasks()[1].metric, "pearson");
+  EXPECT_EQ(set.max_len(), kMaxLen);
+  EXPECT_EQ(set.split(), "train");
+  EXPECT_EQ(set.files().size(), 3u);
+  EXPECT_EQ(set.TaskId("gamma"), 2);
+
+  // Unsorted rows, a repeat, rows on both sides of each shard boundary (alpha: 0-4 | 5-11).
+  for (int bucket : {1, 8, 16, 64}) {
+    const std::vector<int64_t> rows = {11, 4, 5, 0, 4, 10};
+    ExpectBatch(set.Read(0, rows, bucket, -7), 0, rows, truth[0], bucket, kMaxLen, -7);
+  }
+  std::vector<int64_t> beta_rows;
+  for (int64_t r = 0; r < 605; r += 37) beta_rows.push_back(r);
+  beta_rows.push_back(604);
+  beta_rows.push_back(255);
+  beta_rows.push_back(256);
+  ExpectBatch(set.Read(1, beta_rows, 8, 0), 1, beta_rows, truth[1], 8, kMaxLen, 0);
+  // Contiguous range (how eval reads).
+  std::vector<int64_t> all_gamma = {0, 1, 2, 3};
+  ExpectBatch(set.Read(2, all_gamma, 4, 0), 2, all_gamma, truth[2], 4, kMaxLen, 0);
+  // Empty read.
+  EXPECT_EQ(set.Read(0, {}, 8, 0).batch_size, 0);
+  // Out of range / bad arguments.
+  EXPECT_NE(ErrorOf([&] { set.Read(0, {12}, 8, 0); }).find("alpha"), std::string::npos);
+  EXPECT_THROW(set.Read(0, {-1}, 8, 0), Error);
+  EXPECT_THROW(set.Read(3, {0}, 8, 0), Error);
+  EXPECT_THROW(set.Read(0, {0}, 0, 0), Error);
+}
+
+TEST(Shards, FilesGivenExplicitlyInAnyOrder) {
+  TempDir dir("explicit");
+  const auto truth = WriteShards(dir.str(), {{2, 1, 1}, {3, 1, 1}}, 3);
+  ShardSet set({dir / ShardFileName("train", 1, 2), dir / ShardFileName("train", 0, 2)});
+  EXPECT_EQ(set.files()[0], dir / ShardFileName("train", 0, 2));  // ordered by shard_index
+  const std::vector<int64_t> rows = {0, 1, 2, 3, 4};
+  ExpectBatch(set.Read(0, rows, 1, 0), 0, rows, truth[0], 1, kMaxLen, 0);
+}
+
+TEST(Shards, ConcurrentReadsAreSafe) {
+  TempDir dir("threads");
+  const auto truth = WriteShards(dir.str(), {{40, 30, 20}, {40, 30, 20}}, 11);
+  ShardSet set({dir.str()}, "train");
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int th = 0; th < 4; ++th) {
+    threads.emplace_back([&, th] {
+      for (int i = 0; i < 50; ++i) {
+        const int t = (th + i) % 3;
+        const std::vector<int64_t> rows = {(i * 7) % set.tasks()[t].size,
+                                           (i * 13 + th) % set.tasks()[t].size};
+        const MicroBatch mb = set.Read(t, rows, 8, 0);
+        for (size_t b = 0; b < rows.size(); ++b)
+          if (mb.lengths[b] != static_cast<int32_t>(truth[t][rows[b]].ids.size()) ||
+              mb.input_ids[b * mb.seq_len] != truth[t][rows[b]].ids[0])
+            ++bad;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
+TEST(Shards, WriterUsesATemporaryName) {
+  TempDir dir("tmpname");
+  const std::string path = dir / "train-00000-of-00001.h5";
+  {
+    ShardWriter w(path, MakeMeta(kTasks, kMaxLen, "train", 0, 1));
+    std::mt19937 rng(1);
+    w.Append(0, RandomSample(rng, kMaxLen, 2));
+    EXPECT_TRUE(fs::exists(path + ".tmp"));
+    EXPECT_FALSE(fs::exists(path));
+  }  // destroyed without Close(): nothing is left
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  EXPECT_FALSE(fs::exists(path));
+  ShardWriter w(path, MakeMeta(kTasks, kMaxLen, "train", 0, 1));
+  w.Close();
+  EXPECT_TRUE(fs::exists(path));
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  EXPECT_THROW(w.Append(0, Sample{}), Error);
+}
+
+TEST(Shards, WriterRejectsBadRows) {
+  TempDir dir("badrows");
+  ShardWriter w(dir / "x.h5", MakeMeta(kTasks, 8, "train", 0, 1));
+  Sample s;
+  s.ids = {1, 5, 6, 2};
+  s.target_mask = {0, 0, 1, 1};
+  s.prompt_length = 2;
+  EXPECT_NO_THROW(w.Append(0, s));
+  Sample long_row = s;
+  long_row.ids.assign(9, 5);
+  long_row.target_mask.assign(9, 1);
+  EXPECT_THROW(w.Append(0, long_row), Error);
+  Sample bad_mask = s;
+  bad_mask.target_mask.pop_back();
+  EXPECT_THROW(w.Append(0, bad_mask), Error);
+  Sample bad_prompt = s;
+  bad_prompt.prompt_length = 4;
+  EXPECT_THROW(w.Append(0, bad_prompt), Error);
+  Sample bad_label = s;
+  bad_label.label_index = 2;  // alpha has 2 candidates
+  EXPECT_THROW(w.Append(0, bad_label), Error);
+  EXPECT_THROW(w.Append(3, s), Error);
+  EXPECT_THROW(ShardWriter(dir / "no_such_dir/x.h5", MakeMeta(kTasks, 8, "train", 0, 1)), Error);
+  auto dup = kTasks;
+  dup[1].name = "alpha";
+  EXPECT_THROW(ShardWriter(dir / "y.h5", MakeMeta(dup, 8, "train", 0, 1)), Error);
+}
+
+TEST(ShardsValidation, MissingPathsAndShards) {
+  TempDir dir("missing");
+  EXPECT_NE(ErrorOf([&] { ShardSet({dir / "nope"}); }).find("nope"), std::string::npos);
+  EXPECT_NE(ErrorOf([&] { ShardSet({dir.str()}, "train"); }).find("no shard files"), std::string::npos);
+  WriteShards(dir.str(), {{1, 1, 1}, {1, 1, 1}, {1, 1, 1}}, 5);
+  fs::remove(dir / ShardFileName("train", 1, 3));
+  const std::string msg = ErrorOf([&] { ShardSet({dir.str()}, "train"); });
+  EXPECT_NE(msg.find("has 3 shards but only 2 were found"), std::string::npos) << msg;
+  // The same shard twice.
+  const std::string twice = ErrorOf([&] {
+    ShardSet({dir / ShardFileName("train", 0, 3), dir / ShardFileName("train", 0, 3)});
+  });
+  EXPECT_NE(twice.find("shard_index 0"), std::string::npos) << twice;
+}
+
+TEST(ShardsValidation, TruncatedAndGarbageFiles) {
+  TempDir dir("corrupt");
+  WriteShards(dir.str(), {{3, 3, 3}}, 5);
+  const std::string good = dir / ShardFileName("train", 0, 1);
+  fs::create_directories(dir / "trunc");
+  const std::string trunc = dir / "trunc/train-00000-of-00001.h5";
+  fs::copy_file(good, trunc);
+  fs::resize_file(trunc, fs::file_size(good) / 3);
+  std::string msg = ErrorOf([&] { ShardSet({trunc}); });
+  EXPECT_NE(msg.find(trunc), std::string::npos) << msg;
+  fs::create_directories(dir / "garbage");
+  const std::string garbage = dir / "garbage/train-00000-of-00001.h5";
+  {
+    std::ofstream f(garbage);
+    f << "definitely not hdf5\n";
+  }
+  msg = ErrorOf([&] { ShardSet({garbage}); });
+  EXPECT_NE(msg.find(garbage), std::string::npos) << msg;
+  EXPECT_NE(msg.find("not an HDF5 file"), std::string::npos) << msg;
+}
+
+TEST(ShardsValidation, TokenizerHashMismatch) {
+  TempDir dir("hash");
+  WriteShards(dir.str(), {{1, 1, 1}}, 5);
+  const std::string msg = ErrorOf([&] { ShardSet({dir.str()}, "train", "0123456789abcdef"); });
+  EXPECT_NE(msg.find("another tokenizer"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("feedfacecafebeef"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("0123456789abcdef"), std::string::npos) << msg;
+}
+
+TEST(ShardsValidation, InconsistentShards) {
+  TempDir dir("inconsistent");
+  std::mt19937 rng(1);
+  auto write = [&](int k, int max_len, std::vector<TaskInfo> tasks, const std::string& hash) {
+    ShardWriter w(dir / ShardFileName("train", k, 2), MakeMeta(tasks, max_len, "train", k, 2, hash));
+    w.Append(0, RandomSample(rng, 8, 2));
+    w.Close();
+  };
+  write(0, 16, kTasks, "h1");
+  write(1, 32, kTasks, "h1");
+  std::string msg = ErrorOf([&] { ShardSet({dir.str()}, "train"); });
+  EXPECT_NE(msg.find("disagrees"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("max_len"), std::string::npos) << msg;
+  write(1, 16, kTasks, "h2");
+  msg = ErrorOf([&] { ShardSet({dir.str()}, "train"); });
+  EXPECT_NE(msg.find("tokenizer_hash"), std::string::npos) << msg;
+  auto other = kTasks;
+  other[2].candidates = {"a", "b"};
+  write(1, 16, other, "h1");
+  msg = ErrorOf([&] { ShardSet({dir.str()}, "train"); });
+  EXPECT_NE(msg.find("task list"), std::string::npos) << msg;
+  write(1, 16, kTasks, "h1");
+  EXPECT_NO_THROW(ShardSet({dir.str()}, "train"));
+  // Split mismatch: asking a train shard for "eval".
+  EXPECT_NE(ErrorOf([&] { ShardSet({dir / ShardFileName("train", 0, 2)}, "eval"); }).find("split"),
+            std::string::npos);
+}
+
+TEST(ShardsValidation, UnknownTaskListsKnownOnes) {
+  TempDir dir("unknown");
+  WriteShards(dir.str(), {{1, 1, 1}}, 5);
+  ShardSet set({dir.str()});
+  const std::string msg = ErrorOf([&] { set.TaskId("delta"); });
+  EXPECT_NE(msg.find("delta"), std::string::npos);
+  EXPECT_NE(msg.find("alpha, beta, gamma"), std::string::npos) << msg;
+}
+
+TEST(ShardsValidation, UnknownFormatVersion) {
+  TempDir dir("version");
+  WriteShards(dir.str(), {{1, 1, 1}}, 5);
+  const std::string file = dir / ShardFileName("train", 0, 1);
+  SetRootIntAttr(file, "format_version", 99);
+  const std::string msg = ErrorOf([&] { ShardSet({file}); });
+  EXPECT_NE(msg.find("version 99"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+}
+
+TEST(ShardsValidation, BadStoredRowIsReportedOnRead) {
+  TempDir dir("badrow");
+  WriteShards(dir.str(), {{4, 1, 1}, {4, 1, 1}}, 5);
+  const std::string file = dir / ShardFileName("train", 1, 2);
+  PokeInt(file, "alpha", "lengths", 2, kMaxLen + 5);  // global row 4 + 2 = 6
+  PokeInt(file, "alpha", "lengths", 3, 1);            // global row 7: shorter than BOS + EOS
+  ShardSet set({dir.str()});
+  EXPECT_NO_THROW(set.Read(0, {0, 1, 2, 3, 4, 5}, 8, 0));
+  const std::string msg = ErrorOf([&] { set.Read(0, {1, 6}, 8, 0); });
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'alpha'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("row 6"), std::string::npos) << msg;
+  EXPECT_NE(ErrorOf([&] { set.Read(0, {7}, 8, 0); }).find("row 7"), std::string::npos);
+}
