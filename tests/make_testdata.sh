@@ -11,8 +11,8 @@ mkdir -p "$OUT"
 "$BUILD/shard_data" build --manifest "$SRC/shard_data/bundled/tasks.json" \
   --tokenizer "$OUT/tok.model" --out "$OUT/shards" --max-len 64 --rows-per-shard 700
 "$BUILD/make_tiny_llama" --out "$OUT/tiny" --tokenizer "$OUT/tok.model" --hidden-size 64 \
-  --intermediate-size 128 --layers 2 --heads 4 --kv-heads 2 --seed 1 --dtype f32
+  --intermediate-size 128 --layers 2 --heads 4 --kv-heads 2 --seed 1 --dtype f32 --init-std 0.2
 "$BUILD/make_tiny_llama" --out "$OUT/tiny_bf16_sharded" --tokenizer "$OUT/tok.model" \
-  --hidden-size 64 --intermediate-size 128 --layers 2 --heads 4 --kv-heads 2 --seed 2 \
+  --hidden-size 64 --intermediate-size 128 --layers 2 --heads 4 --kv-heads 2 --seed 2 --init-std 0.2 \
   --dtype bf16 --num-shards 2
 echo "testdata ready in $OUT"

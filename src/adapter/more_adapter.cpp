@@ -77,19 +77,19 @@ int64_t MoreAdapter::ChosenRank(int task) const {
 torch::Tensor MoreAdapter::ComponentWeights(const Selection& sel) const {
   const auto r = opt_.rank;
   const double base = opt_.alpha / static_cast<double>(r);
-  if (!opt_.more) return torch::full({r}, base, torch::kFloat32);
+  const auto fo = A.options().requires_grad(false);  // fp32 in training; double in gradcheck tests
+  if (!opt_.more) return torch::full({r}, base, fo);
   const int64_t rt = sel.rank;
   // per-component factor ((j+1)/r)^2, j = 0..rt-1 (applied to both A and B)
-  auto comp = torch::ones({rt}, torch::kFloat32);
+  auto comp = torch::ones({rt}, fo);
   if (opt_.scaling == "per_component") {
-    comp = torch::arange(1, rt + 1, torch::kFloat32) / static_cast<double>(r);
+    comp = torch::arange(1, rt + 1, fo) / static_cast<double>(r);
     comp = comp * comp;
   }
   const bool paper = opt_.scaling == "paper";
   if (opt_.soft) {
     // w_j = sum_{k >= j} p_k s(k+1): reverse cumulative sum over experts
-    auto s = paper ? torch::arange(1, r + 1, torch::kFloat32) / static_cast<double>(opt_.num_tasks)
-                   : torch::ones({r}, torch::kFloat32);
+    auto s = paper ? torch::arange(1, r + 1, fo) / static_cast<double>(opt_.num_tasks) : torch::ones({r}, fo);
     auto sp = sel.probs * s;
     auto w = torch::flip(torch::cumsum(torch::flip(sp, {0}), 0), {0});
     return w * comp * base;
@@ -102,7 +102,7 @@ torch::Tensor MoreAdapter::Delta(const torch::Tensor& x, int task, bool training
   const auto sel = Select(task);
   const int64_t rt = sel.rank;
   auto w = ComponentWeights(sel);                                          // [rt]
-  auto xd = x.scalar_type() == torch::kFloat32 ? x : x.to(torch::kFloat32);
+  auto xd = x.scalar_type() == A.scalar_type() ? x : x.to(A.scalar_type());
   if (opt_.dropout > 0 && training) xd = torch::dropout(xd, opt_.dropout, true);
   auto a = A.narrow(0, 0, rt);                                             // [rt, d_in]
   auto b = B.narrow(1, 0, rt);                                             // [d_out, rt]
@@ -121,8 +121,8 @@ torch::Tensor MoreAdapter::Delta(const torch::Tensor& x, int task, bool training
 torch::Tensor MoreAdapter::ContrastiveLoss(const torch::Tensor& x, const torch::Tensor& mask, int task,
                                            const Communicator& tp) const {
   MORE_CHECK(opt_.more, "adapter {}: contrastive loss needs task embeddings (method = more)", name_);
-  auto xf = x.to(torch::kFloat32);                                         // [B, S, d(/tp)]
-  auto m = mask.to(torch::kFloat32).unsqueeze(-1);                         // [B, S, 1]
+  auto xf = x.to(A.scalar_type());                                         // [B, S, d(/tp)]
+  auto m = mask.to(A.scalar_type()).unsqueeze(-1);                        // [B, S, 1]
   auto z = (xf * m).sum(1) / m.sum(1).clamp_min(1.0);                      // [B, d(/tp)] mean-pool
   auto e = E;                                                              // [T, d]
   const bool row_split = kind_ == ParallelKind::kRow && tp_size_ > 1;

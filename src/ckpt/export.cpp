@@ -19,12 +19,15 @@ void ExportAdapters(const std::string& out_dir, const AdapterSet& adapters, cons
   fs::create_directories(out_dir);
   SaveTensorFile(out_dir + "/adapters.safetensors", adapters.NamedTensors(),
                  {{"format_version", std::to_string(kExportFormatVersion)}});
+  MORE_CHECK(adapters.size() > 0, "export: no adapters");
+  // settings from the adapters themselves (the config could disagree with what was built)
+  const auto& o = adapters.adapters().front()->options();
   nlohmann::json j = {{"format_version", kExportFormatVersion},
-                      {"method", cfg.adapter.method},
-                      {"rank", cfg.adapter.rank},
-                      {"alpha", cfg.adapter.alpha},
-                      {"scaling", cfg.adapter.scaling},
-                      {"selection", cfg.adapter.selection},
+                      {"method", o.more ? "more" : "lora"},
+                      {"rank", o.rank},
+                      {"alpha", o.alpha},
+                      {"scaling", o.scaling},
+                      {"selection", o.soft ? "soft" : "ste"},
                       {"targets", cfg.TargetModules()},
                       {"tasks", tasks},
                       {"task_ranks", adapters.TaskRankMap(static_cast<int>(tasks.size()))},

@@ -36,9 +36,9 @@ struct TaskInfo {
   std::string name;
   std::string metric = "accuracy";
   std::vector<std::string> candidates;  // label strings; empty for free-form generation tasks
+  int64_t size = 0;                     // rows over all shards of the split
   // Token ids of each candidate (no BOS/EOS), so training/eval never need SentencePiece.
   std::vector<std::vector<int32_t>> candidate_ids;
-  int64_t size = 0;                     // rows over all shards of the split
 };
 
 struct ShardMeta {

@@ -1,0 +1,160 @@
+// LLaMA stage: golden forward against an independent float64 reference (tests/golden/llama_ref.py
+// run by Debian's python3-torch on the same safetensors files), sharded bf16 loading, causality,
+// config/weights mismatch, and per-task merged weights == adapter path.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "more/ckpt/export.h"
+#include "more/core/error.h"
+#include "more/core/safetensors.h"
+#include "more/model/llama.h"
+#include "torch_test_util.h"
+
+namespace more {
+namespace {
+
+using testing::TempDir;
+using testing::TestData;
+
+torch::Tensor Ids() {
+  return torch::tensor({1, 17, 250, 9, 33, 480, 2, 77, 5, 6, 1, 300, 41, 8, 99, 12, 3, 4},
+                       torch::kInt64).view({2, 9});
+}
+
+// Runs the python reference; returns logits [B, L, V] as float32.
+torch::Tensor Reference(const std::string& model, const torch::Tensor& ids, const std::string& tmp) {
+  std::string rows;
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    if (b) rows += ";";
+    for (int64_t j = 0; j < ids.size(1); ++j) rows += (j ? "," : "") + std::to_string(ids[b][j].item<int64_t>());
+  }
+  const std::string out = tmp + "/ref.bin";
+  const std::string cmd = std::string("/usr/bin/python3 ") + MORE_SOURCE_DIR + "/tests/golden/llama_ref.py --model " +
+                          model + " --ids '" + rows + "' --out " + out;
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd << " (python3-torch must be installed: launch/setup.sh)";
+  auto bytes = ReadFileToString(out);
+  const int64_t n = static_cast<int64_t>(bytes.size() / 4);
+  auto t = torch::from_blob(bytes.data(), {n}, torch::kFloat32).clone();
+  return t.view({ids.size(0), ids.size(1), -1});
+}
+
+TEST(Llama, GoldenForwardMatchesIndependentReference) {
+  auto grid = ProcessGrid::Single();
+  auto cfg = LoadLlamaConfig(TestData("tiny"));
+  EXPECT_LT(cfg.num_key_value_heads, cfg.num_attention_heads);  // the fixture exercises GQA
+  SafetensorsCollection st(TestData("tiny"));
+  LlamaStage stage(cfg, st, *grid, nullptr, torch::kFloat32, torch::kCPU);
+  ForwardContext ctx;
+  torch::NoGradGuard ng;
+  auto logits = stage.FullLogits(Ids(), ctx);
+  auto ref = Reference(TestData("tiny"), Ids(), TempDir("golden"));
+  ASSERT_EQ(logits.sizes(), ref.sizes());
+  const double err = (logits - ref).abs().max().item<double>();
+  EXPECT_LT(err, 1e-5) << "max |logits - reference| = " << err;
+}
+
+TEST(Llama, ShardedBf16CheckpointLoadsAndMatchesReference) {
+  auto grid = ProcessGrid::Single();
+  const auto dir = TestData("tiny_bf16_sharded");
+  auto cfg = LoadLlamaConfig(dir);
+  SafetensorsCollection st(dir);
+  // upcast to fp32 on load: the only difference to the reference is float32 arithmetic
+  LlamaStage stage(cfg, st, *grid, nullptr, torch::kFloat32, torch::kCPU);
+  ForwardContext ctx;
+  torch::NoGradGuard ng;
+  auto ref = Reference(dir, Ids(), TempDir("golden_bf16"));
+  EXPECT_LT((stage.FullLogits(Ids(), ctx) - ref).abs().max().item<double>(), 1e-5);
+  // and computed in bf16 it stays close
+  LlamaStage bf(cfg, st, *grid, nullptr, torch::kBFloat16, torch::kCPU);
+  auto lb = bf.FullLogits(Ids(), ctx).to(torch::kFloat32);
+  const double scale = ref.abs().max().item<double>();
+  EXPECT_LT((lb - ref).abs().max().item<double>(), 0.05 * scale);
+}
+
+TEST(Llama, RightPaddingDoesNotChangeEarlierPositions) {
+  auto grid = ProcessGrid::Single();
+  auto cfg = LoadLlamaConfig(TestData("tiny"));
+  SafetensorsCollection st(TestData("tiny"));
+  LlamaStage stage(cfg, st, *grid, nullptr, torch::kFloat32, torch::kCPU);
+  ForwardContext ctx;
+  torch::NoGradGuard ng;
+  auto ids = Ids();
+  auto a = stage.FullLogits(ids, ctx);
+  auto padded = torch::cat({ids, torch::zeros({2, 5}, torch::kInt64)}, 1);
+  auto b = stage.FullLogits(padded, ctx).narrow(1, 0, ids.size(1));
+  EXPECT_LT((a - b).abs().max().item<double>(), 1e-4 * a.abs().max().item<double>());
+}
+
+TEST(Llama, ConfigNotMatchingWeightsIsAnErrorNamingTheTensor) {
+  auto grid = ProcessGrid::Single();
+  auto cfg = LoadLlamaConfig(TestData("tiny"));
+  cfg.intermediate_size += 16;
+  SafetensorsCollection st(TestData("tiny"));
+  try {
+    LlamaStage stage(cfg, st, *grid, nullptr, torch::kFloat32, torch::kCPU);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("mlp.gate_proj.weight"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Llama, MergedModelForTaskEqualsAdapterModel) {
+  auto grid = ProcessGrid::Single();
+  const auto base = TestData("tiny");
+  auto cfg = LoadLlamaConfig(base);
+  Config run = testing::TinyConfig(TempDir("merge_run"));
+  AdapterOptions ao;
+  ao.rank = 4;
+  ao.num_tasks = 5;
+  ao.alpha = 8;
+  ao.seed = 5;
+  auto adapters = BuildAdapters(cfg, ao, run.TargetModules(), *grid);
+  {
+    torch::NoGradGuard ng;
+    torch::manual_seed(1);
+    adapters->flat().copy_(torch::randn({adapters->numel()}) * 0.2);  // "trained" adapters
+  }
+  const auto ex = TempDir("merge_export");
+  ExportAdapters(ex, *adapters, {"a", "b", "c", "d", "e"}, run, cfg);
+  SafetensorsCollection st(base);
+  LlamaStage with(cfg, st, *grid, adapters.get(), torch::kFloat32, torch::kCPU);
+  for (int t : {0, 3}) {
+    const std::string task = t == 0 ? "a" : "d";
+    auto merged_dir = MergeTask(ex, base, task, TempDir("merged_" + task));
+    SafetensorsCollection mst(merged_dir);
+    LlamaStage merged(cfg, mst, *grid, nullptr, torch::kFloat32, torch::kCPU);
+    ForwardContext c1, c2;
+    c1.task = t;
+    torch::NoGradGuard ng;
+    auto la = with.FullLogits(Ids(), c1);
+    auto lm = merged.FullLogits(Ids(), c2);
+    EXPECT_LT((la - lm).abs().max().item<double>(), 2e-5) << "task " << task;
+  }
+  // the export's task->rank map is stored and checked on load
+  auto loaded = LoadExport(ex, cfg);
+  EXPECT_EQ(loaded.tasks.size(), 5u);
+}
+
+TEST(Llama, ExportWithTamperedRankMapIsRejected) {
+  auto grid = ProcessGrid::Single();
+  auto cfg = LoadLlamaConfig(TestData("tiny"));
+  Config run = testing::TinyConfig(TempDir("tamper_run"));
+  AdapterOptions ao;
+  ao.rank = 4;
+  ao.num_tasks = 2;
+  auto adapters = BuildAdapters(cfg, ao, run.TargetModules(), *grid);
+  const auto ex = TempDir("tamper_export");
+  ExportAdapters(ex, *adapters, {"a", "b"}, run, cfg);
+  auto j = nlohmann::json::parse(ReadFileToString(ex + "/adapter_config.json"));
+  auto& ranks = j["task_ranks"]["layers.0.q"];
+  ranks[0] = ranks[0].get<int>() % 4 + 1;
+  WriteFileAtomic(ex + "/adapter_config.json", j.dump());
+  EXPECT_THROW(LoadExport(ex, cfg), Error);
+}
+
+}  // namespace
+}  // namespace more
