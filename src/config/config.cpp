@@ -91,10 +91,7 @@ std::string ValueToString(const T& v) {
   if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
   else if constexpr (std::is_same_v<T, std::string>) return nlohmann::json(v).dump();
   else if constexpr (std::is_floating_point_v<T>) {
-    std::ostringstream s;
-    s.precision(17);
-    s << v;
-    auto str = s.str();
+    auto str = fmt::format("{}", v);  // shortest representation that reads back exactly
     if (str.find_first_of(".eEn") == std::string::npos) str += ".0";
     return str;
   } else return std::to_string(v);

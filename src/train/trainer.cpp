@@ -130,8 +130,9 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   num_modules_ = ao.more ? model_cfg_.num_hidden_layers * static_cast<int64_t>(targets.size()) : 0;
 
   const bool cuda = cfg_.model.device == "cuda";
-  if (cuda && !torch::cuda::is_available())
-    throw Error("model.device = cuda but this build/machine has no CUDA", "use model.device=cpu");
+  if (cuda)
+    throw Error("model.device = cuda: the GPU path (CUDA LibTorch, NCCL, bf16 base) is not implemented yet",
+                "use model.device=cpu");
   auto dtype = cfg_.model.dtype == "bfloat16" || (cfg_.model.dtype == "auto" && cuda) ? torch::kBFloat16
                                                                                       : torch::kFloat32;
   weights_ = std::make_unique<SafetensorsCollection>(cfg_.model.path);
