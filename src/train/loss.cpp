@@ -18,25 +18,21 @@ BatchTensors ToTensors(const MicroBatch& mb, torch::Device device) {
   return t;
 }
 
-LossParts ForwardLoss(const LlamaStage& stage, const BatchTensors& b, bool training, double lambda_cl,
+LossParts ForwardLoss(const LlamaStage& stage, const BatchTensors& b, bool training, bool contrastive,
                       int64_t num_modules) {
   ForwardContext ctx;
   ctx.task = b.task;
   ctx.training = training;
   ctx.token_mask = b.token_mask;
-  ctx.contrastive = lambda_cl > 0 && num_modules > 0;
+  ctx.contrastive = contrastive && num_modules > 0;
   auto h = stage.Layers(stage.Embed(b.ids), ctx);
   auto nll = stage.TokenNll(h, b.targets);                                 // [B, L]
-  auto count = b.loss_mask.sum();
   LossParts out;
-  out.target_tokens = count.item<int64_t>();
-  auto gen = (nll * b.loss_mask).sum() / count.clamp_min(1.0);
-  out.total = gen;
-  out.gen = gen.item<double>();
+  out.gen_sum = (nll * b.loss_mask).sum();
+  out.gen_sum_value = out.gen_sum.item<double>();
   if (ctx.contrastive && !ctx.cl_losses.empty()) {
-    auto cl = torch::stack(ctx.cl_losses).sum() / static_cast<double>(num_modules);
-    out.cl = cl.item<double>();
-    out.total = out.total + lambda_cl * cl;
+    out.cl = torch::stack(ctx.cl_losses).sum() / static_cast<double>(num_modules);
+    out.cl_value = out.cl.item<double>();
   }
   return out;
 }

@@ -9,6 +9,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "more/ckpt/export.h"
+#include "more/ckpt/tensor_file.h"
 #include "more/core/error.h"
 #include "more/core/hash.h"
 #include "more/core/safetensors.h"
@@ -179,18 +180,44 @@ StepResult Trainer::Step() {
   const auto t0 = std::chrono::steady_clock::now();
   StepResult r;
   adapters_->ZeroGrad();
+  // all micro-batches of the step first: the objective is normalised by the step's target tokens
+  std::vector<BatchTensors> batches;
+  double local_tokens = 0;
   for (int64_t i = 0; i < n_micro_; ++i) {
     auto mb = loader_->Next();
-    auto bt = ToTensors(mb, torch::kCPU);
-    auto parts = ForwardLoss(*stage_, bt, true, cfg_.adapter.lambda_cl, num_modules_);
-    (parts.total / static_cast<double>(n_micro_)).backward();
-    r.gen += parts.gen / static_cast<double>(n_micro_);
-    r.cl += parts.cl / static_cast<double>(n_micro_);
+    batches.push_back(ToTensors(mb, torch::kCPU));
+    local_tokens += batches.back().loss_mask.sum().item<double>();
     for (auto l : mb.lengths) r.tokens += l;
     r.tasks.push_back(mb.task);
   }
+  auto tokens = torch::tensor({local_tokens}, torch::kFloat64);
+  grid_.dp().AllReduceSum(tokens);
+  const double dp = static_cast<double>(grid_.layout().dp);
+  const double gen_scale = dp / std::max(1.0, tokens.item<double>());
+  const double cl_scale = cfg_.adapter.lambda_cl / static_cast<double>(n_micro_);
+  const bool contrastive = cfg_.adapter.lambda_cl > 0;
+  double sums[2] = {0, 0};  // gen NLL sum, contrastive sum (this rank)
+  for (const auto& bt : batches) {
+    auto parts = ForwardLoss(*stage_, bt, true, contrastive, num_modules_);
+    auto total = parts.gen_sum * gen_scale;
+    if (parts.cl.defined()) total = total + parts.cl * cl_scale;
+    total.backward();
+    sums[0] += parts.gen_sum_value;
+    sums[1] += parts.cl_value;
+  }
+  auto reduced = torch::tensor({sums[0], sums[1], static_cast<double>(r.tokens)}, torch::kFloat64);
+  grid_.dp().AllReduceSum(reduced);
+  r.tokens = static_cast<int64_t>(reduced[2].item<double>());  // over all data-parallel replicas
+  r.gen = reduced[0].item<double>() / std::max(1.0, tokens.item<double>());
+  r.cl = reduced[1].item<double>() / (static_cast<double>(n_micro_) * dp);
   r.loss = r.gen + cfg_.adapter.lambda_cl * r.cl;
   adapters_->SyncGrads(grid_);
+  if (cfg_.train.dump_grads && grid_.is_stage_root()) {
+    fs::create_directories(cfg_.train.out_dir + "/grads");
+    SaveTensorFile(fmt::format("{}/grads/step-{}.stage-{}.safetensors", cfg_.train.out_dir, step_ + 1,
+                               grid_.pp_rank()),
+                   adapters_->NamedGrads());
+  }
   r.grad_norm = ClipGradNorm(adapters_->flat_grad(), cfg_.train.grad_clip);
   r.lr = LearningRate(step_, cfg_.train.steps, cfg_.train.warmup, cfg_.train.lr, cfg_.train.min_lr_ratio);
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
@@ -291,6 +318,19 @@ int64_t Trainer::MaybeResume() {
   return step_;
 }
 
+void Trainer::CheckReplicasInSync() const {
+  if (grid_.stage().size() == 1) return;
+  auto& flat = adapters_->flat();
+  const double crc = static_cast<double>(Crc32(flat.data_ptr(), flat.nbytes()));
+  auto lo = torch::tensor({-crc}, torch::kFloat64), hi = torch::tensor({crc}, torch::kFloat64);
+  grid_.stage().AllReduceMax(lo);
+  grid_.stage().AllReduceMax(hi);
+  if (-lo.item<double>() != hi.item<double>())
+    throw Error(fmt::format("adapter copies of pipeline stage {} are no longer bitwise identical across its "
+                            "tp x dp ranks at step {}", grid_.pp_rank(), step_),
+                "this is a bug: please report it with the layout");
+}
+
 void Trainer::Progress(const StepResult& r) {
   if (!grid_.is_world_root() || !cfg_.train.progress || !isatty(STDERR_FILENO)) return;
   const int width = 30;
@@ -310,6 +350,7 @@ std::vector<TaskScore> Trainer::Run() {
     auto r = Step();
     Progress(r);
     if (r.step % cfg_.train.log_every == 0 || r.step == cfg_.train.steps) {
+      CheckReplicasInSync();
       nlohmann::json ranks = nlohmann::json::object();
       for (size_t t = 0; t < task_names_.size(); ++t) {
         double sum = 0;

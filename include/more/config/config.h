@@ -60,6 +60,7 @@ struct TrainConfig {
   int64_t threads = 0;             // intra-op threads per rank; 0 = cores / local ranks
   std::string nan_policy = "stop"; // stop | skip (skip the step, count it, stop after 10 in a row)
   bool progress = true;            // rank-0 progress bar on a terminal
+  bool dump_grads = false;         // write synced adapter grads per step (equivalence tests)
 };
 
 struct EvalConfig {

@@ -42,6 +42,7 @@ void VisitConfig(C& c, F&& f) {
   f("train.threads", c.train.threads, "intra-op threads per rank; 0 = cores / local ranks");
   f("train.nan_policy", c.train.nan_policy, "non-finite loss: stop | skip");
   f("train.progress", c.train.progress, "rank-0 progress bar on a terminal");
+  f("train.dump_grads", c.train.dump_grads, "write <out_dir>/grads/step-N.safetensors (synced grads)");
   f("eval.every", c.eval.every, "steps between evaluations; 0 = only at the end");
   f("eval.max_samples", c.eval.max_samples, "eval samples per task; 0 = all");
   f("eval.batch", c.eval.batch, "sequences per scoring forward");

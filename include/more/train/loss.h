@@ -21,13 +21,17 @@ struct BatchTensors {
 BatchTensors ToTensors(const MicroBatch& mb, torch::Device device);
 
 struct LossParts {
-  torch::Tensor total;       // scalar, differentiable
-  double gen = 0, cl = 0;    // detached values
-  int64_t target_tokens = 0;
+  torch::Tensor gen_sum;     // scalar: sum of target-token NLL (differentiable)
+  torch::Tensor cl;          // scalar: mean contrastive loss over all adapted modules, or undefined
+  double gen_sum_value = 0, cl_value = 0;
 };
 
+// The step objective is token-weighted over the whole global batch, so gradient accumulation and
+// data parallelism give exactly the single-batch gradient:
+//   L = sum_{all target tokens of the step} nll / T_step + lambda * mean_{micro-batches} L_con
+// The trainer scales gen_sum by dp / T_step (the data-parallel all-reduce averages over dp).
 // num_modules: adapted modules of the whole model (the contrastive mean's denominator).
-LossParts ForwardLoss(const LlamaStage& stage, const BatchTensors& b, bool training, double lambda_cl,
+LossParts ForwardLoss(const LlamaStage& stage, const BatchTensors& b, bool training, bool contrastive,
                       int64_t num_modules);
 
 }  // namespace more

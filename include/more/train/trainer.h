@@ -32,7 +32,7 @@ namespace more {
 struct StepResult {
   int64_t step = 0;   // steps completed after this one
   double loss = 0, gen = 0, cl = 0, lr = 0, grad_norm = 0;
-  int64_t tokens = 0;
+  int64_t tokens = 0;      // tokens (incl. prompts) processed by all data-parallel replicas
   double seconds = 0;
   bool skipped = false;  // non-finite and nan_policy = skip
   std::vector<int> tasks;  // task of each micro-batch
@@ -63,6 +63,9 @@ class Trainer {
   void Log(const nlohmann::json& j);
   nlohmann::json ModelFingerprint() const;
   void Progress(const StepResult& r);
+  // Throws if the replicated adapters of this stage differ (CRC-32 of the flat buffer) between
+  // the ranks of the stage's tp x dp group. Called on every logging step.
+  void CheckReplicasInSync() const;
 
   Config cfg_;
   const ProcessGrid& grid_;
