@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "more/ckpt/checkpoint.h"
 #include "more/ckpt/tensor_file.h"
 #include "more/core/error.h"
 #include "more/core/safetensors.h"
@@ -33,6 +34,27 @@ void ExportAdapters(const std::string& out_dir, const AdapterSet& adapters, cons
                       {"task_ranks", adapters.TaskRankMap(static_cast<int>(tasks.size()))},
                       {"base_model", LlamaConfigToJson(model)}};
   WriteFileAtomic(out_dir + "/adapter_config.json", j.dump(2));
+}
+
+std::vector<std::string> ExportCheckpoint(const std::string& ckpt_dir, const std::string& out_dir,
+                                          const std::string& model_dir) {
+  auto loaded = CheckpointManager::Load(ckpt_dir);
+  auto cfg = ConfigFromJson(loaded.state.at("config"));
+  if (!model_dir.empty()) cfg.model.path = model_dir;
+  auto model = LoadLlamaConfig(cfg.model.path);
+  auto tasks = loaded.state.at("task_names").get<std::vector<std::string>>();
+  AdapterOptions ao;
+  ao.more = cfg.adapter.method == "more";
+  ao.rank = cfg.adapter.rank;
+  ao.alpha = cfg.adapter.alpha;
+  ao.scaling = cfg.adapter.scaling;
+  ao.soft = cfg.adapter.selection == "soft";
+  ao.num_tasks = static_cast<int64_t>(tasks.size());
+  auto grid = ProcessGrid::Single();
+  auto adapters = BuildAdapters(model, ao, cfg.TargetModules(), *grid);
+  adapters->LoadNamed(loaded.adapters, ckpt_dir);
+  ExportAdapters(out_dir, *adapters, tasks, cfg, model);
+  return tasks;
 }
 
 LoadedExport LoadExport(const std::string& export_dir, const LlamaConfig& model) {

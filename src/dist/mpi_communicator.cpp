@@ -100,6 +100,31 @@ void MpiCommunicator::Send(const at::Tensor& t, int dst, int tag) const {
   Mpi(MPI_Send(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, dst, tag, comm_), "send");
 }
 
+namespace {
+class MpiPendingSend final : public PendingSend {
+ public:
+  MpiPendingSend(at::Tensor buf, MPI_Request req) : buf_(std::move(buf)), req_(req) {}
+  ~MpiPendingSend() override {
+    if (req_ != MPI_REQUEST_NULL) MPI_Wait(&req_, MPI_STATUS_IGNORE);
+  }
+  void Wait() override {
+    if (req_ != MPI_REQUEST_NULL) Mpi(MPI_Wait(&req_, MPI_STATUS_IGNORE), "isend wait");
+  }
+
+ private:
+  at::Tensor buf_;  // kept alive until the send completes
+  MPI_Request req_;
+};
+}  // namespace
+
+std::unique_ptr<PendingSend> MpiCommunicator::ISend(const at::Tensor& t, int dst, int tag) const {
+  CheckCpu(t, "isend");
+  auto buf = t.detach().clone();
+  MPI_Request req;
+  Mpi(MPI_Isend(buf.data_ptr(), static_cast<int>(buf.nbytes()), MPI_BYTE, dst, tag, comm_, &req), "isend");
+  return std::make_unique<MpiPendingSend>(std::move(buf), req);
+}
+
 void MpiCommunicator::Recv(at::Tensor& t, int src, int tag) const {
   CheckCpu(t, "recv");
   MPI_Status st;

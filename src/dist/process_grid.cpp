@@ -16,6 +16,9 @@ class SelfCommunicator final : public Communicator {
   void Broadcast(at::Tensor&, int) const override {}
   void AllGather(const at::Tensor& in, at::Tensor& out) const override { out.copy_(in.view_as(out)); }
   void Send(const at::Tensor&, int, int) const override { throw Error("send on a single-rank grid"); }
+  std::unique_ptr<PendingSend> ISend(const at::Tensor&, int, int) const override {
+    throw Error("send on a single-rank grid");
+  }
   void Recv(at::Tensor&, int, int) const override { throw Error("recv on a single-rank grid"); }
   void Barrier() const override {}
 };

@@ -14,7 +14,8 @@ namespace {
 
 // Log-likelihood of each sequence's target positions. seqs: token rows; starts[i]: index of the
 // first target token in seqs[i]. Returns [N] sums.
-std::vector<double> ScoreSequences(const LlamaStage& stage, const std::vector<std::vector<int32_t>>& seqs,
+std::vector<double> ScoreSequences(Pipeline& pipeline, const ProcessGrid& grid,
+                                   const std::vector<std::vector<int32_t>>& seqs,
                                    const std::vector<int64_t>& starts, int model_task, int32_t pad,
                                    int64_t batch) {
   std::vector<double> out(seqs.size());
@@ -34,11 +35,10 @@ std::vector<double> ScoreSequences(const LlamaStage& stage, const std::vector<st
       for (size_t j = starts[b0 + i]; j < s.size(); ++j) ma[i][j - 1] = 1.0f;  // position j-1 predicts j
     }
     auto targets = torch::cat({ids.narrow(1, 1, len - 1), ids.narrow(1, len - 1, 1)}, 1);
-    ForwardContext ctx;
-    ctx.task = model_task;
-    ctx.training = false;
-    auto nll = stage.TokenNll(stage.Layers(stage.Embed(ids), ctx), targets);  // [n, len]
-    auto ll = (-(nll * mask)).sum(1).to(torch::kFloat64);
+    auto nll = pipeline.ForwardNll(ids, targets, model_task);               // [n, len] on the last stage
+    auto ll = nll.defined() ? (-(nll * mask)).sum(1).to(torch::kFloat64).contiguous()
+                            : torch::zeros({n}, torch::kFloat64);
+    grid.pp().Broadcast(ll, grid.layout().pp - 1);
     for (int64_t i = 0; i < n; ++i) out[b0 + i] = ll[i].item<double>();
   }
   return out;
@@ -46,7 +46,7 @@ std::vector<double> ScoreSequences(const LlamaStage& stage, const std::vector<st
 
 }  // namespace
 
-std::vector<TaskScore> Evaluator::Run(const LlamaStage& stage) const {
+std::vector<TaskScore> Evaluator::Run(Pipeline& pipeline, const ProcessGrid& grid) const {
   std::vector<TaskScore> scores;
   const auto& tasks = eval_.tasks();
   for (size_t t = 0; t < tasks.size(); ++t) {
@@ -93,7 +93,7 @@ std::vector<TaskScore> Evaluator::Run(const LlamaStage& stage) const {
           starts.push_back(pl);
         }
       }
-      auto ll = ScoreSequences(stage, seqs, starts, task_ids_[t], meta.pad_id, batch_);
+      auto ll = ScoreSequences(pipeline, grid, seqs, starts, task_ids_[t], meta.pad_id, batch_);
       const size_t k = cand.size();
       for (int i = 0; i < mb.batch_size; ++i) {
         const double* s = ll.data() + i * k;

@@ -29,23 +29,10 @@ int main(int argc, char** argv) {
       } else throw more::Error("unexpected argument '" + a + "'", "see more_export --help");
     }
     if (ckpt.empty() || out.empty()) throw more::Error("--checkpoint and --out are required");
-    auto loaded = more::CheckpointManager::Load(ckpt);
-    auto cfg = more::ConfigFromJson(loaded.state.at("config"));
+    auto tasks = more::ExportCheckpoint(ckpt, out, model_dir);
+    spdlog::info("exported the adapters of {} to {}", ckpt, out);
+    auto cfg = more::ConfigFromJson(more::CheckpointManager::Load(ckpt).state.at("config"));
     if (!model_dir.empty()) cfg.model.path = model_dir;
-    auto model = more::LoadLlamaConfig(cfg.model.path);
-    auto tasks = loaded.state.at("task_names").get<std::vector<std::string>>();
-    more::AdapterOptions ao;
-    ao.more = cfg.adapter.method == "more";
-    ao.rank = cfg.adapter.rank;
-    ao.alpha = cfg.adapter.alpha;
-    ao.scaling = cfg.adapter.scaling;
-    ao.soft = cfg.adapter.selection == "soft";
-    ao.num_tasks = static_cast<int64_t>(tasks.size());
-    auto grid = more::ProcessGrid::Single();
-    auto adapters = more::BuildAdapters(model, ao, cfg.TargetModules(), *grid);
-    adapters->LoadNamed(loaded.adapters, ckpt);
-    more::ExportAdapters(out, *adapters, tasks, cfg, model);
-    spdlog::info("exported {} adapter tensors to {}", adapters->entries().size(), out);
     if (!merge.empty()) {
       std::vector<std::string> which;
       if (merge == "all") which = tasks;

@@ -35,9 +35,6 @@ int main(int argc, char** argv) {
     cfg.ValidateAgainstModel(model, world);
     more::Layout layout{static_cast<int>(cfg.parallel.tp), static_cast<int>(cfg.parallel.pp),
                         static_cast<int>(cfg.dp_size(world))};
-    if (layout.pp > 1)
-      throw more::Error("parallel.pp > 1: pipeline parallelism is not available in this build yet",
-                        "run with parallel.pp=1");
     more::ProcessGrid grid(MPI_COMM_WORLD, layout);
     more::Trainer trainer(cfg, grid);
     trainer.Run();

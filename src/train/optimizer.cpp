@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "more/dist/communicator.h"
+
 namespace more {
 
 FlatAdamW::FlatAdamW(int64_t numel, AdamWOptions opt)
@@ -27,8 +29,10 @@ double LearningRate(int64_t step, int64_t total_steps, int64_t warmup, double lr
   return lr * (1.0 - frac * (1.0 - min_ratio));
 }
 
-double ClipGradNorm(torch::Tensor& grad, double max_norm) {
-  const double norm = grad.norm().item<double>();
+double ClipGradNorm(torch::Tensor& grad, double max_norm, const Communicator* group) {
+  auto sq = grad.to(torch::kFloat64).pow(2).sum().reshape({1});
+  if (group && group->size() > 1) group->AllReduceSum(sq);
+  const double norm = std::sqrt(sq.item<double>());
   if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) grad.mul_(max_norm / (norm + 1e-6));
   return norm;
 }

@@ -139,6 +139,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   weights_ = std::make_unique<SafetensorsCollection>(cfg_.model.path);
   stage_ = std::make_unique<LlamaStage>(model_cfg_, *weights_, grid_, adapters_.get(), dtype,
                                         cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU));
+  pipeline_ = std::make_unique<Pipeline>(*stage_, grid_, cfg_.parallel.schedule);
   AdamWOptions oo{cfg_.train.beta1, cfg_.train.beta2, cfg_.train.eps, cfg_.train.weight_decay};
   opt_ = std::make_unique<FlatAdamW>(adapters_->numel(), oo);
   ckpt_ = std::make_unique<CheckpointManager>(cfg_.checkpoint_dir(), cfg_.ckpt.keep_last);
@@ -196,16 +197,12 @@ StepResult Trainer::Step() {
   const double gen_scale = dp / std::max(1.0, tokens.item<double>());
   const double cl_scale = cfg_.adapter.lambda_cl / static_cast<double>(n_micro_);
   const bool contrastive = cfg_.adapter.lambda_cl > 0;
-  double sums[2] = {0, 0};  // gen NLL sum, contrastive sum (this rank)
-  for (const auto& bt : batches) {
-    auto parts = ForwardLoss(*stage_, bt, true, contrastive, num_modules_);
-    auto total = parts.gen_sum * gen_scale;
-    if (parts.cl.defined()) total = total + parts.cl * cl_scale;
-    total.backward();
-    sums[0] += parts.gen_sum_value;
-    sums[1] += parts.cl_value;
-  }
-  auto reduced = torch::tensor({sums[0], sums[1], static_cast<double>(r.tokens)}, torch::kFloat64);
+  auto sums = pipeline_->TrainStep(batches, gen_scale, cl_scale, contrastive, num_modules_);
+  // gen lives on the last stage, contrastive terms on every stage: sum over the pipeline (one
+  // rank per stage), then over data-parallel replicas
+  auto reduced = torch::tensor({sums.gen_sum, sums.cl_sum, 0.0}, torch::kFloat64);
+  grid_.pp().AllReduceSum(reduced);
+  reduced[2] = static_cast<double>(r.tokens);
   grid_.dp().AllReduceSum(reduced);
   r.tokens = static_cast<int64_t>(reduced[2].item<double>());  // over all data-parallel replicas
   r.gen = reduced[0].item<double>() / std::max(1.0, tokens.item<double>());
@@ -218,7 +215,7 @@ StepResult Trainer::Step() {
                                grid_.pp_rank()),
                    adapters_->NamedGrads());
   }
-  r.grad_norm = ClipGradNorm(adapters_->flat_grad(), cfg_.train.grad_clip);
+  r.grad_norm = ClipGradNorm(adapters_->flat_grad(), cfg_.train.grad_clip, &grid_.pp());
   r.lr = LearningRate(step_, cfg_.train.steps, cfg_.train.warmup, cfg_.train.lr, cfg_.train.min_lr_ratio);
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     if (cfg_.train.nan_policy == "stop")
@@ -241,8 +238,8 @@ StepResult Trainer::Step() {
 
 std::vector<TaskScore> Trainer::Evaluate() {
   if (!evaluator_) return {};
-  auto scores = evaluator_->Run(*stage_);
-  nlohmann::json ranks = adapters_->TaskRankMap(static_cast<int>(task_names_.size()));
+  auto scores = evaluator_->Run(*pipeline_, grid_);
+  nlohmann::json ranks = GatherTaskRanks();
   Log({{"type", "eval"}, {"step", step_}, {"scores", Evaluator::ToJson(scores)}, {"mean", Evaluator::Mean(scores)},
        {"task_names", task_names_}, {"task_ranks", ranks}});
   std::string line;
@@ -262,6 +259,7 @@ std::string Trainer::SaveCheckpoint() {
   if (grid_.is_stage_root()) ckpt_->WriteStage(step_, grid_.pp_rank(), adapters_->NamedTensors(), optim);
   grid_.world().Barrier();
   std::string dir;
+  auto ranks = GatherTaskRanks();
   if (grid_.is_world_root()) {
     nlohmann::json state = {{"optimizer_t", opt_->t()},
                             {"sampler", loader_->State()},
@@ -269,7 +267,7 @@ std::string Trainer::SaveCheckpoint() {
                             {"adapter", {{"method", cfg_.adapter.method}, {"rank", cfg_.adapter.rank},
                                          {"targets", cfg_.adapter.targets}}},
                             {"task_names", task_names_},
-                            {"task_ranks", adapters_->TaskRankMap(static_cast<int>(task_names_.size()))},
+                            {"task_ranks", ranks},
                             {"skipped_steps", skipped_total_},
                             {"layout", {{"tp", grid_.layout().tp}, {"pp", grid_.layout().pp}, {"dp", grid_.layout().dp}}},
                             {"config", ConfigToJson(cfg_)}};
@@ -316,6 +314,31 @@ int64_t Trainer::MaybeResume() {
   step_ = st.at("step").get<int64_t>();
   spdlog::info("resumed from {} at step {}", *latest, step_);
   return step_;
+}
+
+nlohmann::json Trainer::GatherTaskRanks() const {
+  // every stage root sends its stage's map (JSON text) to world rank 0 over the pp group
+  auto mine = adapters_->TaskRankMap(static_cast<int>(task_names_.size()));
+  if (grid_.layout().pp == 1) return mine;
+  const auto& pp = grid_.pp();
+  if (grid_.tp_rank() != 0 || grid_.dp_rank() != 0) return mine;  // only the pp group of world rank 0
+  if (pp.rank() != 0) {
+    auto text = mine.dump();
+    auto len = torch::tensor({static_cast<int64_t>(text.size())}, torch::kInt64);
+    pp.Send(len, 0, 7001);
+    auto bytes = torch::from_blob(text.data(), {static_cast<int64_t>(text.size())}, torch::kUInt8).clone();
+    pp.Send(bytes, 0, 7002);
+    return mine;
+  }
+  for (int s = 1; s < pp.size(); ++s) {
+    auto len = torch::zeros({1}, torch::kInt64);
+    pp.Recv(len, s, 7001);
+    auto bytes = torch::empty({len.item<int64_t>()}, torch::kUInt8);
+    pp.Recv(bytes, s, 7002);
+    auto j = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(bytes.data_ptr()), bytes.numel()));
+    mine.update(j);
+  }
+  return mine;
 }
 
 void Trainer::CheckReplicasInSync() const {
@@ -367,10 +390,11 @@ std::vector<TaskScore> Trainer::Run() {
     if (cfg_.eval.every > 0 && r.step % cfg_.eval.every == 0 && r.step != cfg_.train.steps) last = Evaluate();
     if (cfg_.ckpt.every > 0 && r.step % cfg_.ckpt.every == 0 && r.step != cfg_.train.steps) SaveCheckpoint();
   }
-  SaveCheckpoint();
+  const auto dir = SaveCheckpoint();
   last = Evaluate();
   if (grid_.is_world_root()) {
-    ExportAdapters(cfg_.train.out_dir + "/export", *adapters_, task_names_, cfg_, model_cfg_);
+    // from the checkpoint just written: it holds every pipeline stage's adapters
+    ExportCheckpoint(dir, cfg_.train.out_dir + "/export", cfg_.model.path);
     spdlog::info("adapters exported to {}/export", cfg_.train.out_dir);
   }
   return last;

@@ -13,6 +13,13 @@ namespace at { class Tensor; }
 
 namespace more {
 
+// A send in flight; Wait() blocks until its buffer may be reused (the destructor waits too).
+class PendingSend {
+ public:
+  virtual ~PendingSend() = default;
+  virtual void Wait() = 0;
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -25,6 +32,9 @@ class Communicator {
   // out: [size * in.size(0), ...] = cat over ranks of `in` (rank order)
   virtual void AllGather(const at::Tensor& in, at::Tensor& out) const = 0;
   virtual void Send(const at::Tensor& t, int dst, int tag) const = 0;
+  // Non-blocking send of a snapshot of t (pipeline activations: a stage never blocks on a send,
+  // so 1F1B's crossing sends cannot deadlock).
+  virtual std::unique_ptr<PendingSend> ISend(const at::Tensor& t, int dst, int tag) const = 0;
   virtual void Recv(at::Tensor& t, int src, int tag) const = 0;
   virtual void Barrier() const = 0;
 };
@@ -43,6 +53,7 @@ class MpiCommunicator final : public Communicator {
   void Broadcast(at::Tensor& t, int root) const override;
   void AllGather(const at::Tensor& in, at::Tensor& out) const override;
   void Send(const at::Tensor& t, int dst, int tag) const override;
+  std::unique_ptr<PendingSend> ISend(const at::Tensor& t, int dst, int tag) const override;
   void Recv(at::Tensor& t, int src, int tag) const override;
   void Barrier() const override;
   MPI_Comm comm() const { return comm_; }

@@ -12,7 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "more/data/shard_set.h"
-#include "more/model/llama.h"
+#include "more/dist/process_grid.h"
+#include "more/train/pipeline.h"
 
 namespace more {
 
@@ -28,7 +29,9 @@ class Evaluator {
   // task_ids[i]: the model's task id of eval task i (by name), -1 to skip the task.
   // Candidate token ids, EOS and pad come from the shard metadata.
   Evaluator(const ShardSet& eval, std::vector<int> task_ids, int64_t max_samples, int64_t batch);
-  std::vector<TaskScore> Run(const LlamaStage& stage) const;
+  // Every rank of the job calls Run (pipeline stages forward in lock-step); the scores, computed
+  // on the last stage, are broadcast so every rank returns the same values.
+  std::vector<TaskScore> Run(Pipeline& pipeline, const ProcessGrid& grid) const;
   static nlohmann::json ToJson(const std::vector<TaskScore>& s);
   static double Mean(const std::vector<TaskScore>& s);
 

@@ -34,6 +34,8 @@ double LearningRate(int64_t step, int64_t total_steps, int64_t warmup, double lr
 
 // Scales grad in place so its L2 norm is at most max_norm (0: no clipping). Returns the norm
 // before clipping.
-double ClipGradNorm(torch::Tensor& grad, double max_norm);
+// With `group` (the pipeline group), the norm is over the gradients of all stages.
+class Communicator;
+double ClipGradNorm(torch::Tensor& grad, double max_norm, const Communicator* group = nullptr);
 
 }  // namespace more

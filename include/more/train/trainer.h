@@ -26,6 +26,7 @@
 #include "more/model/hf_config.h"
 #include "more/model/llama.h"
 #include "more/train/optimizer.h"
+#include "more/train/pipeline.h"
 
 namespace more {
 
@@ -66,6 +67,9 @@ class Trainer {
   // Throws if the replicated adapters of this stage differ (CRC-32 of the flat buffer) between
   // the ranks of the stage's tp x dp group. Called on every logging step.
   void CheckReplicasInSync() const;
+  // {module: [rank per task]} of the whole model, complete on world rank 0 (stage maps sent
+  // over the pipeline group).
+  nlohmann::json GatherTaskRanks() const;
 
   Config cfg_;
   const ProcessGrid& grid_;
@@ -77,6 +81,7 @@ class Trainer {
   std::unique_ptr<AdapterSet> adapters_;
   std::unique_ptr<SafetensorsCollection> weights_;
   std::unique_ptr<LlamaStage> stage_;
+  std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<FlatAdamW> opt_;
   std::unique_ptr<CheckpointManager> ckpt_;
   std::unique_ptr<Evaluator> evaluator_;
