@@ -179,6 +179,14 @@ nlohmann::json Trainer::ModelFingerprint() const {
 
 StepResult Trainer::Step() {
   const auto t0 = std::chrono::steady_clock::now();
+  // Fault injection for the failure tests: MORE_FAIL_AT="<world rank>:<step>" makes that rank
+  // throw at the start of that step (the others are then inside collectives).
+  if (const char* f = std::getenv("MORE_FAIL_AT")) {
+    int rank = -1;
+    long long at = -1;
+    if (std::sscanf(f, "%d:%lld", &rank, &at) == 2 && rank == grid_.world_rank() && at == step_ + 1)
+      throw Error(fmt::format("injected failure (MORE_FAIL_AT={}) at step {}", f, step_ + 1));
+  }
   StepResult r;
   adapters_->ZeroGrad();
   // all micro-batches of the step first: the objective is normalised by the step's target tokens

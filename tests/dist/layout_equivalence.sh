@@ -13,9 +13,9 @@ run() {  # name np tp micro [pp] [schedule]
   mpirun -np "$2" "$BUILD/more_train" --config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" \
     --data.train="$DATA/shards" --train.out_dir="$OUT/$1" --parallel.tp="$3" --train.micro_batch="$4" \
     --parallel.pp="${5:-1}" --parallel.schedule="${6:-1f1b}" \
-    --train.global_batch=16 --train.steps=6 --train.warmup=2 --train.lr=5e-3 --adapter.dropout=0 \
-    --eval.at_start=false --eval.max_samples=16 --ckpt.every=0 --train.log_every=1 --train.threads=1 \
-    --train.progress=false --train.dump_grads=true > "$OUT/$1.log" 2>&1 || { tail -20 "$OUT/$1.log"; exit 1; }
+    --train.global_batch=16 --train.steps=6 --ckpt.every=3 --train.warmup=2 --train.lr=5e-3 --adapter.dropout=0 \
+    --eval.at_start=false --eval.max_samples=16 --train.log_every=1 --train.threads=1 \
+    --train.progress=false --train.dump_grads=true "${@:7}" > "$OUT/$1.log" 2>&1 || { tail -20 "$OUT/$1.log"; exit 1; }
 }
 run ref 1 1 8
 run tp2 2 2 8
@@ -24,6 +24,9 @@ run tp2dp2 4 2 4
 run pp2 2 1 8 2 1f1b
 run pp2gpipe 2 1 8 2 gpipe
 run tp2pp2 4 2 8 2 1f1b
+# resume across a layout change: 3 steps as tp=2 with a checkpoint, then steps 4-6 as pp=2
+run relayout 2 2 8 1 1f1b --train.steps=3
+run relayout 2 1 8 2 1f1b
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, struct, sys
 import numpy as np
@@ -44,10 +47,10 @@ def grads(name, step):
     return out_map
 ref, ref_a = steps("ref"), adapters("ref")
 failed = 0
-names = ["tp2", "dp2", "tp2dp2", "pp2", "pp2gpipe", "tp2pp2"]
+names = ["tp2", "dp2", "tp2dp2", "pp2", "pp2gpipe", "tp2pp2", "relayout"]
 for name in names:
     got, got_a = steps(name), adapters(name)
-    assert len(got) == len(ref) == 6
+    assert len(got) == len(ref) == 6, (name, len(got))
     for a, b in zip(ref, got):
         for key in ["loss", "gen_loss", "cl_loss", "grad_norm"]:
             if abs(a[key] - b[key]) > 1e-4 * max(1.0, abs(a[key])):

@@ -9,7 +9,7 @@ trap 'rm -rf "$OUT"' EXIT
 pass=0; fail=0
 expect_fail() {  # name, expected text, args...
   local name=$1 text=$2; shift 2
-  timeout 120 mpirun -np 2 "$BUILD/more_train" --config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" \
+  timeout 120 mpirun -np 2 ${MPIARGS:-} "$BUILD/more_train" --config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" \
     --data.train="$DATA/shards" --train.out_dir="$OUT/$name" --train.steps=2 --eval.at_start=false \
     --train.threads=1 "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
@@ -33,5 +33,12 @@ expect_fail truncated_weights "truncated" --model.path="$OUT/trunc"
 expect_fail layout_world "world size 2" --parallel.tp=4
 expect_fail batch_divide "train.global_batch" --train.global_batch=12
 expect_fail nan_stop "non-finite" --train.lr=1e30 --train.grad_clip=0 --train.steps=30
+# one rank fails while the others wait in a collective / pipeline receive: all must end
+export MORE_FAIL_AT=1:2
+MPIARGS="-x MORE_FAIL_AT" expect_fail rank1_fails_dp "injected failure" --train.steps=5
+MPIARGS="-x MORE_FAIL_AT" expect_fail rank1_fails_pp "injected failure" --train.steps=5 --parallel.pp=2
+export MORE_FAIL_AT=0:3
+MPIARGS="-x MORE_FAIL_AT" expect_fail rank0_fails_tp "injected failure" --train.steps=5 --parallel.tp=2
+unset MORE_FAIL_AT
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
