@@ -14,7 +14,7 @@ namespace more {
 namespace {
 
 TEST(Config, TomlThenOverridesThenValidate) {
-  const auto dir = testing::TempDir("cfg");
+  const auto dir = testing::ScratchDir("cfg");
   WriteFileAtomic(dir + "/a.toml", "[train]\nsteps = 12\nlr = 0.5\n[adapter]\nmethod = \"lora\"\n");
   auto c = LoadConfig(dir + "/a.toml", {"train.lr=0.25", "parallel.tp=2", "train.progress=false"});
   EXPECT_EQ(c.train.steps, 12);

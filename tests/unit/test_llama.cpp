@@ -16,7 +16,7 @@
 namespace more {
 namespace {
 
-using testing::TempDir;
+using testing::ScratchDir;
 using testing::TestData;
 
 torch::Tensor Ids() {
@@ -50,7 +50,7 @@ TEST(Llama, GoldenForwardMatchesIndependentReference) {
   ForwardContext ctx;
   torch::NoGradGuard ng;
   auto logits = stage.FullLogits(Ids(), ctx);
-  auto ref = Reference(TestData("tiny"), Ids(), TempDir("golden"));
+  auto ref = Reference(TestData("tiny"), Ids(), ScratchDir("golden"));
   ASSERT_EQ(logits.sizes(), ref.sizes());
   const double err = (logits - ref).abs().max().item<double>();
   EXPECT_LT(err, 1e-5) << "max |logits - reference| = " << err;
@@ -65,7 +65,7 @@ TEST(Llama, ShardedBf16CheckpointLoadsAndMatchesReference) {
   LlamaStage stage(cfg, st, *grid, nullptr, torch::kFloat32, torch::kCPU);
   ForwardContext ctx;
   torch::NoGradGuard ng;
-  auto ref = Reference(dir, Ids(), TempDir("golden_bf16"));
+  auto ref = Reference(dir, Ids(), ScratchDir("golden_bf16"));
   EXPECT_LT((stage.FullLogits(Ids(), ctx) - ref).abs().max().item<double>(), 1e-5);
   // and computed in bf16 it stays close
   LlamaStage bf(cfg, st, *grid, nullptr, torch::kBFloat16, torch::kCPU);
@@ -106,7 +106,7 @@ TEST(Llama, MergedModelForTaskEqualsAdapterModel) {
   auto grid = ProcessGrid::Single();
   const auto base = TestData("tiny");
   auto cfg = LoadLlamaConfig(base);
-  Config run = testing::TinyConfig(TempDir("merge_run"));
+  Config run = testing::TinyConfig(ScratchDir("merge_run"));
   AdapterOptions ao;
   ao.rank = 4;
   ao.num_tasks = 5;
@@ -118,13 +118,13 @@ TEST(Llama, MergedModelForTaskEqualsAdapterModel) {
     torch::manual_seed(1);
     adapters->flat().copy_(torch::randn({adapters->numel()}) * 0.2);  // "trained" adapters
   }
-  const auto ex = TempDir("merge_export");
+  const auto ex = ScratchDir("merge_export");
   ExportAdapters(ex, *adapters, {"a", "b", "c", "d", "e"}, run, cfg);
   SafetensorsCollection st(base);
   LlamaStage with(cfg, st, *grid, adapters.get(), torch::kFloat32, torch::kCPU);
   for (int t : {0, 3}) {
     const std::string task = t == 0 ? "a" : "d";
-    auto merged_dir = MergeTask(ex, base, task, TempDir("merged_" + task));
+    auto merged_dir = MergeTask(ex, base, task, ScratchDir("merged_" + task));
     SafetensorsCollection mst(merged_dir);
     LlamaStage merged(cfg, mst, *grid, nullptr, torch::kFloat32, torch::kCPU);
     ForwardContext c1, c2;
@@ -142,12 +142,12 @@ TEST(Llama, MergedModelForTaskEqualsAdapterModel) {
 TEST(Llama, ExportWithTamperedRankMapIsRejected) {
   auto grid = ProcessGrid::Single();
   auto cfg = LoadLlamaConfig(TestData("tiny"));
-  Config run = testing::TinyConfig(TempDir("tamper_run"));
+  Config run = testing::TinyConfig(ScratchDir("tamper_run"));
   AdapterOptions ao;
   ao.rank = 4;
   ao.num_tasks = 2;
   auto adapters = BuildAdapters(cfg, ao, run.TargetModules(), *grid);
-  const auto ex = TempDir("tamper_export");
+  const auto ex = ScratchDir("tamper_export");
   ExportAdapters(ex, *adapters, {"a", "b"}, run, cfg);
   auto j = nlohmann::json::parse(ReadFileToString(ex + "/adapter_config.json"));
   auto& ranks = j["task_ranks"]["layers.0.q"];

@@ -18,18 +18,11 @@ namespace fs = std::filesystem;
 namespace more {
 namespace {
 
-using testing::TempDir;
+using testing::ScratchDir;
 using testing::TestData;
 using testing::TinyConfig;
+using testing::ExpectError;
 
-void ExpectErrorContaining(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected more::Error";
-  } catch (const Error& e) {
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
 
 TEST(Trainer, ResumeIsBitwiseIdenticalToAnUninterruptedRun) {
   auto grid = ProcessGrid::Single();
@@ -37,13 +30,13 @@ TEST(Trainer, ResumeIsBitwiseIdenticalToAnUninterruptedRun) {
   std::vector<double> straight, resumed;
   torch::Tensor final_straight, final_resumed;
   {
-    auto c = TinyConfig(TempDir("straight"));
+    auto c = TinyConfig(ScratchDir("straight"));
     c.train.steps = n;
     Trainer t(c, *grid);
     for (int i = 0; i < n; ++i) straight.push_back(t.Step().loss);
     final_straight = t.adapters().flat().clone();
   }
-  const auto dir = TempDir("resumed");
+  const auto dir = ScratchDir("resumed");
   {
     auto c = TinyConfig(dir);
     c.train.steps = n;
@@ -68,7 +61,7 @@ TEST(Trainer, ResumeIsBitwiseIdenticalToAnUninterruptedRun) {
 
 TEST(Trainer, TrainingLowersTheLossOnRepeatedData) {
   auto grid = ProcessGrid::Single();
-  auto c = TinyConfig(TempDir("lower"));
+  auto c = TinyConfig(ScratchDir("lower"));
   c.train.steps = 30;
   c.train.lr = 1e-2;
   c.data.tasks = "sentiment";
@@ -86,7 +79,7 @@ TEST(Trainer, TrainingLowersTheLossOnRepeatedData) {
 
 TEST(Trainer, GateAndTaskEmbeddingsReceiveGradients) {
   auto grid = ProcessGrid::Single();
-  auto c = TinyConfig(TempDir("gategrad"));
+  auto c = TinyConfig(ScratchDir("gategrad"));
   Trainer t(c, *grid);
   auto before = t.adapters().NamedTensors();
   std::map<std::string, torch::Tensor> copy;
@@ -106,7 +99,7 @@ TEST(Trainer, GateAndTaskEmbeddingsReceiveGradients) {
 
 TEST(Trainer, CheckpointsAreAtomicPrunedAndChecked) {
   auto grid = ProcessGrid::Single();
-  const auto dir = TempDir("ckpts");
+  const auto dir = ScratchDir("ckpts");
   auto c = TinyConfig(dir);
   c.ckpt.keep_last = 2;
   Trainer t(c, *grid);
@@ -132,7 +125,7 @@ TEST(Trainer, CheckpointsAreAtomicPrunedAndChecked) {
     io.seekp(size - 3);
     io.put('\x7f');
   }
-  ExpectErrorContaining([&] { CheckpointManager::Load(root + "/step-00000003"); }, {"checksum mismatch"});
+  ExpectError([&] { CheckpointManager::Load(root + "/step-00000003"); }, {"checksum mismatch"});
   // a half-written checkpoint directory is never "latest"
   fs::create_directories(root + "/.tmp-step-00000004");
   EXPECT_EQ(*CheckpointManager(root, 2).Latest(), root + "/step-00000003");
@@ -140,7 +133,7 @@ TEST(Trainer, CheckpointsAreAtomicPrunedAndChecked) {
 
 TEST(Trainer, CheckpointFromAnotherModelIsRejected) {
   auto grid = ProcessGrid::Single();
-  const auto dir = TempDir("othermodel");
+  const auto dir = ScratchDir("othermodel");
   {
     auto c = TinyConfig(dir);
     Trainer t(c, *grid);
@@ -151,16 +144,16 @@ TEST(Trainer, CheckpointFromAnotherModelIsRejected) {
   c.model.path = TestData("tiny_bf16_sharded");  // same shapes: fingerprint equal, weights differ
   c.adapter.rank = 6;                             // but another adapter shape
   Trainer t(c, *grid);
-  ExpectErrorContaining([&] { t.MaybeResume(); }, {"shape", "layers.0.q.A"});
+  ExpectError([&] { t.MaybeResume(); }, {"shape", "layers.0.q.A"});
 }
 
 TEST(Trainer, BadInputsGiveClearErrors) {
   auto grid = ProcessGrid::Single();
-  const auto dir = TempDir("bad");
+  const auto dir = ScratchDir("bad");
   {
     auto c = TinyConfig(dir);
     c.data.tasks = "sentiment,nosuchtask";
-    ExpectErrorContaining([&] { Trainer t(c, *grid); }, {"nosuchtask"});
+    ExpectError([&] { Trainer t(c, *grid); }, {"nosuchtask"});
   }
   {
     auto c = TinyConfig(dir);
@@ -173,18 +166,18 @@ TEST(Trainer, BadInputsGiveClearErrors) {
     WriteFileAtomic(fake, "not the same tokenizer");
     auto c = TinyConfig(dir);
     c.data.tokenizer = fake;
-    ExpectErrorContaining([&] { Trainer t(c, *grid); }, {"another tokenizer"});
+    ExpectError([&] { Trainer t(c, *grid); }, {"another tokenizer"});
   }
   {
     auto c = TinyConfig(dir);
     c.parallel.tp = 3;  // 4 heads do not split in 3
-    ExpectErrorContaining([&] { c.ValidateAgainstModel(LoadLlamaConfig(c.model.path), 3); },
+    ExpectError([&] { c.ValidateAgainstModel(LoadLlamaConfig(c.model.path), 3); },
                           {"num_attention_heads", "parallel.tp"});
   }
   {
     auto c = TinyConfig(dir);
     c.train.global_batch = 10;  // not a multiple of micro_batch 4
-    ExpectErrorContaining([&] { Trainer t(c, *grid); }, {"train.global_batch"});
+    ExpectError([&] { Trainer t(c, *grid); }, {"train.global_batch"});
   }
   {
     // truncated weights file
@@ -196,7 +189,7 @@ TEST(Trainer, BadInputsGiveClearErrors) {
     auto c = TinyConfig(dir);
     c.model.path = m;
     c.data.tokenizer = TestData("tok.model");
-    ExpectErrorContaining([&] { Trainer t(c, *grid); }, {"model.safetensors", "truncated"});
+    ExpectError([&] { Trainer t(c, *grid); }, {"model.safetensors", "truncated"});
   }
 }
 

@@ -3,13 +3,15 @@
 #include <filesystem>
 #include <string>
 
+#include "common/test_util.h"
 #include "more/config/config.h"
 
 namespace more::testing {
 
 inline std::string TestData(const std::string& rel) { return std::string(MORE_TESTDATA) + "/" + rel; }
 
-inline std::string TempDir(const std::string& name) {
+// A fresh scratch directory (kept after the test for inspection).
+inline std::string ScratchDir(const std::string& name) {
   auto p = std::filesystem::temp_directory_path() / ("more_test_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);

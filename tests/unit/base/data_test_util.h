@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/test_util.h"
 #include "more/data/packing.h"
 #include "more/data/shard_writer.h"
 
@@ -18,26 +19,7 @@ namespace more::testing_util {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under the system temp dir, removed on destruction.
-class TempDir {
- public:
-  explicit TempDir(const std::string& tag) {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("more_data_test_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
+using more::testing::TempDir;
 
 // A random row: length in [2, max_len], prompt in [1, length), ids in [3, 500), mask 1 from
 // the prompt on, a label index in [-1, n_candidates) and a label value.

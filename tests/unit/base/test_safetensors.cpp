@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/test_util.h"
 #include "more/core/dtype_convert.h"
 #include "more/core/error.h"
 #include "more/core/safetensors.h"
@@ -28,38 +29,8 @@ using namespace more;
 
 namespace {
 
-// A fresh directory under the system temp dir, removed on destruction.
-class TempDir {
- public:
-  explicit TempDir(const std::string& tag) {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            fmt::format("more_st_test_{}_{}_{}", tag, ::getpid(), counter++);
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-  std::string str() const { return path_.string(); }
-
- private:
-  fs::path path_;
-};
-
-// Runs `fn`, expecting a more::Error whose message contains every one of `parts`.
-template <typename Fn>
-void ExpectError(Fn&& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected more::Error containing '" << (parts.empty() ? "" : parts[0]) << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
-  }
-}
+using more::testing::ExpectError;
+using more::testing::TempDir;
 
 // Writes a raw safetensors file: u64 LE header length, header text, data bytes.
 void WriteRaw(const std::string& path, const std::string& header, const std::vector<uint8_t>& data) {
