@@ -97,6 +97,24 @@ TEST(Trainer, GateAndTaskEmbeddingsReceiveGradients) {
   EXPECT_GT(e_changed, 0);
 }
 
+TEST(Trainer, LoraBaselineModeOfTheSameBinary) {
+  auto grid = ProcessGrid::Single();
+  auto c = TinyConfig(ScratchDir("lora"));
+  c.adapter.method = "lora";
+  c.adapter.rank = 8;
+  Trainer t(c, *grid);
+  for (const auto& e : t.adapters().entries()) {
+    const auto suffix = e.name.substr(e.name.rfind('.') + 1);
+    EXPECT_TRUE(suffix == "A" || suffix == "B") << e.name;  // no gate, no task embeddings
+  }
+  auto r1 = t.Step();
+  auto r2 = t.Step();
+  EXPECT_TRUE(std::isfinite(r2.loss));
+  EXPECT_EQ(r1.cl, 0.0);  // no contrastive loss without task embeddings
+  for (auto& [module, ranks] : t.adapters().TaskRankMap(5).items())
+    for (auto& r : ranks) EXPECT_EQ(r.get<int>(), 8) << module;
+}
+
 TEST(Trainer, CheckpointsAreAtomicPrunedAndChecked) {
   auto grid = ProcessGrid::Single();
   const auto dir = ScratchDir("ckpts");
