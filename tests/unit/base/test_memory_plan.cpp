@@ -1,0 +1,232 @@
+// Memory planner (include/more/dist/memory_plan.h): every expected number is derived by hand
+// from the formulas of the header comment for a small model, so a change of formula shows here.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "more/config/config.h"
+#include "more/core/error.h"
+#include "more/dist/memory_plan.h"
+#include "more/model/hf_config.h"
+
+using namespace more;
+
+namespace {
+
+// vocab 64, hidden 16, intermediate 32, 2 layers, 4 heads / 2 kv heads (hd 4).
+// Global projection elements of one layer: q 16*16 = 256, k 16*8 = 128, v 128, o 256,
+// gate 16*32 = 512, up 512, down 512: 2304; RMSNorm weights 2*16 = 32.
+LlamaConfig Small() {
+  LlamaConfig c;
+  c.vocab_size = 64;
+  c.hidden_size = 16;
+  c.intermediate_size = 32;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.max_position_embeddings = 64;
+  return c;
+}
+
+Config Layout(int64_t tp, int64_t pp, const std::string& schedule = "1f1b") {
+  Config c;
+  c.parallel.tp = tp;
+  c.parallel.pp = pp;
+  c.parallel.schedule = schedule;
+  c.train.global_batch = 32;
+  c.train.micro_batch = 8;
+  c.adapter.rank = 4;
+  return c;
+}
+
+PlanOptions Opts(int64_t elem_bytes) {
+  PlanOptions o;
+  o.seq_len = 8;
+  o.num_tasks = 3;
+  o.elem_bytes = elem_bytes;
+  return o;
+}
+
+// Runs f, expects a more::Error whose message contains `text`.
+template <typename F>
+void ExpectErrorWith(F&& f, const std::string& text) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error containing '" << text << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+
+TEST(MemoryPlan, RankFormulaIsTpFastest) {
+  EXPECT_EQ(WorldRank(2, 2, 0, 0, 0), 0);
+  EXPECT_EQ(WorldRank(2, 2, 1, 0, 0), 1);
+  EXPECT_EQ(WorldRank(2, 2, 0, 1, 0), 2);
+  EXPECT_EQ(WorldRank(2, 2, 1, 1, 1), 7);  // 1 + 2*(1 + 2*1)
+  EXPECT_EQ(WorldRank(8, 2, 3, 1, 0), 11);
+}
+
+TEST(MemoryPlan, BaseWeightsOfTwoLayersAtTp2Pp2) {
+  const auto m = Small();
+  // one layer per stage: 2304/2 + 32 = 1184; embedding 64*16/2 = 512; LM head 512 + final norm 16
+  EXPECT_EQ(BaseElementsPerRank(m, 2, 2, 0), 1184 + 512);       // 1696
+  EXPECT_EQ(BaseElementsPerRank(m, 2, 2, 1), 1184 + 512 + 16);  // 1712
+  // pp = 1 holds both ends: 2*1184 + 512 + 16 + 512
+  EXPECT_EQ(BaseElementsPerRank(m, 2, 1, 0), 3408);
+  // one replica's ranks together hold NumParams plus the (tp - 1) extra copies of the norms
+  const int64_t tp = 2, norms = 2 * 32 + 16;
+  EXPECT_EQ(m.NumParams(), 6736);
+  EXPECT_EQ(tp * (BaseElementsPerRank(m, 2, 2, 0) + BaseElementsPerRank(m, 2, 2, 1)) - (tp - 1) * norms,
+            m.NumParams());
+
+  const auto plan = PlanMemory(Layout(2, 2), m, 4, Opts(4));  // f32: 4 bytes per element
+  ASSERT_EQ(plan.stages.size(), 2u);
+  EXPECT_EQ(plan.dp, 1);
+  EXPECT_EQ(plan.stages[0].base_bytes, 1696 * 4);
+  EXPECT_EQ(plan.stages[1].base_bytes, 1712 * 4);
+  EXPECT_EQ(plan.stages[0].first_layer, 0);
+  EXPECT_EQ(plan.stages[0].last_layer, 1);
+  EXPECT_EQ(plan.stages[1].first_layer, 1);
+  EXPECT_EQ(plan.stages[1].last_layer, 2);
+  EXPECT_EQ(PlanMemory(Layout(2, 2), m, 4, Opts(2)).stages[1].base_bytes, 1712 * 2);  // bf16
+}
+
+TEST(MemoryPlan, AdapterBytes) {
+  const auto m = Small();
+  const std::vector<std::string> all = {"q", "k", "v", "o", "gate", "up", "down"};
+  // MoRE, r = 4, T = 3, per module r*(d_in + d_out) + T*d_in + r*d_in + r:
+  //   q 4*32 + 48 + 64 + 4 = 244, k 4*24 + 48 + 64 + 4 = 212, v 212, o 244,
+  //   gate 4*48 + 48 + 64 + 4 = 308, up 308, down 4*48 + 96 + 128 + 4 = 420  -> 1948
+  EXPECT_EQ(AdapterParamsPerLayer(m, all, true, 4, 3), 1948);
+  // LoRA: r*(d_in + d_out): 128 + 96 + 96 + 128 + 192 + 192 + 192 = 1024
+  EXPECT_EQ(AdapterParamsPerLayer(m, all, false, 4, 3), 1024);
+  EXPECT_EQ(AdapterParamsPerLayer(m, {"q", "v"}, true, 4, 3), 244 + 212);
+
+  // fp32 x (param, grad, m, v) = 16 bytes per parameter; one layer per stage at pp = 2
+  auto plan = PlanMemory(Layout(2, 2), m, 4, Opts(2));
+  EXPECT_EQ(plan.adapter_params, 2 * 1948);
+  EXPECT_EQ(plan.stages[0].adapter_bytes, 1948 * 16);
+  EXPECT_EQ(plan.stages[1].adapter_bytes, 1948 * 16);
+  // full copies: tp does not divide them; pp = 1 holds both layers
+  EXPECT_EQ(PlanMemory(Layout(1, 1), m, 1, Opts(2)).stages[0].adapter_bytes, 2 * 1948 * 16);
+  auto lora = Layout(2, 2);
+  lora.adapter.method = "lora";
+  EXPECT_EQ(PlanMemory(lora, m, 4, Opts(2)).stages[0].adapter_bytes, 1024 * 16);
+}
+
+TEST(MemoryPlan, MicroBatchesInFlight1f1bVsGpipe) {
+  // 1F1B: stage i of p keeps min(p - i, m); GPipe keeps all m
+  EXPECT_EQ(MicroBatchesInFlight("1f1b", 4, 0, 8), 4);
+  EXPECT_EQ(MicroBatchesInFlight("1f1b", 4, 1, 8), 3);
+  EXPECT_EQ(MicroBatchesInFlight("1f1b", 4, 2, 8), 2);
+  EXPECT_EQ(MicroBatchesInFlight("1f1b", 4, 3, 8), 1);
+  EXPECT_EQ(MicroBatchesInFlight("1f1b", 4, 0, 2), 2);  // fewer micro-batches than stages
+  EXPECT_EQ(MicroBatchesInFlight("1f1b", 4, 3, 2), 1);
+  for (int stage = 0; stage < 4; ++stage) EXPECT_EQ(MicroBatchesInFlight("gpipe", 4, stage, 8), 8);
+  EXPECT_THROW(MicroBatchesInFlight("zigzag", 4, 0, 8), Error);
+
+  // in a plan: m = 32 / (8 * 1) = 4 micro-batches, p = 2
+  const auto m = Small();
+  auto f = PlanMemory(Layout(2, 2, "1f1b"), m, 4, Opts(2));
+  auto g = PlanMemory(Layout(2, 2, "gpipe"), m, 4, Opts(2));
+  EXPECT_EQ(f.micro_batches, 4);
+  EXPECT_EQ(f.stages[0].in_flight, 2);
+  EXPECT_EQ(f.stages[1].in_flight, 1);
+  EXPECT_EQ(g.stages[0].in_flight, 4);
+  EXPECT_EQ(g.stages[1].in_flight, 4);
+  EXPECT_DOUBLE_EQ(f.bubble(), 1.0 / 5.0);  // (p-1)/(m+p-1)
+  EXPECT_DOUBLE_EQ(BubbleFraction(1, 4), 0.0);
+  EXPECT_DOUBLE_EQ(BubbleFraction(8, 1), 7.0 / 8.0);
+}
+
+TEST(MemoryPlan, ActivationsAndLogits) {
+  // s*b*h*(10 + 24/t + 5*a*s/(h*t)), s 8, b 2, h 16, a 4:
+  //   t = 2: 256*(10 + 12 + 5) = 6912 bytes (bf16), 13824 (f32); t = 1: 256*(10 + 24 + 10) = 11264
+  EXPECT_EQ(ActivationBytesPerLayer(8, 2, 16, 4, 2, 2), 6912);
+  EXPECT_EQ(ActivationBytesPerLayer(8, 2, 16, 4, 2, 4), 13824);
+  EXPECT_EQ(ActivationBytesPerLayer(8, 2, 16, 4, 1, 2), 11264);
+
+  // plan: s 8, b 8, t 2: per layer 8*8*16*27 = 27648 bytes; 1 layer per stage
+  const auto m = Small();
+  auto f = PlanMemory(Layout(2, 2, "1f1b"), m, 4, Opts(2));
+  EXPECT_EQ(f.stages[0].activation_bytes, 27648 * 2);  // 2 in flight
+  EXPECT_EQ(f.stages[1].activation_bytes, 27648 * 1);
+  // logits on the last stage only: b*s*V/t*4 = 8*8*32*4 = 8192 bytes, x2 (logits + gradient)
+  EXPECT_EQ(f.stages[0].logits_bytes, 0);
+  EXPECT_EQ(f.stages[1].logits_bytes, 8192 * 2);
+  // GPipe keeps the logits of all 4 micro-batches, plus one gradient
+  auto g = PlanMemory(Layout(2, 2, "gpipe"), m, 4, Opts(2));
+  EXPECT_EQ(g.stages[0].activation_bytes, 27648 * 4);
+  EXPECT_EQ(g.stages[1].logits_bytes, 8192 * 5);
+  EXPECT_EQ(f.stages[1].total_bytes(), 1712 * 2 + 1948 * 16 + 27648 + 8192 * 2);
+}
+
+TEST(MemoryPlan, StageRanksAndDataParallel) {
+  // world 8 = tp 2 x pp 2 x dp 2: stage 0 = ranks {0,1} (dp 0) and {4,5} (dp 1)
+  const auto m = Small();
+  auto c = Layout(2, 2);
+  c.train.micro_batch = 4;  // 32 / (4 * 2) = 4 micro-batches
+  auto plan = PlanMemory(c, m, 8, Opts(2));
+  EXPECT_EQ(plan.dp, 2);
+  EXPECT_EQ(plan.micro_batches, 4);
+  EXPECT_EQ(plan.stages[0].ranks, (std::vector<int64_t>{0, 1, 4, 5}));
+  EXPECT_EQ(plan.stages[1].ranks, (std::vector<int64_t>{2, 3, 6, 7}));
+}
+
+TEST(MemoryPlan, PresetsHaveTheHuggingFaceParameterCounts) {
+  EXPECT_EQ(LlamaPreset("llama2-7b").NumParams(), 6738415616);
+  EXPECT_EQ(LlamaPreset("llama2-13b").NumParams(), 13015864320);
+  EXPECT_EQ(LlamaPreset("llama2-70b").NumParams(), 68976648192);
+  EXPECT_EQ(LlamaPreset("llama2-70b").num_key_value_heads, 8);
+  ExpectErrorWith([] { LlamaPreset("llama3-8b"); }, "unknown model preset");
+}
+
+TEST(MemoryPlan, Llama7bAtTp8Pp2) {
+  // stage 0: 16 layers x ((4*4096^2 + 3*4096*11008)/8 + 2*4096) + 32000*4096/8 elements, bf16
+  auto c = Layout(8, 2);
+  c.train.micro_batch = 1;
+  auto plan = PlanMemory(c, LlamaPreset("llama2-7b"), 16, Opts(2));
+  EXPECT_EQ(plan.stages[0].base_bytes, (16 * (202375168 / 8 + 8192) + 16384000) * 2);
+  EXPECT_EQ(plan.stages[1].base_bytes, (16 * (202375168 / 8 + 8192) + 4096 + 16384000) * 2);
+  EXPECT_EQ(plan.micro_batches, 32);
+  EXPECT_EQ(plan.stages[0].ranks, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}));
+}
+
+TEST(MemoryPlan, LayoutsThatDoNotDivideAreRejectedLikeTheTrainer) {
+  const auto l7 = LlamaPreset("llama2-7b");
+  // 32 heads are not divisible by tp = 3 (world 6 = 3 x 2 x 1)
+  ExpectErrorWith([&] { PlanMemory(Layout(3, 2), l7, 6, Opts(2)); },
+                  "num_attention_heads = 32 is not divisible by parallel.tp = 3");
+  // 12 ranks are not a multiple of tp*pp = 16
+  ExpectErrorWith([&] { PlanMemory(Layout(8, 2), l7, 12, Opts(2)); }, "world size 12");
+  // 32 layers over pp = 3
+  ExpectErrorWith([&] { PlanMemory(Layout(1, 3), l7, 3, Opts(2)); }, "num_hidden_layers = 32");
+  // 70B: 64 query heads divide by 16, its 8 kv heads do not: tp is capped at 8
+  ExpectErrorWith([&] { PlanMemory(Layout(16, 1), LlamaPreset("llama2-70b"), 16, Opts(2)); },
+                  "num_key_value_heads = 8 is not divisible by parallel.tp = 16");
+  // global batch 32 over micro_batch 8 x dp 8
+  ExpectErrorWith([&] { PlanMemory(Layout(1, 1), l7, 8, Opts(2)); }, "train.global_batch");
+}
+
+TEST(MemoryPlan, FitsAndReport) {
+  auto c = Layout(8, 2);
+  c.train.micro_batch = 1;
+  auto opts = Opts(2);
+  opts.seq_len = 128;
+  auto plan = PlanMemory(c, LlamaPreset("llama2-70b"), 16, opts);
+  EXPECT_DOUBLE_EQ(plan.usable_bytes(), 0.9 * 80.0 * 1024 * 1024 * 1024);
+  for (const auto& s : plan.stages) EXPECT_TRUE(plan.Fits(s)) << s.stage << ": " << s.total_bytes();
+  const auto text = FormatPlan(plan, "llama2-70b");
+  EXPECT_NE(text.find("world = tp x pp x dp = 8 x 2 x 1 = 16"), std::string::npos) << text;
+  EXPECT_NE(text.find("rank  = tp_rank + tp*(pp_rank + pp*dp_rank)"), std::string::npos) << text;
+  opts.gpu_gib = 8;  // 70B on 16 GPUs of 8 GiB does not fit
+  auto small = PlanMemory(c, LlamaPreset("llama2-70b"), 16, opts);
+  EXPECT_FALSE(small.Fits(small.stages[0]));
+  EXPECT_NE(FormatPlan(small, "llama2-70b").find("does NOT fit"), std::string::npos);
+  EXPECT_EQ(FormatBytes(17), "17 B");
+  EXPECT_EQ(FormatBytes(1536), "1.5 KiB");
+  EXPECT_EQ(FormatBytes(3.0 * 1024 * 1024 * 1024), "3.00 GiB");
+}
