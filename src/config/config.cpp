@@ -145,7 +145,7 @@ std::string ConfigToToml(const Config& cfg) {
     auto dot = key.find('.');
     auto section = key.substr(0, dot);
     if (section != current) {
-      out += (current.empty() ? "" : "\n") + std::string("[") + section + "]\n";
+      out += fmt::format("{}[{}]\n", current.empty() ? "" : "\n", section);
       current = section;
     }
     out += fmt::format("{} = {}  # {}\n", key.substr(dot + 1), ValueToString(field), help);
