@@ -1,6 +1,9 @@
 #include "more/train/trainer.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <atomic>
 
 #include <cmath>
 #include <filesystem>
@@ -20,6 +23,11 @@ namespace fs = std::filesystem;
 
 namespace more {
 namespace {
+
+// Set by SIGTERM / SIGUSR1 (Slurm's pre-emption warning). A signal handler can only touch a
+// lock-free atomic, so this one flag is process-wide; the training loop polls it once per step.
+std::atomic<int> g_stop_signal{0};
+void OnStopSignal(int sig) { g_stop_signal.store(sig); }
 
 std::vector<std::string> SplitList(const std::string& s) {
   std::vector<std::string> out;
@@ -373,7 +381,19 @@ void Trainer::Progress(const StepResult& r) {
   std::fflush(stderr);
 }
 
+bool Trainer::StopRequested() const {
+  // every rank must agree (one may have got the signal before the others): max over the world
+  auto flag = torch::tensor({static_cast<int64_t>(g_stop_signal.load())}, torch::kInt64);
+  grid_.world().AllReduceMax(flag);
+  return flag.item<int64_t>() != 0;
+}
+
 std::vector<TaskScore> Trainer::Run() {
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGUSR1, &sa, nullptr);
   MaybeResume();
   std::vector<TaskScore> last;
   if (step_ == 0 && cfg_.eval.at_start) last = Evaluate();
@@ -397,6 +417,11 @@ std::vector<TaskScore> Trainer::Run() {
     }
     if (cfg_.eval.every > 0 && r.step % cfg_.eval.every == 0 && r.step != cfg_.train.steps) last = Evaluate();
     if (cfg_.ckpt.every > 0 && r.step % cfg_.ckpt.every == 0 && r.step != cfg_.train.steps) SaveCheckpoint();
+    if (r.step != cfg_.train.steps && StopRequested()) {
+      spdlog::warn("stop signal received: saving a checkpoint at step {} and exiting", step_);
+      SaveCheckpoint();
+      return last;
+    }
   }
   const auto dir = SaveCheckpoint();
   last = Evaluate();

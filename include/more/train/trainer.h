@@ -67,6 +67,8 @@ class Trainer {
   // Throws if the replicated adapters of this stage differ (CRC-32 of the flat buffer) between
   // the ranks of the stage's tp x dp group. Called on every logging step.
   void CheckReplicasInSync() const;
+  // True on every rank once any rank received SIGTERM or SIGUSR1 (one all-reduce per step).
+  bool StopRequested() const;
   // {module: [rank per task]} of the whole model, complete on world rank 0 (stage maps sent
   // over the pipeline group).
   nlohmann::json GatherTaskRanks() const;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Pre-emption: SIGUSR1 (Slurm's warning signal; SIGTERM behaves the same) sent to ONE rank makes
+# every rank save a checkpoint at the next step boundary and exit 0; a relaunch resumes there.
+set -euo pipefail
+BUILD=$1; DATA=$2
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+args=(--config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" --data.train="$DATA/shards"
+      --train.out_dir="$OUT/run" --eval.at_start=false --eval.max_samples=8 --ckpt.every=0
+      --train.log_every=5 --train.threads=1 --train.progress=false)
+timeout 300 mpirun -np 2 "$BUILD/more_train" "${args[@]}" --train.steps=100000 > "$OUT/run.log" 2>&1 &
+MPIRUN=$!
+for _ in $(seq 1 600); do
+  grep -q '"type":"train"' "$OUT/run/metrics.jsonl" 2>/dev/null && break
+  sleep 0.1
+done
+PID=$(pgrep -f "more_train.*$OUT/run" | tail -1)
+kill -USR1 "$PID"
+wait $MPIRUN
+grep -q "stop signal received: saving a checkpoint" "$OUT/run.log"
+STEP=$(cat "$OUT/run/checkpoints/latest")
+test -f "$OUT/run/checkpoints/$STEP/state.json"
+echo "saved $STEP after the signal"
+N=$((10#${STEP#step-}))
+timeout 300 mpirun -np 2 "$BUILD/more_train" "${args[@]}" --train.steps=$((N + 5)) > "$OUT/resume.log" 2>&1
+grep -q "resumed from .*$STEP at step $N" "$OUT/resume.log"
+echo "1 passed, 0 failed"
