@@ -36,25 +36,19 @@ void ExportAdapters(const std::string& out_dir, const AdapterSet& adapters, cons
   WriteFileAtomic(out_dir + "/adapter_config.json", j.dump(2));
 }
 
-std::vector<std::string> ExportCheckpoint(const std::string& ckpt_dir, const std::string& out_dir,
-                                          const std::string& model_dir) {
+ExportedCheckpoint ExportCheckpoint(const std::string& ckpt_dir, const std::string& out_dir,
+                                    const std::string& model_dir) {
   auto loaded = CheckpointManager::Load(ckpt_dir);
   auto cfg = ConfigFromJson(loaded.state.at("config"));
   if (!model_dir.empty()) cfg.model.path = model_dir;
   auto model = LoadLlamaConfig(cfg.model.path);
   auto tasks = loaded.state.at("task_names").get<std::vector<std::string>>();
-  AdapterOptions ao;
-  ao.more = cfg.adapter.method == "more";
-  ao.rank = cfg.adapter.rank;
-  ao.alpha = cfg.adapter.alpha;
-  ao.scaling = cfg.adapter.scaling;
-  ao.soft = cfg.adapter.selection == "soft";
-  ao.num_tasks = static_cast<int64_t>(tasks.size());
   auto grid = ProcessGrid::Single();
-  auto adapters = BuildAdapters(model, ao, cfg.TargetModules(), *grid);
+  auto adapters = BuildAdapters(model, AdapterOptionsFromConfig(cfg, static_cast<int64_t>(tasks.size())),
+                                cfg.TargetModules(), *grid);
   adapters->LoadNamed(loaded.adapters, ckpt_dir);
   ExportAdapters(out_dir, *adapters, tasks, cfg, model);
-  return tasks;
+  return {tasks, cfg.model.path};
 }
 
 LoadedExport LoadExport(const std::string& export_dir, const LlamaConfig& model) {
@@ -95,15 +89,11 @@ std::string MergeTask(const std::string& export_dir, const std::string& base_dir
   const int t = static_cast<int>(it - ex.tasks.begin());
   SafetensorsCollection st(base_dir);
   std::map<std::string, torch::Tensor> tensors;
-  std::map<std::string, std::string> hf_of = {{"q", "self_attn.q_proj"}, {"k", "self_attn.k_proj"},
-                                              {"v", "self_attn.v_proj"}, {"o", "self_attn.o_proj"},
-                                              {"gate", "mlp.gate_proj"}, {"up", "mlp.up_proj"},
-                                              {"down", "mlp.down_proj"}};
   std::map<std::string, const MoreAdapter*> by_hf;
   for (const auto& a : ex.adapters->adapters()) {
     auto dot = a->name().rfind('.');
     auto layer = a->name().substr(0, dot);  // "layers.<i>"
-    by_hf["model." + layer + "." + hf_of.at(a->name().substr(dot + 1)) + ".weight"] = a.get();
+    by_hf["model." + layer + "." + HfModuleName(a->name().substr(dot + 1)) + ".weight"] = a.get();
   }
   for (const auto& name : st.Names()) {
     const auto& info = st.FileFor(name).Info(name);

@@ -41,17 +41,30 @@ std::unique_ptr<AdapterSet> BuildAdapters(const LlamaConfig& c, const AdapterOpt
   return std::make_unique<AdapterSet>(std::move(adapters));
 }
 
-namespace {
-const char* HfName(const std::string& kind) {
+std::string HfModuleName(const std::string& kind) {
   if (kind == "q") return "self_attn.q_proj";
   if (kind == "k") return "self_attn.k_proj";
   if (kind == "v") return "self_attn.v_proj";
   if (kind == "o") return "self_attn.o_proj";
   if (kind == "gate") return "mlp.gate_proj";
   if (kind == "up") return "mlp.up_proj";
-  return "mlp.down_proj";
+  if (kind == "down") return "mlp.down_proj";
+  Fail("unknown module kind '{}'", kind);
 }
-}  // namespace
+
+AdapterOptions AdapterOptionsFromConfig(const Config& cfg, int64_t num_tasks) {
+  AdapterOptions ao;
+  ao.more = cfg.adapter.method == "more";
+  ao.rank = cfg.adapter.rank;
+  ao.alpha = cfg.adapter.alpha;
+  ao.dropout = cfg.adapter.dropout;
+  ao.scaling = cfg.adapter.scaling;
+  ao.soft = cfg.adapter.selection == "soft";
+  ao.num_tasks = num_tasks;
+  ao.tau = cfg.adapter.tau;
+  ao.seed = static_cast<uint64_t>(cfg.train.seed);
+  return ao;
+}
 
 LlamaStage::LlamaStage(const LlamaConfig& cfg, const SafetensorsCollection& st, const ProcessGrid& grid,
                        AdapterSet* adapters, torch::ScalarType dtype, torch::Device device)
@@ -82,7 +95,7 @@ LlamaStage::LlamaStage(const LlamaConfig& cfg, const SafetensorsCollection& st, 
     l.ln2 = load(p + "post_attention_layernorm.weight", {d}, -1);
     for (const auto& s : shapes) {
       const int split = s.parallel == ParallelKind::kColumn ? 0 : 1;
-      auto w = load(p + HfName(s.kind) + ".weight", {s.d_out, s.d_in}, split);
+      auto w = load(p + HfModuleName(s.kind) + ".weight", {s.d_out, s.d_in}, split);
       MoreAdapter* a = adapters ? adapters->Find(fmt::format("layers.{}.{}", i, s.kind)) : nullptr;
       AdaptedLinear lin(w, s.parallel, a, &grid.tp());
       if (s.kind == "q") l.q = lin;

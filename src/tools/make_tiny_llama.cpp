@@ -24,6 +24,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "more/core/main_guard.h"
 #include "more/core/dtype_convert.h"
 #include "more/core/error.h"
 #include "more/core/safetensors.h"
@@ -329,11 +330,4 @@ int Run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return Run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return more::RunTool(argc, argv, Run); }

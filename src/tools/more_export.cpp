@@ -29,20 +29,18 @@ int main(int argc, char** argv) {
       } else throw more::Error("unexpected argument '" + a + "'", "see more_export --help");
     }
     if (ckpt.empty() || out.empty()) throw more::Error("--checkpoint and --out are required");
-    auto tasks = more::ExportCheckpoint(ckpt, out, model_dir);
+    const auto exported = more::ExportCheckpoint(ckpt, out, model_dir);
     spdlog::info("exported the adapters of {} to {}", ckpt, out);
-    auto cfg = more::ConfigFromJson(more::CheckpointManager::Load(ckpt).state.at("config"));
-    if (!model_dir.empty()) cfg.model.path = model_dir;
     if (!merge.empty()) {
       std::vector<std::string> which;
-      if (merge == "all") which = tasks;
+      if (merge == "all") which = exported.tasks;
       else {
         std::stringstream ss(merge);
         std::string t;
         while (std::getline(ss, t, ',')) which.push_back(t);
       }
       for (const auto& t : which) {
-        auto dir = more::MergeTask(out, cfg.model.path, t, out + "/merged/" + t);
+        auto dir = more::MergeTask(out, exported.model_path, t, out + "/merged/" + t);
         spdlog::info("merged model for task '{}' written to {}", t, dir);
       }
     }

@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "more/core/main_guard.h"
 #include "more/config/config.h"
 #include "more/core/error.h"
 #include "more/dist/memory_plan.h"
@@ -162,11 +163,4 @@ int Run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return Run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return more::RunTool(argc, argv, Run); }

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "more/core/main_guard.h"
 #include "more/core/error.h"
 #include "more/data/manifest.h"
 #include "more/data/shard_io.h"
@@ -301,11 +302,4 @@ int Main(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return Main(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return more::RunTool(argc, argv, Main); }

@@ -18,23 +18,4 @@ BatchTensors ToTensors(const MicroBatch& mb, torch::Device device) {
   return t;
 }
 
-LossParts ForwardLoss(const LlamaStage& stage, const BatchTensors& b, bool training, bool contrastive,
-                      int64_t num_modules) {
-  ForwardContext ctx;
-  ctx.task = b.task;
-  ctx.training = training;
-  ctx.token_mask = b.token_mask;
-  ctx.contrastive = contrastive && num_modules > 0;
-  auto h = stage.Layers(stage.Embed(b.ids), ctx);
-  auto nll = stage.TokenNll(h, b.targets);                                 // [B, L]
-  LossParts out;
-  out.gen_sum = (nll * b.loss_mask).sum();
-  out.gen_sum_value = out.gen_sum.item<double>();
-  if (ctx.contrastive && !ctx.cl_losses.empty()) {
-    out.cl = torch::stack(ctx.cl_losses).sum() / static_cast<double>(num_modules);
-    out.cl_value = out.cl.item<double>();
-  }
-  return out;
-}
-
 }  // namespace more

@@ -124,16 +124,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
     spdlog::warn("no eval shards found next to '{}': evaluation disabled", cfg_.data.train);
   }
 
-  AdapterOptions ao;
-  ao.more = cfg_.adapter.method == "more";
-  ao.rank = cfg_.adapter.rank;
-  ao.alpha = cfg_.adapter.alpha;
-  ao.dropout = cfg_.adapter.dropout;
-  ao.scaling = cfg_.adapter.scaling;
-  ao.soft = cfg_.adapter.selection == "soft";
-  ao.num_tasks = static_cast<int64_t>(task_names_.size());
-  ao.tau = cfg_.adapter.tau;
-  ao.seed = static_cast<uint64_t>(cfg_.train.seed);
+  const auto ao = AdapterOptionsFromConfig(cfg_, static_cast<int64_t>(task_names_.size()));
   const auto targets = cfg_.TargetModules();
   adapters_ = BuildAdapters(model_cfg_, ao, targets, grid_);
   num_modules_ = ao.more ? model_cfg_.num_hidden_layers * static_cast<int64_t>(targets.size()) : 0;
@@ -361,10 +352,9 @@ void Trainer::CheckReplicasInSync() const {
   if (grid_.stage().size() == 1) return;
   auto& flat = adapters_->flat();
   const double crc = static_cast<double>(Crc32(flat.data_ptr(), flat.nbytes()));
-  auto lo = torch::tensor({-crc}, torch::kFloat64), hi = torch::tensor({crc}, torch::kFloat64);
-  grid_.stage().AllReduceMax(lo);
-  grid_.stage().AllReduceMax(hi);
-  if (-lo.item<double>() != hi.item<double>())
+  auto range = torch::tensor({-crc, crc}, torch::kFloat64);  // one max gives both min and max
+  grid_.stage().AllReduceMax(range);
+  if (-range[0].item<double>() != range[1].item<double>())
     throw Error(fmt::format("adapter copies of pipeline stage {} are no longer bitwise identical across its "
                             "tp x dp ranks at step {}", grid_.pp_rank(), step_),
                 "this is a bug: please report it with the layout");
@@ -402,12 +392,14 @@ std::vector<TaskScore> Trainer::Run() {
     Progress(r);
     if (r.step % cfg_.train.log_every == 0 || r.step == cfg_.train.steps) {
       CheckReplicasInSync();
+      // mean chosen rank per task over this stage's modules
+      std::vector<double> sum(task_names_.size(), 0.0);
+      const auto map = adapters_->TaskRankMap(static_cast<int>(task_names_.size()));
+      for (const auto& [module, per_task] : map.items())
+        for (size_t t = 0; t < sum.size(); ++t) sum[t] += per_task[t].get<double>();
       nlohmann::json ranks = nlohmann::json::object();
-      for (size_t t = 0; t < task_names_.size(); ++t) {
-        double sum = 0;
-        for (const auto& a : adapters_->adapters()) sum += static_cast<double>(a->ChosenRank(static_cast<int>(t)));
-        ranks[task_names_[t]] = adapters_->size() ? sum / static_cast<double>(adapters_->size()) : 0.0;
-      }
+      for (size_t t = 0; t < sum.size(); ++t)
+        ranks[task_names_[t]] = adapters_->size() ? sum[t] / static_cast<double>(adapters_->size()) : 0.0;
       Log({{"type", "train"}, {"step", r.step}, {"loss", r.loss}, {"gen_loss", r.gen}, {"cl_loss", r.cl},
            {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens / std::max(r.seconds, 1e-9)},
            {"step_s", r.seconds}, {"tasks", r.tasks}, {"mean_rank", ranks}, {"skipped", r.skipped}});

@@ -111,7 +111,8 @@ TEST(Trainer, LoraBaselineModeOfTheSameBinary) {
   auto r2 = t.Step();
   EXPECT_TRUE(std::isfinite(r2.loss));
   EXPECT_EQ(r1.cl, 0.0);  // no contrastive loss without task embeddings
-  for (auto& [module, ranks] : t.adapters().TaskRankMap(5).items())
+  const auto map = t.adapters().TaskRankMap(5);  // keep it alive: items() refers to it
+  for (auto& [module, ranks] : map.items())
     for (auto& r : ranks) EXPECT_EQ(r.get<int>(), 8) << module;
 }
 

@@ -30,9 +30,13 @@ struct LoadedExport {
 LoadedExport LoadExport(const std::string& export_dir, const LlamaConfig& model);
 
 // Exports a checkpoint directory (all pipeline stages' adapters) to out_dir. The base model is
-// the checkpoint's model.path unless model_dir is given. Returns the export's task names.
-std::vector<std::string> ExportCheckpoint(const std::string& ckpt_dir, const std::string& out_dir,
-                                          const std::string& model_dir = "");
+// the checkpoint's model.path unless model_dir is given.
+struct ExportedCheckpoint {
+  std::vector<std::string> tasks;
+  std::string model_path;  // the base model used (for merging)
+};
+ExportedCheckpoint ExportCheckpoint(const std::string& ckpt_dir, const std::string& out_dir,
+                                    const std::string& model_dir = "");
 
 // Writes the merged model for `task` into out_dir (a HF directory). Returns the path.
 std::string MergeTask(const std::string& export_dir, const std::string& base_model_dir, const std::string& task,

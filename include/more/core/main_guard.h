@@ -9,4 +9,8 @@ namespace more {
 
 int RunMain(int argc, char** argv, const std::function<int(int argc, char** argv)>& body);
 
+// Entry point of a single-process tool (no MPI): runs `body`; an exception prints
+// "error: <what>" to stderr and returns 1.
+int RunTool(int argc, char** argv, const std::function<int(int argc, char** argv)>& body);
+
 }  // namespace more

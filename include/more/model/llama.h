@@ -20,6 +20,7 @@
 #include <torch/torch.h>
 
 #include "more/adapter/adapter_set.h"
+#include "more/config/config.h"
 #include "more/core/safetensors.h"
 #include "more/dist/process_grid.h"
 #include "more/model/hf_config.h"
@@ -35,6 +36,10 @@ struct ModuleShape {
 };
 std::vector<ModuleShape> LlamaModuleShapes(const LlamaConfig& c);
 std::pair<int64_t, int64_t> StageLayerRange(const LlamaConfig& c, int pp_rank, int pp);
+// Hugging Face name of a module kind inside a layer: "q" -> "self_attn.q_proj", ...
+std::string HfModuleName(const std::string& kind);
+// The adapter settings of a run configuration (one mapping for training, export and tools).
+AdapterOptions AdapterOptionsFromConfig(const Config& cfg, int64_t num_tasks);
 
 // Creates the adapters of this stage's layers (names "layers.<i>.<kind>").
 std::unique_ptr<AdapterSet> BuildAdapters(const LlamaConfig& c, const AdapterOptions& opt,
