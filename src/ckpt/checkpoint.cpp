@@ -6,6 +6,7 @@
 
 #include "more/ckpt/tensor_file.h"
 #include "more/core/error.h"
+#include "more/core/fault.h"
 #include "more/core/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -31,12 +32,36 @@ std::optional<std::string> CheckpointManager::Latest() const {
   return dir;
 }
 
+std::vector<std::string> CheckpointManager::RemoveIncomplete() const {
+  std::vector<std::string> removed;
+  if (!fs::is_directory(root_)) return removed;
+  for (const auto& e : fs::directory_iterator(root_)) {
+    const auto name = e.path().filename().string();
+    if (!e.is_directory()) continue;
+    if (name.rfind(".old-", 0) == 0 && !fs::exists(root_ + "/" + name.substr(5))) {
+      fs::rename(e.path(), root_ + "/" + name.substr(5));  // killed between the two renames of Commit
+      continue;
+    }
+    if (name.rfind(".tmp-", 0) == 0 || name.rfind(".old-", 0) == 0) {
+      fs::remove_all(e.path());
+      removed.push_back(e.path().string());
+    }
+  }
+  return removed;
+}
+
+void CheckpointManager::Prepare(int64_t step) const {
+  fs::create_directories(root_);
+  fs::remove_all(TmpDir(step));  // leftovers of a killed save (perhaps with another pp)
+  fs::create_directories(TmpDir(step));
+}
+
 void CheckpointManager::WriteStage(int64_t step, int stage, const std::map<std::string, torch::Tensor>& adapters,
                                    const std::map<std::string, torch::Tensor>& optimizer) const {
   const auto tmp = TmpDir(step);
-  fs::create_directories(tmp);
   SaveTensorFile(fmt::format("{}/adapters.stage-{}.safetensors", tmp, stage), adapters,
                  {{"format_version", std::to_string(kCheckpointFormatVersion)}});
+  MaybeKillAt("ckpt_write", step);
   SaveTensorFile(fmt::format("{}/optimizer.stage-{}.safetensors", tmp, stage), optimizer,
                  {{"format_version", std::to_string(kCheckpointFormatVersion)}});
 }
@@ -48,11 +73,23 @@ std::string CheckpointManager::Commit(int64_t step, nlohmann::json state) const 
   state["step"] = step;
   WriteFileAtomic(tmp + "/state.json", state.dump(1));
   std::error_code ec;
-  if (fs::exists(final_dir)) fs::remove_all(final_dir, ec);  // a re-run of the same step
+  // A re-run of the same step (resumed from an older one, or saved again after a stop signal):
+  // move the old directory aside rather than delete it, so a crash here never leaves "latest"
+  // naming nothing; it is removed once the new one is in place.
+  const auto old_dir = root_ + "/.old-" + StepName(step);
+  if (fs::exists(final_dir)) {
+    fs::remove_all(old_dir, ec);
+    fs::rename(final_dir, old_dir, ec);
+    if (ec)
+      throw Error(fmt::format("cannot move the old checkpoint '{}' aside: {}", final_dir, ec.message()));
+  }
   fs::rename(tmp, final_dir, ec);
   if (ec)
     throw Error(fmt::format("cannot rename checkpoint '{}' to '{}': {}", tmp, final_dir, ec.message()));
+  FsyncDirectory(root_);
+  MaybeKillAt("ckpt_commit", step);
   WriteFileAtomic(root_ + "/latest", StepName(step) + "\n");
+  fs::remove_all(old_dir, ec);
   // prune: keep the newest keep_last complete step directories
   std::vector<std::string> steps;
   std::regex re("step-[0-9]{8}");

@@ -6,15 +6,16 @@
 #include <atomic>
 
 #include <cmath>
+#include <limits>
 #include <filesystem>
 #include <sstream>
-
-#include <ATen/CPUGeneratorImpl.h>
 
 #include "more/ckpt/export.h"
 #include "more/ckpt/tensor_file.h"
 #include "more/core/error.h"
+#include "more/core/fault.h"
 #include "more/core/hash.h"
+#include "more/core/proc.h"
 #include "more/core/safetensors.h"
 #include "more/data/sampler.h"
 #include "more/train/loss.h"
@@ -44,10 +45,19 @@ int LocalRanks() {
   return 1;
 }
 
-torch::Tensor GetRngState() { return at::detail::getDefaultCPUGenerator().get_state(); }
-void SetRngState(const torch::Tensor& t) {
-  auto g = at::detail::getDefaultCPUGenerator();  // a handle sharing the default generator
-  g.set_state(t);
+// The seed of the random stream (adapter dropout) of one step: a function of (seed, step, data
+// replica, pipeline stage) only. Tensor-parallel ranks of a stage draw the same masks for their
+// replicated adapter inputs, and a resumed run - on any layout with the same dp - draws exactly
+// what the uninterrupted run drew, with no generator state in the checkpoint.
+uint64_t StepSeed(uint64_t seed, int64_t step, int dp_rank, int pp_rank) {
+  uint64_t x = seed;
+  for (uint64_t v : {static_cast<uint64_t>(step), static_cast<uint64_t>(dp_rank), static_cast<uint64_t>(pp_rank)}) {
+    x ^= v + 0x9E3779B97F4A7C15ull + (x << 6) + (x >> 2);
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;  // splitmix64 finaliser
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    x ^= x >> 31;
+  }
+  return x;
 }
 
 }  // namespace
@@ -58,7 +68,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
                               ? cfg_.train.threads
                               : std::max<int64_t>(1, std::thread::hardware_concurrency() / LocalRanks());
   torch::set_num_threads(static_cast<int>(threads));
-  torch::manual_seed(static_cast<uint64_t>(cfg_.train.seed) + 7919ull * grid_.world_rank());
+  SetFaultRank(grid_.world_rank());
 
   model_cfg_ = LoadLlamaConfig(cfg_.model.path);
   model_cfg_.Validate(cfg_.model.path + "/config.json");
@@ -81,6 +91,10 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
     throw Error(fmt::format("shards '{}' use a tokenizer of {} pieces but the model's vocab_size is {}",
                             cfg_.data.train, meta.vocab_size, model_cfg_.vocab_size),
                 "shard the data with the tokenizer.model that belongs to the model");
+  if (meta.max_len > model_cfg_.max_position_embeddings)
+    throw Error(fmt::format("shards '{}' hold samples of up to {} tokens but the model's max_position_embeddings "
+                            "is {}", cfg_.data.train, meta.max_len, model_cfg_.max_position_embeddings),
+                "re-shard with shard_data --max-len <= max_position_embeddings");
   for (const auto& t : train_->tasks()) task_names_.push_back(t.name);
 
   // task subset: unselected tasks get sampling weight 0 and are not evaluated
@@ -176,16 +190,17 @@ nlohmann::json Trainer::ModelFingerprint() const {
           {"num_key_value_heads", model_cfg_.num_key_value_heads}};
 }
 
+nlohmann::json Trainer::AdapterFingerprint() const {
+  return {{"method", cfg_.adapter.method}, {"rank", cfg_.adapter.rank}, {"targets", cfg_.adapter.targets}};
+}
+
 StepResult Trainer::Step() {
   const auto t0 = std::chrono::steady_clock::now();
-  // Fault injection for the failure tests: MORE_FAIL_AT="<world rank>:<step>" makes that rank
-  // throw at the start of that step (the others are then inside collectives).
-  if (const char* f = std::getenv("MORE_FAIL_AT")) {
-    int rank = -1;
-    long long at = -1;
-    if (std::sscanf(f, "%d:%lld", &rank, &at) == 2 && rank == grid_.world_rank() && at == step_ + 1)
-      throw Error(fmt::format("injected failure (MORE_FAIL_AT={}) at step {}", f, step_ + 1));
-  }
+  // fault injection for the reliability tests (core/fault.h)
+  MaybeKillAt("kill", step_ + 1);
+  if (FaultAt("throw", step_ + 1))
+    throw Error(fmt::format("injected failure (MORE_FAIL_AT={}) at step {}", std::getenv("MORE_FAIL_AT"), step_ + 1));
+  torch::manual_seed(StepSeed(static_cast<uint64_t>(cfg_.train.seed), step_ + 1, grid_.dp_rank(), grid_.pp_rank()));
   StepResult r;
   adapters_->ZeroGrad();
   // all micro-batches of the step first: the objective is normalised by the step's target tokens
@@ -215,6 +230,8 @@ StepResult Trainer::Step() {
   r.gen = reduced[0].item<double>() / std::max(1.0, tokens.item<double>());
   r.cl = reduced[1].item<double>() / (static_cast<double>(n_micro_) * dp);
   r.loss = r.gen + cfg_.adapter.lambda_cl * r.cl;
+  // before the all-reduce, so every replica and stage sees the same non-finite norm
+  if (FaultAt("nan", step_ + 1)) adapters_->flat_grad().fill_(std::numeric_limits<float>::quiet_NaN());
   adapters_->SyncGrads(grid_);
   if (cfg_.train.dump_grads && grid_.is_stage_root()) {
     fs::create_directories(cfg_.train.out_dir + "/grads");
@@ -262,7 +279,8 @@ std::string Trainer::SaveCheckpoint() {
     optim["m." + e.name] = opt_->m().narrow(0, e.offset, e.numel).view(e.shape);
     optim["v." + e.name] = opt_->v().narrow(0, e.offset, e.numel).view(e.shape);
   }
-  optim["rng.torch_cpu"] = GetRngState();
+  if (grid_.is_world_root()) ckpt_->Prepare(step_);
+  grid_.world().Barrier();
   if (grid_.is_stage_root()) ckpt_->WriteStage(step_, grid_.pp_rank(), adapters_->NamedTensors(), optim);
   grid_.world().Barrier();
   std::string dir;
@@ -271,8 +289,7 @@ std::string Trainer::SaveCheckpoint() {
     nlohmann::json state = {{"optimizer_t", opt_->t()},
                             {"sampler", loader_->State()},
                             {"model", ModelFingerprint()},
-                            {"adapter", {{"method", cfg_.adapter.method}, {"rank", cfg_.adapter.rank},
-                                         {"targets", cfg_.adapter.targets}}},
+                            {"adapter", AdapterFingerprint()},
                             {"task_names", task_names_},
                             {"task_ranks", ranks},
                             {"skipped_steps", skipped_total_},
@@ -288,6 +305,10 @@ std::string Trainer::SaveCheckpoint() {
 
 int64_t Trainer::MaybeResume() {
   if (!cfg_.ckpt.resume) return 0;
+  if (grid_.is_world_root())
+    for (const auto& d : ckpt_->RemoveIncomplete())
+      spdlog::warn("removed '{}': an incomplete checkpoint of a save that did not finish", d);
+  grid_.world().Barrier();
   auto latest = ckpt_->Latest();
   if (!latest) return 0;
   auto loaded = CheckpointManager::Load(*latest);
@@ -296,6 +317,11 @@ int64_t Trainer::MaybeResume() {
     throw Error(fmt::format("checkpoint '{}' was written for another model ({}) than '{}' ({})", *latest,
                             st.at("model").dump(), cfg_.model.path, ModelFingerprint().dump()),
                 "point ckpt.dir at this model's checkpoints or start a new run directory");
+  const nlohmann::json adapter = AdapterFingerprint();
+  if (st.at("adapter") != adapter)
+    throw Error(fmt::format("checkpoint '{}' was written for adapters {} but this run configures {}", *latest,
+                            st.at("adapter").dump(), adapter.dump()),
+                "use the adapter.method/rank/targets of that run, or start a new run directory");
   if (st.at("task_names").get<std::vector<std::string>>() != task_names_)
     throw Error(fmt::format("checkpoint '{}' was trained on tasks [{}] but the shards hold [{}]", *latest,
                             fmt::join(st.at("task_names").get<std::vector<std::string>>(), ", "),
@@ -314,9 +340,6 @@ int64_t Trainer::MaybeResume() {
   }
   opt_->set_t(st.at("optimizer_t").get<int64_t>());
   loader_->LoadState(st.at("sampler"));
-  const auto same_layout = st.at("layout") == nlohmann::json{{"tp", grid_.layout().tp}, {"pp", grid_.layout().pp},
-                                                              {"dp", grid_.layout().dp}};
-  if (loaded.optimizer.count("rng.torch_cpu") && same_layout) SetRngState(loaded.optimizer.at("rng.torch_cpu"));
   skipped_total_ = st.value("skipped_steps", 0);
   step_ = st.at("step").get<int64_t>();
   spdlog::info("resumed from {} at step {}", *latest, step_);
@@ -400,9 +423,13 @@ std::vector<TaskScore> Trainer::Run() {
       nlohmann::json ranks = nlohmann::json::object();
       for (size_t t = 0; t < sum.size(); ++t)
         ranks[task_names_[t]] = adapters_->size() ? sum[t] / static_cast<double>(adapters_->size()) : 0.0;
+      // resident memory, max over all ranks (the soak test watches it for growth)
+      auto rss = torch::tensor({ResidentMiB(), PeakResidentMiB()}, torch::kFloat64);
+      grid_.world().AllReduceMax(rss);
       Log({{"type", "train"}, {"step", r.step}, {"loss", r.loss}, {"gen_loss", r.gen}, {"cl_loss", r.cl},
            {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens / std::max(r.seconds, 1e-9)},
-           {"step_s", r.seconds}, {"tasks", r.tasks}, {"mean_rank", ranks}, {"skipped", r.skipped}});
+           {"step_s", r.seconds}, {"tasks", r.tasks}, {"mean_rank", ranks}, {"skipped", r.skipped},
+           {"skipped_total", skipped_total_}, {"rss_mib", rss[0].item<double>()}, {"peak_rss_mib", rss[1].item<double>()}});
       if (!isatty(STDERR_FILENO) || !cfg_.train.progress)
         spdlog::info("step {}/{} loss {:.4f} (gen {:.4f} cl {:.4f}) lr {:.2e} |g| {:.3f} {:.0f} tok/s", r.step,
                      cfg_.train.steps, r.loss, r.gen, r.cl, r.lr, r.grad_norm, r.tokens / std::max(r.seconds, 1e-9));

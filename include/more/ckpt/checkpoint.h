@@ -9,12 +9,13 @@
 // keep_last: older step directories are removed after a new one is complete.
 //
 // state.json: format_version, step, model fingerprint (config.json fields), adapter settings,
-// task names, task->rank map, sampler state, RNG state, resolved config, and a CRC-32 of every
+// task names, task->rank map, sampler state, resolved config, and a CRC-32 of every
 // tensor (verified on load).
 #pragma once
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -32,6 +33,12 @@ class CheckpointManager {
   std::optional<std::string> Latest() const;
   static std::string StepName(int64_t step);
 
+  // Removes directories left by a save that was killed (.tmp-*, .old-*; an .old- one whose step
+  // directory is missing is moved back instead); returns the removed paths.
+  // World rank 0 only, before any rank writes.
+  std::vector<std::string> RemoveIncomplete() const;
+  // World rank 0, then a barrier, before WriteStage: an empty in-progress directory for `step`.
+  void Prepare(int64_t step) const;
   // Stage part: tensors of one pipeline stage (adapters / optimizer), written into the
   // in-progress directory of `step`. Call on the stage root of every stage, then Commit on
   // world rank 0 after a barrier.

@@ -62,7 +62,8 @@ class Trainer {
 
  private:
   void Log(const nlohmann::json& j);
-  nlohmann::json ModelFingerprint() const;
+  nlohmann::json ModelFingerprint() const;    // what a checkpoint must match to be resumed
+  nlohmann::json AdapterFingerprint() const;
   void Progress(const StepResult& r);
   // Throws if the replicated adapters of this stage differ (CRC-32 of the flat buffer) between
   // the ranks of the stage's tp x dp group. Called on every logging step.

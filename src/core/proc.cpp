@@ -1,0 +1,22 @@
+#include "more/core/proc.h"
+
+#include <fstream>
+#include <string>
+
+namespace more {
+namespace {
+
+double StatusKiB(const std::string& key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(key + ":", 0) == 0) return std::stod(line.substr(key.size() + 1));  // "VmRSS:   1234 kB"
+  return 0.0;
+}
+
+}  // namespace
+
+double ResidentMiB() { return StatusKiB("VmRSS") / 1024.0; }
+double PeakResidentMiB() { return StatusKiB("VmHWM") / 1024.0; }
+
+}  // namespace more
