@@ -2,6 +2,7 @@
 
 #include <map>
 #include <set>
+#include <filesystem>
 #include <sstream>
 #include <type_traits>
 
@@ -106,6 +107,8 @@ void Require(bool ok, const std::string& key, const std::string& msg) {
 Config LoadConfig(const std::string& toml_path, const std::vector<std::string>& overrides) {
   Config c;
   if (!toml_path.empty()) {
+    if (!std::filesystem::is_regular_file(toml_path))
+      throw Error(fmt::format("config file '{}' does not exist", toml_path), "check the --config path");
     toml::table tbl;
     try {
       tbl = toml::parse_file(toml_path);

@@ -1,5 +1,7 @@
 #include "more/core/main_guard.h"
 
+#include <signal.h>
+
 #include <cstdio>
 #include <exception>
 
@@ -25,6 +27,9 @@ int RunMain(int argc, char** argv, const std::function<int(int, char**)>& body) 
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   InitLogging(rank, size);
+  // A file-size limit (ulimit -f) then makes write() fail with EFBIG, which the writers report
+  // with the file's name, instead of killing the rank with no message.
+  ::signal(SIGXFSZ, SIG_IGN);
   int rc = 0;
   try {
     rc = body(argc, argv);
