@@ -1,5 +1,7 @@
 #include "more/core/proc.h"
 
+#include <dlfcn.h>
+
 #include <fstream>
 #include <string>
 
@@ -18,5 +20,13 @@ double StatusKiB(const std::string& key) {
 
 double ResidentMiB() { return StatusKiB("VmRSS") / 1024.0; }
 double PeakResidentMiB() { return StatusKiB("VmHWM") / 1024.0; }
+
+bool SetBlasThreads(int n) {
+  using Fn = void (*)(int);
+  auto fn = reinterpret_cast<Fn>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!fn) return false;
+  fn(n);
+  return true;
+}
 
 }  // namespace more
