@@ -172,6 +172,14 @@ struct ShardSet::Impl {
   }
 };
 
+bool ShardSet::HasSplit(const std::vector<std::string>& paths, const std::string& split) {
+  try {
+    return !ResolveFiles(paths, split).empty();
+  } catch (const Error&) {
+    return false;
+  }
+}
+
 std::vector<std::string> ShardSet::ResolveFiles(const std::vector<std::string>& paths,
                                                 const std::string& split) {
   if (paths.empty()) throw Error("no shard paths given", "set data.train / data.eval to a shard directory");

@@ -68,6 +68,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
                               ? cfg_.train.threads
                               : std::max<int64_t>(1, std::thread::hardware_concurrency() / LocalRanks());
   torch::set_num_threads(static_cast<int>(threads));
+  SetBlasThreads(static_cast<int>(threads));
   SetFaultRank(grid_.world_rank());
 
   model_cfg_ = LoadLlamaConfig(cfg_.model.path);
@@ -123,7 +124,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
 
   // eval shards: data.eval, or eval-*.h5 next to the training shards
   std::vector<std::string> eval_paths = cfg_.data.eval.empty() ? SplitList(cfg_.data.train) : SplitList(cfg_.data.eval);
-  if (!ShardSet::ResolveFiles(eval_paths, "eval").empty() || !cfg_.data.eval.empty()) {
+  if (!cfg_.data.eval.empty() || ShardSet::HasSplit(eval_paths, "eval")) {
     eval_ = std::make_unique<ShardSet>(eval_paths, "eval", tok_hash);
     std::vector<int> ids;
     for (const auto& t : eval_->tasks()) {
@@ -242,9 +243,11 @@ StepResult Trainer::Step() {
   r.grad_norm = ClipGradNorm(adapters_->flat_grad(), cfg_.train.grad_clip, &grid_.pp());
   r.lr = LearningRate(step_, cfg_.train.steps, cfg_.train.warmup, cfg_.train.lr, cfg_.train.min_lr_ratio);
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
+    std::vector<std::string> names;
+    for (int t : r.tasks) names.push_back(task_names_.at(static_cast<size_t>(t)));
     if (cfg_.train.nan_policy == "stop")
-      throw Error(fmt::format("non-finite loss {} / grad norm {} at step {} (tasks {})", r.loss, r.grad_norm,
-                              step_ + 1, fmt::join(r.tasks, ",")),
+      throw Error(fmt::format("non-finite loss {} / grad norm {} at step {} (micro-batch tasks: {})", r.loss,
+                              r.grad_norm, step_ + 1, fmt::join(names, ", ")),
                   "lower train.lr, or set train.nan_policy=skip to skip such steps");
     r.skipped = true;
     ++skipped_total_;

@@ -51,6 +51,8 @@ class ShardSet {
   // The shard files `paths` resolve to (what the constructor opens).
   static std::vector<std::string> ResolveFiles(const std::vector<std::string>& paths,
                                                const std::string& split);
+  // True when every directory in `paths` holds '<split>-*.h5' files (ResolveFiles would succeed).
+  static bool HasSplit(const std::vector<std::string>& paths, const std::string& split);
 
  private:
   struct Impl;

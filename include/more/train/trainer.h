@@ -58,6 +58,9 @@ class Trainer {
   const LlamaStage& stage() const { return *stage_; }
   const Config& config() const { return cfg_; }
   const std::vector<std::string>& task_names() const { return task_names_; }
+  StreamingLoader& loader() { return *loader_; }  // benchmarks read batches directly
+  const ShardSet& train_shards() const { return *train_; }
+  const ProcessGrid& grid() const { return grid_; }
   FlatAdamW& optimizer() { return *opt_; }
 
  private:
