@@ -136,10 +136,15 @@ torch::Tensor LlamaStage::RmsNorm(const torch::Tensor& x, const torch::Tensor& w
   return w * y.to(x.scalar_type());
 }
 
-torch::Tensor LlamaStage::ApplyRope(const torch::Tensor& x, int64_t seq) const {
+torch::Tensor LlamaStage::ApplyRope(const torch::Tensor& x, int64_t seq, double scale) const {
   MORE_CHECK(seq <= cos_.size(0), "sequence length {} exceeds max_position_embeddings {}", seq, cos_.size(0));
-  auto c = cos_.narrow(0, 0, seq).to(x.scalar_type());                     // [S, hd]
-  auto s = sin_.narrow(0, 0, seq).to(x.scalar_type());
+  auto c = cos_.narrow(0, 0, seq), s = sin_.narrow(0, 0, seq);             // [S, hd]
+  if (scale != 1.0) {
+    c = c * scale;  // the attention scale folded into the [S, hd] tables: no pass over q
+    s = s * scale;
+  }
+  c = c.to(x.scalar_type());
+  s = s.to(x.scalar_type());
   const int64_t half = head_dim_ / 2;
   auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   auto rot = torch::cat({-x2, x1}, -1);                                     // rotate_half
@@ -152,18 +157,21 @@ torch::Tensor LlamaStage::Attention(const Layer& l, const torch::Tensor& x, Forw
   auto q = l.q.Forward(n, ctx).view({b, s, heads_local_, head_dim_}).transpose(1, 2);  // [B, H/tp, S, hd]
   auto k = l.k.Forward(n, ctx).view({b, s, kv_local_, head_dim_}).transpose(1, 2);     // [B, KV/tp, S, hd]
   auto v = l.v.Forward(n, ctx).view({b, s, kv_local_, head_dim_}).transpose(1, 2);     // [B, KV/tp, S, hd]
-  q = ApplyRope(q, s);
+  q = ApplyRope(q, s, 1.0 / std::sqrt(static_cast<double>(head_dim_)));   // q / sqrt(hd)
   k = ApplyRope(k, s);
   const int64_t groups = heads_local_ / kv_local_;
   if (groups > 1) {
     k = k.repeat_interleave(groups, 1);                                     // [B, H/tp, S, hd]
     v = v.repeat_interleave(groups, 1);
   }
-  auto scores = torch::matmul(q, k.transpose(-1, -2)).to(torch::kFloat32) /
-                std::sqrt(static_cast<double>(head_dim_));                 // [B, H/tp, S, S]
-  auto causal = torch::ones({s, s}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
-  scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
-  auto probs = torch::softmax(scores, -1).to(x.scalar_type());
+  // scores = causal mask (0 / -inf) + q k^T in one batched GEMM (no separate scale / mask passes)
+  const int64_t bh = b * heads_local_;
+  auto mask = torch::full({s, s}, -std::numeric_limits<float>::infinity(),
+                          torch::TensorOptions().dtype(q.scalar_type()).device(x.device()))
+                  .triu(1);                                                 // [S, S]
+  auto scores = torch::baddbmm(mask, q.reshape({bh, s, head_dim_}), k.reshape({bh, s, head_dim_}).transpose(1, 2))
+                    .view({b, heads_local_, s, s});                         // [B, H/tp, S, S]
+  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(x.scalar_type());
   auto out = torch::matmul(probs, v).transpose(1, 2).reshape({b, s, heads_local_ * head_dim_});  // [B, S, H/tp*hd]
   return l.o.Forward(out, ctx);                                            // [B, S, D]
 }

@@ -76,7 +76,8 @@ class LlamaStage {
   };
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const;
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, ForwardContext& ctx) const;
-  torch::Tensor ApplyRope(const torch::Tensor& x, int64_t seq) const;  // x [B, h, S, hd]
+  // x [B, h, S, hd]; scale multiplies the result (folded into the cos / sin tables)
+  torch::Tensor ApplyRope(const torch::Tensor& x, int64_t seq, double scale = 1.0) const;
 
   LlamaConfig cfg_;
   const ProcessGrid& grid_;
