@@ -15,7 +15,7 @@ for _ in $(seq 1 600); do
   grep -q '"type":"train"' "$OUT/run/metrics.jsonl" 2>/dev/null && break
   sleep 0.1
 done
-PID=$(pgrep -f "more_train.*$OUT/run" | tail -1)
+PID=$(pgrep -f "^[^ ]*/more_train .*$OUT/run" | tail -1)  # a rank, not mpirun
 kill -USR1 "$PID"
 wait $MPIRUN
 grep -q "stop signal received: saving a checkpoint" "$OUT/run.log"
