@@ -84,8 +84,10 @@ LlamaStage::LlamaStage(const LlamaConfig& cfg, const SafetensorsCollection& st, 
   if (grid.first_stage()) embed_ = load("model.embed_tokens.weight", {v, d}, 0);
   if (grid.last_stage()) {
     norm_ = load("model.norm.weight", {d}, -1);
-    lm_head_ = cfg.tie_word_embeddings ? load("model.embed_tokens.weight", {v, d}, 0)
-                                       : load("lm_head.weight", {v, d}, 0);
+    if (cfg.tie_word_embeddings)  // one tensor where the stage holds both ends (a trainable tie)
+      lm_head_ = embed_.defined() ? embed_ : load("model.embed_tokens.weight", {v, d}, 0);
+    else
+      lm_head_ = load("lm_head.weight", {v, d}, 0);
   }
   const auto shapes = LlamaModuleShapes(cfg);
   for (int64_t i = first_; i < last_; ++i) {
@@ -128,6 +130,23 @@ const AdaptedLinear& LlamaStage::Linear(int64_t layer, const std::string& kind) 
   if (kind == "up") return l.up;
   if (kind == "down") return l.down;
   Fail("unknown module kind '{}'", kind);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaStage::BaseWeights() const {
+  std::vector<std::pair<std::string, torch::Tensor>> w;
+  if (embed_.defined()) w.emplace_back("model.embed_tokens.weight", embed_);
+  for (int64_t i = first_; i < last_; ++i) {
+    const auto& l = layers_[i - first_];
+    const std::string p = fmt::format("model.layers.{}.", i);
+    w.emplace_back(p + "input_layernorm.weight", l.ln1);
+    w.emplace_back(p + "post_attention_layernorm.weight", l.ln2);
+    for (const auto& s : LlamaModuleShapes(cfg_)) w.emplace_back(p + HfModuleName(s.kind) + ".weight", Linear(i, s.kind).weight());
+  }
+  if (norm_.defined()) w.emplace_back("model.norm.weight", norm_);
+  if (lm_head_.defined() && !(cfg_.tie_word_embeddings && embed_.defined())) {
+    w.emplace_back(cfg_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight", lm_head_);
+  }
+  return w;
 }
 
 torch::Tensor LlamaStage::RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const {

@@ -1,7 +1,8 @@
 // LLaMA decoder (HF LlamaForCausalLM semantics) split for tensor and pipeline parallelism.
 // A LlamaStage holds the layers of one pipeline stage (pp rank i owns layers
 // [i*L/pp, (i+1)*L/pp)), plus the token embedding on the first stage and the final norm and
-// LM head on the last. Base weights are frozen (no autograd leaves); only adapters train.
+// LM head on the last. Base weights are frozen (no autograd leaves); only adapters train
+// (more_pretrain alone makes them trainable, through BaseWeights()).
 //
 // Per layer (x [B, S, D], local head counts H/tp and KV/tp):
 //   h  = x + o( attn( rope(q(n1)), rope(k(n1)), v(n1) ) ),  n1 = RMSNorm(x)
@@ -68,6 +69,10 @@ class LlamaStage {
   torch::ScalarType dtype() const { return dtype_; }
   // Base weight of module "layers.<i>.<kind>" (local shard), for merge tests and export.
   const AdaptedLinear& Linear(int64_t layer, const std::string& kind) const;
+  // This rank's base weights under their Hugging Face names: the stage's own tensors (not
+  // copies), so more_pretrain can make them trainable. A tied LM head held together with the
+  // embedding is one tensor, listed once.
+  std::vector<std::pair<std::string, torch::Tensor>> BaseWeights() const;
 
  private:
   struct Layer {
