@@ -62,9 +62,8 @@ MoreAdapter::Selection MoreAdapter::Select(int task) const {
     sel.rank = opt_.rank;
     return sel;
   }
-  const int64_t k = sel.probs.argmax().item<int64_t>();
-  sel.rank = k + 1;
-  auto pk = sel.probs[k];
+  auto [pk, k] = sel.probs.max(0);                                        // p_k and k = argmax (0-dim)
+  sel.rank = k.item<int64_t>() + 1;
   sel.weight = pk - pk.detach() + 1.0;  // straight-through: value 1, d/dp = 1
   return sel;
 }
@@ -78,15 +77,18 @@ torch::Tensor MoreAdapter::ComponentWeights(const Selection& sel) const {
   const auto r = opt_.rank;
   const double base = opt_.alpha / static_cast<double>(r);
   const auto fo = A.options().requires_grad(false);  // fp32 in training; double in gradcheck tests
-  if (!opt_.more) return torch::full({r}, base, fo);
+  if (!opt_.more) return torch::scalar_tensor(base, fo);
   const int64_t rt = sel.rank;
+  const bool paper = opt_.scaling == "paper";
+  if (!opt_.soft && opt_.scaling != "per_component") {  // one factor for every component: 0-dim
+    return sel.weight * (base * (paper ? static_cast<double>(rt) / static_cast<double>(opt_.num_tasks) : 1.0));
+  }
   // per-component factor ((j+1)/r)^2, j = 0..rt-1 (applied to both A and B)
   auto comp = torch::ones({rt}, fo);
   if (opt_.scaling == "per_component") {
     comp = torch::arange(1, rt + 1, fo) / static_cast<double>(r);
     comp = comp * comp;
   }
-  const bool paper = opt_.scaling == "paper";
   if (opt_.soft) {
     // w_j = sum_{k >= j} p_k s(k+1): reverse cumulative sum over experts
     auto s = paper ? torch::arange(1, r + 1, fo) / static_cast<double>(opt_.num_tasks) : torch::ones({r}, fo);
@@ -101,7 +103,7 @@ torch::Tensor MoreAdapter::ComponentWeights(const Selection& sel) const {
 torch::Tensor MoreAdapter::Delta(const torch::Tensor& x, int task, bool training) const {
   const auto sel = Select(task);
   const int64_t rt = sel.rank;
-  auto w = ComponentWeights(sel);                                          // [rt]
+  auto w = ComponentWeights(sel);                                          // [rt] or 0-dim
   auto xd = x.scalar_type() == A.scalar_type() ? x : x.to(A.scalar_type());
   if (opt_.dropout > 0 && training) xd = torch::dropout(xd, opt_.dropout, true);
   auto a = A.narrow(0, 0, rt);                                             // [rt, d_in]
@@ -118,12 +120,25 @@ torch::Tensor MoreAdapter::Delta(const torch::Tensor& x, int task, bool training
   return torch::matmul(u, b.t());                                          // [.., d_out(/tp)]
 }
 
+torch::Tensor MeanPoolWeights(const torch::Tensor& mask, torch::ScalarType dtype) {
+  auto m = mask.to(dtype);                                                 // [B, S]
+  return (m / m.sum(1, true).clamp_min(1.0)).unsqueeze(1);                 // [B, 1, S]
+}
+
+torch::Tensor MeanPool(const torch::Tensor& x, const torch::Tensor& weights) {
+  auto xf = x.scalar_type() == weights.scalar_type() ? x : x.to(weights.scalar_type());
+  return torch::bmm(weights, xf).squeeze(1);                               // [B, d]
+}
+
 torch::Tensor MoreAdapter::ContrastiveLoss(const torch::Tensor& x, const torch::Tensor& mask, int task,
                                            const Communicator& tp) const {
+  return ContrastiveLossPooled(MeanPool(x, MeanPoolWeights(mask, A.scalar_type())), task, tp);
+}
+
+torch::Tensor MoreAdapter::ContrastiveLossPooled(const torch::Tensor& pooled, int task,
+                                                 const Communicator& tp) const {
   MORE_CHECK(opt_.more, "adapter {}: contrastive loss needs task embeddings (method = more)", name_);
-  auto xf = x.to(A.scalar_type());                                         // [B, S, d(/tp)]
-  auto m = mask.to(A.scalar_type()).unsqueeze(-1);                        // [B, S, 1]
-  auto z = (xf * m).sum(1) / m.sum(1).clamp_min(1.0);                      // [B, d(/tp)] mean-pool
+  auto z = pooled.to(A.scalar_type());                                     // [B, d(/tp)]
   auto e = E;                                                              // [T, d]
   const bool row_split = kind_ == ParallelKind::kRow && tp_size_ > 1;
   if (row_split) {
@@ -153,8 +168,8 @@ torch::Tensor MoreAdapter::ContrastiveLoss(const torch::Tensor& x, const torch::
 torch::Tensor MoreAdapter::MergedDelta(int task) const {
   torch::NoGradGuard ng;
   const auto sel = Select(task);
-  auto w = ComponentWeights(sel);                                          // [rt]
-  const int64_t rt = w.size(0);
+  auto w = ComponentWeights(sel);                                          // [rt] or 0-dim
+  const int64_t rt = sel.rank;
   return torch::matmul(B.narrow(1, 0, rt) * w, A.narrow(0, 0, rt));        // [d_out, d_in]
 }
 

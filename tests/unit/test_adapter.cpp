@@ -5,6 +5,7 @@
 
 #include "more/adapter/more_adapter.h"
 #include "more/dist/process_grid.h"
+#include "more/parallel/adapted_linear.h"
 
 namespace more {
 namespace {
@@ -189,6 +190,29 @@ TEST(MoreAdapter, ContrastiveLossPrefersTheMatchingTask) {
                            torch::cosine_similarity(z, a.E[2], 0)}) / 0.05;
   const double expect = -torch::log_softmax(cos, 0)[1].item<double>();
   EXPECT_NEAR(l1, expect, 1e-9);
+}
+
+TEST(MoreAdapter, MeanPoolSkipsPaddingAndIsSharedPerInput) {
+  torch::manual_seed(5);
+  auto x = torch::randn({2, 5, kIn}, torch::kFloat64);
+  auto mask = torch::tensor({{1, 1, 1, 0, 0}, {1, 1, 1, 1, 1}}, torch::kFloat32);
+  auto z = MeanPool(x, MeanPoolWeights(mask, torch::kFloat64));          // [2, kIn]
+  EXPECT_TRUE(torch::allclose(z[0], x[0].narrow(0, 0, 3).mean(0), 1e-12, 1e-12));
+  EXPECT_TRUE(torch::allclose(z[1], x[1].mean(0), 1e-12, 1e-12));
+  ForwardContext ctx;
+  ctx.token_mask = mask;
+  auto z1 = ctx.Pooled(x, torch::kFloat64);
+  EXPECT_TRUE(ctx.Pooled(x, torch::kFloat64).is_same(z1));                // q, k, v: one pooling
+  auto y = x.clone();                                                      // equal values, other tensor
+  auto z2 = ctx.Pooled(y, torch::kFloat64);
+  EXPECT_FALSE(z2.is_same(z1));
+  EXPECT_TRUE(torch::equal(z2, z1));
+  EXPECT_TRUE(torch::equal(z1, z));
+  // the pooled loss is the loss on the tokens
+  auto a = MakeAdapter();
+  auto grid = ProcessGrid::Single();
+  EXPECT_NEAR(a.ContrastiveLossPooled(z1, 2, grid->tp()).item<double>(),
+              a.ContrastiveLoss(x, mask, 2, grid->tp()).item<double>(), 1e-12);
 }
 
 TEST(MoreAdapter, InitDependsOnlyOnSeedAndName) {

@@ -56,6 +56,11 @@ struct AdapterOptions {
                                   // depend on the parallel layout
 };
 
+// Mean over real tokens as one batched GEMM: weights [B, 1, S] = mask / count (dtype),
+// MeanPool(x [B, S, d], weights) -> [B, d] in the weights' dtype.
+torch::Tensor MeanPoolWeights(const torch::Tensor& mask, torch::ScalarType dtype);
+torch::Tensor MeanPool(const torch::Tensor& x, const torch::Tensor& weights);
+
 class MoreAdapter {
  public:
   MoreAdapter(std::string name, int64_t d_in, int64_t d_out, const AdapterOptions& opt,
@@ -80,6 +85,9 @@ class MoreAdapter {
   // Per-module contrastive loss (scalar). x as in Delta; mask [B, S] (1 = real token).
   torch::Tensor ContrastiveLoss(const torch::Tensor& x, const torch::Tensor& mask, int task,
                                 const Communicator& tp) const;
+  // The same from the mean-pooled input z [B, d(/tp)] = MeanPool(x, MeanPoolWeights(mask)):
+  // modules that read the same x (q/k/v, gate/up) share one pooling (ForwardContext::Pooled).
+  torch::Tensor ContrastiveLossPooled(const torch::Tensor& pooled, int task, const Communicator& tp) const;
   // Full merged update for task t: dW [d_out, d_in] with W0 + dW == the adapter path.
   torch::Tensor MergedDelta(int task) const;
 
@@ -91,7 +99,8 @@ class MoreAdapter {
 
  private:
   // Per-component weights w [r_used] applied to the rank-space product (includes s, alpha/r,
-  // per-component scaling, soft-selection mixing, STE).
+  // per-component scaling, soft-selection mixing, STE); a 0-dim tensor when every component
+  // has the same factor (LoRA; hard selection without per-component scaling).
   torch::Tensor ComponentWeights(const Selection& sel) const;
   std::string name_;
   int64_t d_in_, d_out_;

@@ -23,6 +23,14 @@ struct ForwardContext {
   torch::Tensor token_mask;     // [B, S] 1 = real token (for the contrastive pooling)
   bool contrastive = false;     // collect per-module contrastive losses
   std::vector<torch::Tensor> cl_losses;  // one scalar per adapted module of this stage
+
+  // Mean-pooled module input for the contrastive loss; consecutive calls with the same input
+  // tensor (q/k/v read one, gate/up another) share one pooling.
+  torch::Tensor Pooled(const torch::Tensor& x, torch::ScalarType dtype);
+
+ private:
+  torch::Tensor pool_weights_;        // [B, 1, S] mask / count
+  torch::Tensor last_x_, last_pooled_;  // the previous call's input (held, so never aliased) and [B, d]
 };
 
 class AdaptedLinear {
