@@ -1,0 +1,365 @@
+// more_bench: the measurements of docs/benchmarks.md (launch/bench.sh runs them all).
+//
+//   more_bench matmul [--bench.threads=T]                 libtorch fp32 matmul ceiling
+//   more_bench train  --config F [overrides] [--bench.*]  step time, tokens/s, MFU, peak RSS vs plan
+//                                                         (any layout, under mpirun)
+//   more_bench ratio  --config F [overrides]              MoRE vs LoRA step time, same batches
+//   more_bench loader --config F [overrides]              HDF5 loader samples/s vs consumption
+//   more_bench ckpt   --config F [overrides]              checkpoint write/read MB/s vs the disk
+//
+// bench options: --bench.warmup=N (2), --bench.steps=N (5), --bench.threads=T (matmul),
+// --bench.lora_rank=R (8), --bench.seconds=S (3, loader), --bench.out=FILE (append JSON lines),
+// --bench.profile=PREFIX (train: one extra step under the autograd profiler, chrome trace per rank),
+// --bench.tag=NAME (a label copied into the JSON line).
+// Every mode prints a human summary and, on world rank 0, one JSON line "BENCH {...}".
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <numeric>
+
+#include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/profiler_legacy.h>
+
+#include "more/ckpt/checkpoint.h"
+#include "more/config/config.h"
+#include "more/core/error.h"
+#include "more/core/main_guard.h"
+#include "more/core/proc.h"
+#include "more/core/safetensors.h"
+#include "more/dist/memory_plan.h"
+#include "more/dist/process_grid.h"
+#include "more/model/hf_config.h"
+#include "more/train/trainer.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace more {
+namespace {
+
+double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+struct Args {
+  std::string mode, config;
+  std::vector<std::string> overrides;
+  std::map<std::string, std::string> bench;
+  int64_t Int(const std::string& k, int64_t d) const { return bench.count(k) ? std::stoll(bench.at(k)) : d; }
+  double Real(const std::string& k, double d) const { return bench.count(k) ? std::stod(bench.at(k)) : d; }
+};
+
+Args Parse(int argc, char** argv) {
+  Args a;
+  if (argc < 2) throw Error("usage: more_bench matmul|train|ratio|loader|ckpt [--config F] [--k=v ...]");
+  a.mode = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    std::string s = argv[i];
+    if (s == "--config" && i + 1 < argc) a.config = argv[++i];
+    else if (s.rfind("--config=", 0) == 0) a.config = s.substr(9);
+    else if (s.rfind("--bench.", 0) == 0) {
+      const auto eq = s.find('=');
+      if (eq == std::string::npos) throw Error("bench option '" + s + "' needs =value");
+      a.bench[s.substr(8, eq - 8)] = s.substr(eq + 1);
+    } else if (s.rfind("--", 0) == 0) a.overrides.push_back(s.substr(2));
+    else throw Error("unexpected argument '" + s + "'");
+  }
+  return a;
+}
+
+int WorldSize() {
+  int w = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &w);
+  return w;
+}
+int WorldRank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+void Emit(const Args& a, nlohmann::json j) {
+  if (WorldRank() != 0) return;
+  j["mode"] = a.mode;
+  if (a.bench.count("tag")) j["tag"] = a.bench.at("tag");
+  j["threads"] = torch::get_num_threads();
+  j["world"] = WorldSize();
+  std::cout << "BENCH " << j.dump() << std::endl;
+  if (a.bench.count("out")) std::ofstream(a.bench.at("out"), std::ios::app) << j.dump() << "\n";
+}
+
+// ---- matmul ceiling ------------------------------------------------------------------------
+double MatmulGflops(int64_t m, int64_t k, int64_t n) {
+  torch::NoGradGuard ng;
+  auto x = torch::randn({m, k}), w = torch::randn({k, n});
+  auto y = torch::mm(x, w);
+  for (int i = 0; i < 2; ++i) y = torch::mm(x, w);  // warm-up (threads, caches)
+  int reps = 0;
+  const auto t0 = Clock::now();
+  double t = 0;
+  while (t < 0.4 || reps < 3) {
+    y = torch::mm(x, w);
+    ++reps;
+    t = Seconds(t0);
+  }
+  return 2.0 * m * k * n * reps / t / 1e9;
+}
+
+// Best fp32 GFLOP/s of this process over shapes like the training matmuls (tokens x d x d').
+double MatmulCeiling(nlohmann::json* shapes) {
+  double best = 0;
+  for (auto [m, k, n] : std::vector<std::array<int64_t, 3>>{
+           {1024, 768, 768}, {1024, 768, 2048}, {1024, 2048, 768}, {2048, 2048, 2048}, {4096, 4096, 4096}}) {
+    const double g = MatmulGflops(m, k, n);
+    if (shapes) shapes->push_back({{"m", m}, {"k", k}, {"n", n}, {"gflops", g}});
+    best = std::max(best, g);
+  }
+  return best;
+}
+
+int Matmul(const Args& a) {
+  torch::set_num_threads(static_cast<int>(a.Int("threads", 1)));
+  SetBlasThreads(static_cast<int>(a.Int("threads", 1)));
+  nlohmann::json shapes = nlohmann::json::array();
+  const double best = MatmulCeiling(&shapes);
+  for (const auto& s : shapes)
+    std::printf("matmul %5lld x %5lld x %5lld: %7.1f GFLOP/s\n", s["m"].get<long long>(), s["k"].get<long long>(),
+                s["n"].get<long long>(), s["gflops"].get<double>());
+  std::printf("ceiling (%d thread(s)): %.1f GFLOP/s\n", torch::get_num_threads(), best);
+  Emit(a, {{"ceiling_gflops", best}, {"shapes", shapes}});
+  return 0;
+}
+
+// ---- training ------------------------------------------------------------------------------
+Config LoadBenchConfig(const Args& a) {
+  auto cfg = LoadConfig(a.config, a.overrides);
+  cfg.ckpt.resume = false;
+  cfg.eval.at_start = false;
+  cfg.train.progress = false;
+  cfg.Validate();
+  return cfg;
+}
+
+std::unique_ptr<ProcessGrid> MakeGrid(const Config& cfg, const LlamaConfig& model) {
+  const int world = WorldSize();
+  cfg.ValidateAgainstModel(model, world);
+  Layout layout{static_cast<int>(cfg.parallel.tp), static_cast<int>(cfg.parallel.pp),
+                static_cast<int>(cfg.dp_size(world))};
+  return std::make_unique<ProcessGrid>(MPI_COMM_WORLD, layout);
+}
+
+// Parameters that take part in a matmul per token (all linears of all layers + LM head): a
+// frozen base costs 2N flops forward and 2N backward (input gradients only) per token.
+double MatmulParams(const LlamaConfig& m) {
+  const double d = m.hidden_size, hd = m.head_dim(), h = m.num_attention_heads, kv = m.num_key_value_heads,
+               i = m.intermediate_size;
+  const double layer = d * h * hd + 2 * d * kv * hd + h * hd * d + 3 * d * i;
+  return m.num_hidden_layers * layer + m.vocab_size * d;
+}
+
+struct StepTimes {
+  std::vector<double> seconds;
+  int64_t tokens = 0;
+  int64_t samples = 0;
+};
+
+StepTimes RunSteps(Trainer& t, int64_t n) {
+  StepTimes s;
+  for (int64_t i = 0; i < n; ++i) {
+    auto r = t.Step();
+    s.seconds.push_back(r.seconds);
+    s.tokens += r.tokens;
+    s.samples += t.config().train.global_batch;
+  }
+  return s;
+}
+
+int Train(const Args& a) {
+  auto cfg = LoadBenchConfig(a);
+  cfg.ckpt.every = 0;
+  auto model = LoadLlamaConfig(cfg.model.path);
+  auto grid = MakeGrid(cfg, model);
+  Trainer t(cfg, *grid);
+  // the matmul ceiling of every rank measured at the same time (they share the machine)
+  grid->world().Barrier();
+  auto ceil = torch::tensor({MatmulCeiling(nullptr)}, torch::kFloat64);
+  grid->world().AllReduceSum(ceil);
+  const double ceiling = ceil.item<double>();
+  RunSteps(t, a.Int("warmup", 2));
+  if (a.bench.count("profile")) {  // one profiled step, chrome-trace JSON (not counted below)
+    torch::autograd::profiler::RecordProfile guard(a.bench.at("profile") + ".rank" +
+                                                   std::to_string(grid->world_rank()) + ".json");
+    RunSteps(t, 1);
+  }
+  const auto s = RunSteps(t, a.Int("steps", 5));
+  const double total = std::accumulate(s.seconds.begin(), s.seconds.end(), 0.0);
+  const double tok_s = s.tokens / total;
+  const double n = MatmulParams(model);
+  const double achieved = tok_s * 4.0 * n / 1e9;
+  // peak RSS of every rank against the planner's estimate of its stage (fp32 base here)
+  PlanOptions po;
+  po.elem_bytes = cfg.model.dtype == "bfloat16" ? 2 : 4;
+  po.num_tasks = static_cast<int64_t>(t.task_names().size());
+  po.seq_len = t.train_shards().max_len();
+  const auto plan = PlanMemory(cfg, model, grid->world_size(), po);
+  const int64_t planned = plan.stages.at(static_cast<size_t>(grid->pp_rank())).total_bytes();
+  auto mem = torch::zeros({2 * grid->world_size()}, torch::kFloat64);
+  mem[2 * grid->world_rank()] = PeakResidentMiB();
+  mem[2 * grid->world_rank() + 1] = static_cast<double>(planned) / (1 << 20);
+  grid->world().AllReduceSum(mem);
+  nlohmann::json ranks = nlohmann::json::array();
+  for (int r = 0; r < grid->world_size(); ++r)
+    ranks.push_back({{"rank", r}, {"peak_rss_mib", mem[2 * r].item<double>()},
+                     {"planned_mib", mem[2 * r + 1].item<double>()}});
+  if (grid->is_world_root()) {
+    std::printf("%s: %s, %.1fM params (%.1fM in matmuls), %s\n", cfg.adapter.method.c_str(),
+                grid->Describe().c_str(), model.NumParams() / 1e6, n / 1e6, cfg.model.path.c_str());
+    std::printf("step %.3f s (median of %zu), %.0f tokens/s, %.1f GFLOP/s (4N per token) = %.1f%% of the "
+                "matmul ceiling %.1f GFLOP/s\n",
+                Median(s.seconds), s.seconds.size(), tok_s, achieved, 100 * achieved / ceiling, ceiling);
+    for (const auto& r : ranks)
+      std::printf("rank %d: peak RSS %.0f MiB, planner %.0f MiB (weights, adapters, activations only)\n",
+                  r["rank"].get<int>(), r["peak_rss_mib"].get<double>(), r["planned_mib"].get<double>());
+  }
+  Emit(a, {{"method", cfg.adapter.method}, {"rank", cfg.adapter.rank}, {"model", cfg.model.path},
+           {"tp", grid->layout().tp}, {"pp", grid->layout().pp}, {"dp", grid->layout().dp},
+           {"schedule", cfg.parallel.schedule}, {"micro_batch", cfg.train.micro_batch},
+           {"global_batch", cfg.train.global_batch},
+           {"micro_batches", cfg.train.global_batch / (cfg.train.micro_batch * grid->layout().dp)},
+           {"params", model.NumParams()}, {"matmul_params", n}, {"step_s_median", Median(s.seconds)},
+           {"step_s", s.seconds}, {"tokens_per_s", tok_s}, {"samples_per_s", s.samples / total},
+           {"gflops", achieved}, {"ceiling_gflops", ceiling}, {"mfu", achieved / ceiling}, {"ranks", ranks}});
+  return 0;
+}
+
+// MoRE and LoRA trained side by side on the same model and the same batches (same seed), in
+// alternating blocks so that machine noise hits both alike.
+int Ratio(const Args& a) {
+  auto cfg = LoadBenchConfig(a);
+  cfg.ckpt.every = 0;
+  MORE_CHECK(WorldSize() == 1, "more_bench ratio runs on one rank");
+  auto model = LoadLlamaConfig(cfg.model.path);
+  auto grid = MakeGrid(cfg, model);
+  auto more_cfg = cfg, lora_cfg = cfg;
+  more_cfg.adapter.method = "more";
+  lora_cfg.adapter.method = "lora";
+  lora_cfg.adapter.rank = a.Int("lora_rank", 8);
+  lora_cfg.adapter.lambda_cl = 0;
+  Trainer tm(more_cfg, *grid), tl(lora_cfg, *grid);
+  RunSteps(tm, a.Int("warmup", 2));
+  RunSteps(tl, a.Int("warmup", 2));
+  std::vector<double> sm, sl;
+  const int64_t blocks = a.Int("steps", 20) / 2;
+  for (int64_t b = 0; b < blocks; ++b) {
+    for (double x : RunSteps(tm, 2).seconds) sm.push_back(x);
+    for (double x : RunSteps(tl, 2).seconds) sl.push_back(x);
+  }
+  const double ratio = Median(sm) / Median(sl);
+  std::printf("MoRE r=%lld (lambda_cl %.2g): %.4f s/step; LoRA r=%lld: %.4f s/step; ratio %.3f (median of %zu)\n",
+              static_cast<long long>(more_cfg.adapter.rank), more_cfg.adapter.lambda_cl, Median(sm),
+              static_cast<long long>(lora_cfg.adapter.rank), Median(sl), ratio, sm.size());
+  Emit(a, {{"model", cfg.model.path}, {"more_rank", more_cfg.adapter.rank}, {"lora_rank", lora_cfg.adapter.rank},
+           {"lambda_cl", more_cfg.adapter.lambda_cl}, {"micro_batch", cfg.train.micro_batch},
+           {"more_step_s", Median(sm)}, {"lora_step_s", Median(sl)}, {"ratio", ratio},
+           {"more_steps", sm}, {"lora_steps", sl}});
+  return 0;
+}
+
+// The streaming loader alone (read + decode + bucket + pad, with its prefetch thread) against
+// what training consumes.
+int Loader(const Args& a) {
+  auto cfg = LoadBenchConfig(a);
+  cfg.ckpt.every = 0;
+  auto model = LoadLlamaConfig(cfg.model.path);
+  auto grid = MakeGrid(cfg, model);
+  Trainer t(cfg, *grid);
+  RunSteps(t, 1);
+  const auto train = RunSteps(t, a.Int("steps", 3));
+  const double consumed = train.samples / std::accumulate(train.seconds.begin(), train.seconds.end(), 0.0);
+  const double budget = a.Real("seconds", 3);
+  int64_t samples = 0;
+  const auto t0 = Clock::now();
+  while (Seconds(t0) < budget) samples += static_cast<int64_t>(t.loader().Next().lengths.size());
+  const double rate = samples / Seconds(t0);
+  std::printf("loader: %.0f samples/s (micro-batch %lld); training consumes %.1f samples/s: %.0fx headroom\n", rate,
+              static_cast<long long>(cfg.train.micro_batch), consumed, rate / consumed);
+  Emit(a, {{"model", cfg.model.path}, {"micro_batch", cfg.train.micro_batch}, {"loader_samples_per_s", rate},
+           {"train_samples_per_s", consumed}, {"headroom", rate / consumed}});
+  return 0;
+}
+
+int64_t DirBytes(const std::string& dir) {
+  int64_t n = 0;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file()) n += static_cast<int64_t>(e.file_size());
+  return n;
+}
+
+// Checkpoint save (every stage's files, fsync'ed, renamed) and load (CRC-checked) against a
+// plain fsync'ed write and a read of the same number of bytes in the same directory.
+int Ckpt(const Args& a) {
+  auto cfg = LoadBenchConfig(a);
+  auto model = LoadLlamaConfig(cfg.model.path);
+  auto grid = MakeGrid(cfg, model);
+  Trainer t(cfg, *grid);
+  t.Step();
+  std::vector<double> ws, rs;
+  std::string dir;
+  int64_t bytes = 0;
+  for (int i = 0; i < a.Int("steps", 3); ++i) {
+    auto t0 = Clock::now();
+    dir = t.SaveCheckpoint();
+    ws.push_back(Seconds(t0));
+    if (grid->is_world_root()) {
+      bytes = DirBytes(dir);
+      t0 = Clock::now();
+      auto loaded = CheckpointManager::Load(dir);
+      rs.push_back(Seconds(t0));
+    }
+  }
+  if (!grid->is_world_root()) return 0;
+  const int64_t raw_bytes = std::max<int64_t>(bytes, 64 << 20);
+  std::string blob(static_cast<size_t>(raw_bytes), '\x5a');
+  const auto raw = cfg.checkpoint_dir() + "/raw-disk-test.bin";
+  auto t0 = Clock::now();
+  WriteFileAtomic(raw, blob);
+  const double raw_w = raw_bytes / Seconds(t0) / 1e6;
+  t0 = Clock::now();
+  const auto back = ReadFileToString(raw);
+  const double raw_r = raw_bytes / Seconds(t0) / 1e6;
+  fs::remove(raw);
+  const double w = bytes / Median(ws) / 1e6, r = bytes / Median(rs) / 1e6;
+  std::printf("checkpoint %.2f MB: save %.1f MB/s (%.3f s), load %.1f MB/s (%.3f s); disk: write+fsync %.1f MB/s, "
+              "read %.1f MB/s (%.0f MB)\n",
+              bytes / 1e6, w, Median(ws), r, Median(rs), raw_w, raw_r, raw_bytes / 1e6);
+  Emit(a, {{"model", cfg.model.path}, {"bytes", bytes}, {"save_s", Median(ws)}, {"load_s", Median(rs)},
+           {"save_mb_s", w}, {"load_mb_s", r}, {"disk_write_mb_s", raw_w}, {"disk_read_mb_s", raw_r}});
+  return 0;
+}
+
+}  // namespace
+}  // namespace more
+
+int main(int argc, char** argv) {
+  return more::RunMain(argc, argv, [](int argc, char** argv) {
+    const auto a = more::Parse(argc, argv);
+    spdlog::set_level(spdlog::level::warn);  // the trainer's start-up report would bury the figures
+    if (a.mode == "matmul") return more::Matmul(a);
+    if (a.mode == "train") return more::Train(a);
+    if (a.mode == "ratio") return more::Ratio(a);
+    if (a.mode == "loader") return more::Loader(a);
+    if (a.mode == "ckpt") return more::Ckpt(a);
+    throw more::Error("unknown mode '" + a.mode + "'", "use matmul, train, ratio, loader or ckpt");
+  });
+}
