@@ -1,6 +1,7 @@
 #include "more/core/proc.h"
 
 #include <dlfcn.h>
+#include <sched.h>
 
 #include <fstream>
 #include <string>
@@ -27,6 +28,13 @@ bool SetBlasThreads(int n) {
   if (!fn) return false;
   fn(n);
   return true;
+}
+
+int AffinityCores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) != 0) return 0;
+  return CPU_COUNT(&set);
 }
 
 }  // namespace more

@@ -64,9 +64,14 @@ uint64_t StepSeed(uint64_t seed, int64_t step, int dp_rank, int pp_rank) {
 
 Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), grid_(grid) {
   cfg_.Validate();
-  const int64_t threads = cfg_.train.threads > 0
-                              ? cfg_.train.threads
-                              : std::max<int64_t>(1, std::thread::hardware_concurrency() / LocalRanks());
+  const int64_t cores = AffinityCores();
+  int64_t threads = cfg_.train.threads > 0
+                        ? cfg_.train.threads
+                        : std::max<int64_t>(1, std::thread::hardware_concurrency() / LocalRanks());
+  if (cfg_.train.threads <= 0 && cores > 0) threads = std::min(threads, cores);
+  if (cores > 0 && threads > cores)
+    spdlog::warn("rank {}: {} threads but bound to {} core(s), so they share it: launch with mpirun --bind-to none "
+                 "(launch/env.sh sets this) or --map-by slot:PE={}", grid_.world_rank(), threads, cores, threads);
   torch::set_num_threads(static_cast<int>(threads));
   SetBlasThreads(static_cast<int>(threads));
   SetFaultRank(grid_.world_rank());

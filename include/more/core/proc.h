@@ -10,5 +10,8 @@ double PeakResidentMiB();  // high-water mark of the resident set (VmHWM)
 // the pthread one keeps its own pool and ignores OpenMP settings). Returns false when no
 // openblas_set_num_threads is present. torch::set_num_threads alone does not reach it.
 bool SetBlasThreads(int n);
+// Cores this process may run on (its CPU affinity mask; mpirun binds each rank to one core
+// by default).
+int AffinityCores();
 
 }  // namespace more
