@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Runs every measurement of docs/benchmarks.md and appends one JSON line per result to
+# $BENCH/results.jsonl (default runs/bench). Builds the models and data it needs first:
+#   tiny  : the demo model (hidden 64, 2 layers) on the bundled tasks (max_len 64)
+#   mid   : hidden 384, 8 layers, vocab 8192 (~20M parameters)   } on "long" rows: 12 examples
+#   100m  : hidden 768, 12 layers, vocab 8192 (~98M parameters)  } of a task per row, 256 tokens
+# Usage: bash launch/bench.sh [SECTIONS="matmul train ratio pipeline tp loader ckpt"]
+# Run it on an otherwise idle machine: every section measures wall time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECTIONS=${1:-matmul train ratio pipeline tp loader ckpt}
+BENCH=${BENCH:-runs/bench}; OUTF=$BENCH/results.jsonl
+bash launch/setup.sh > /dev/null
+source launch/env.sh
+B=./build/more_bench
+mkdir -p "$BENCH"
+
+# ---- models and data -------------------------------------------------------------------------
+TOK=$BENCH/tok.model
+if ! ls "$BENCH"/shards/train-*.h5 > /dev/null 2>&1; then
+  ./build/shard_data tokenizer --manifest shard_data/bundled/tasks.json --out-prefix "$BENCH/tok" --vocab-size 512
+  ./build/shard_data build --manifest shard_data/bundled/tasks.json --tokenizer "$TOK" --out "$BENCH/shards" \
+    --max-len 64
+fi
+if ! ls "$BENCH"/long/shards/train-*.h5 > /dev/null 2>&1; then
+  # 12 consecutive examples of one task per row ("... answer: <target> ." joined), last target kept
+  /usr/bin/python3 - "$BENCH/long" <<'PY'
+import json, os, sys
+out = sys.argv[1]; src = "shard_data/bundled"
+m = json.load(open(os.path.join(src, "tasks.json")))
+for t in m["tasks"]:
+    rows = [json.loads(l) for l in open(os.path.join(src, t["train"])) if l.strip()]
+    os.makedirs(os.path.join(out, t["name"]), exist_ok=True)
+    with open(os.path.join(out, t["name"], "train.jsonl"), "w") as f:
+        for i in range(0, len(rows) - 11, 12):
+            g = rows[i:i + 12]
+            ctx = " . ".join(r["input"] + " " + str(r["target"]) for r in g[:-1])
+            f.write(json.dumps({"input": ctx + " . " + g[-1]["input"], "target": g[-1]["target"]}) + "\n")
+    t["train"] = t["name"] + "/train.jsonl"; t.pop("eval", None)
+json.dump(m, open(os.path.join(out, "tasks.json"), "w"), indent=1)
+PY
+  ./build/shard_data build --manifest "$BENCH/long/tasks.json" --tokenizer "$TOK" --out "$BENCH/long/shards" \
+    --max-len 256 --splits train
+fi
+mk() {  # name hidden inter layers heads vocab
+  [ -f "$BENCH/$1/model.safetensors" ] && return
+  ./build/make_tiny_llama --out "$BENCH/$1" --tokenizer "$TOK" --vocab-size "$6" --hidden-size "$2" \
+    --intermediate-size "$3" --layers "$4" --heads "$5" --kv-heads "$5" --seed 1 --dtype f32 > /dev/null
+}
+mk tiny 64 128 2 4 512
+mk mid 384 1024 8 6 8192
+mk llama100m 768 2048 12 12 8192
+
+COMMON=(--config launch/demo.toml --adapter.dropout=0 --eval.every=0 --ckpt.every=0 --bench.out="$OUTF")
+TINY=(--model.path="$BENCH/tiny" --data.train="$BENCH/shards" --data.bucket=64)
+MID=(--model.path="$BENCH/mid" --data.train="$BENCH/long/shards" --data.bucket=256)
+BIG=(--model.path="$BENCH/llama100m" --data.train="$BENCH/long/shards" --data.bucket=256)
+run() { echo "== $*" >&2; "$@" 2>&1 | grep -E '^(BENCH|  )' || true; }
+
+for s in $SECTIONS; do case $s in
+matmul)
+  run $B matmul --bench.threads=1 --bench.out="$OUTF"
+  run $B matmul --bench.threads=2 --bench.out="$OUTF" ;;
+train)  # one rank, 2 threads: throughput, MFU, peak RSS vs the planner
+  run mpirun -np 1 $B train "${COMMON[@]}" "${TINY[@]}" --train.threads=2 --train.global_batch=16 \
+    --train.micro_batch=16 --bench.steps=20 --bench.tag=tiny
+  run mpirun -np 1 $B train "${COMMON[@]}" "${BIG[@]}" --train.threads=2 --train.global_batch=8 \
+    --train.micro_batch=8 --bench.warmup=1 --bench.steps=3 --bench.tag=100m ;;
+ratio)  # MoRE r8 vs LoRA r8, same batches, alternating
+  run mpirun -np 1 $B ratio "${COMMON[@]}" "${TINY[@]}" --train.threads=2 --train.global_batch=16 \
+    --train.micro_batch=16 --bench.steps=30 --bench.tag=tiny
+  run mpirun -np 1 $B ratio "${COMMON[@]}" "${MID[@]}" --train.threads=2 --train.global_batch=8 \
+    --train.micro_batch=8 --bench.warmup=1 --bench.steps=4 --bench.tag=mid ;;
+pipeline)  # pp = 1, 2, 4 at a fixed global batch of 16 rows, m = 16 / micro micro-batches
+  run mpirun -np 1 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=2 --train.global_batch=16 \
+    --train.micro_batch=16 --bench.warmup=1 --bench.steps=3 --bench.tag=pp1_m1
+  for m in 2 4 8; do
+    run mpirun -np 2 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=1 --parallel.pp=2 \
+      --train.global_batch=16 --train.micro_batch=$((16 / m)) --bench.warmup=1 --bench.steps=3 --bench.tag=pp2_m$m
+  done
+  for m in 4 8; do  # 4 ranks on 2 cores: oversubscribed, shows the schedule's cost, not a speed-up
+    run mpirun -np 4 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=1 --parallel.pp=4 \
+      --train.global_batch=16 --train.micro_batch=$((16 / m)) --bench.warmup=1 --bench.steps=3 --bench.tag=pp4_m$m
+  done ;;
+tp)
+  run mpirun -np 1 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=2 --train.global_batch=8 \
+    --train.micro_batch=8 --bench.warmup=1 --bench.steps=3 --bench.tag=tp1
+  run mpirun -np 2 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=1 --parallel.tp=2 --train.global_batch=8 \
+    --train.micro_batch=8 --bench.warmup=1 --bench.steps=3 --bench.tag=tp2
+  run mpirun -np 2 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=1 --parallel.dp=2 --train.global_batch=8 \
+    --train.micro_batch=4 --bench.warmup=1 --bench.steps=3 --bench.tag=dp2 ;;
+loader)
+  run mpirun -np 1 $B loader "${COMMON[@]}" "${TINY[@]}" --train.threads=2 --train.global_batch=16 \
+    --train.micro_batch=16 --bench.seconds=5 --bench.tag=tiny ;;
+ckpt)
+  run mpirun -np 1 $B ckpt "${COMMON[@]}" "${BIG[@]}" --train.threads=2 --adapter.rank=64 --bench.tag=100m_r64 ;;
+*) echo "unknown section '$s'" >&2; exit 2 ;;
+esac; done
+echo "results: $OUTF"
