@@ -145,6 +145,7 @@ int Matmul(const Args& a) {
 Config LoadBenchConfig(const Args& a) {
   auto cfg = LoadConfig(a.config, a.overrides);
   cfg.ckpt.resume = false;
+  cfg.ckpt.every = 0;  // only the ckpt mode saves, explicitly
   cfg.eval.at_start = false;
   cfg.train.progress = false;
   cfg.Validate();
@@ -187,7 +188,6 @@ StepTimes RunSteps(Trainer& t, int64_t n) {
 
 int Train(const Args& a) {
   auto cfg = LoadBenchConfig(a);
-  cfg.ckpt.every = 0;
   auto model = LoadLlamaConfig(cfg.model.path);
   auto grid = MakeGrid(cfg, model);
   Trainer t(cfg, *grid);
@@ -247,7 +247,6 @@ int Train(const Args& a) {
 // alternating blocks so that machine noise hits both alike.
 int Ratio(const Args& a) {
   auto cfg = LoadBenchConfig(a);
-  cfg.ckpt.every = 0;
   MORE_CHECK(WorldSize() == 1, "more_bench ratio runs on one rank");
   auto model = LoadLlamaConfig(cfg.model.path);
   auto grid = MakeGrid(cfg, model);
@@ -280,7 +279,6 @@ int Ratio(const Args& a) {
 // what training consumes.
 int Loader(const Args& a) {
   auto cfg = LoadBenchConfig(a);
-  cfg.ckpt.every = 0;
   auto model = LoadLlamaConfig(cfg.model.path);
   auto grid = MakeGrid(cfg, model);
   Trainer t(cfg, *grid);
