@@ -128,6 +128,37 @@ double MatmulCeiling(nlohmann::json* shapes) {
   return best;
 }
 
+// fp32 GFLOP/s of this rank's own linear GEMMs at one micro-batch of `tokens`: forward x W^T
+// and input gradient g W for every projection of its layers (local TP shards) and, on the
+// last stage, the LM head, combined by their FLOPs. The best rate the model's matmuls could
+// reach on this BLAS, whatever the rest of the step costs.
+double OwnShapeRate(const LlamaConfig& m, int64_t tokens, const ProcessGrid& grid) {
+  const int64_t tp = grid.layout().tp, d = m.hidden_size, hd = m.head_dim(), i = m.intermediate_size / tp;
+  const int64_t q = m.num_attention_heads * hd / tp, kv = m.num_key_value_heads * hd / tp;
+  const double layers = static_cast<double>(m.num_hidden_layers / grid.layout().pp);
+  struct W { int64_t out, in; double count; };
+  std::vector<W> ws{{q, d, layers}, {kv, d, 2 * layers}, {d, q, layers}, {i, d, 2 * layers}, {d, i, layers}};
+  if (grid.last_stage()) ws.push_back({m.vocab_size / tp, d, 1.0});
+  torch::NoGradGuard ng;
+  double flops = 0, secs = 0;
+  for (const auto& w : ws) {
+    auto wt = torch::randn({w.out, w.in}), x = torch::randn({tokens, w.in}), g = torch::randn({tokens, w.out});
+    for (int backward = 0; backward < 2; ++backward) {
+      auto run = [&] { return backward ? torch::matmul(g, wt) : torch::matmul(x, wt.t()); };
+      run();
+      int reps = 0;
+      const auto t0 = Clock::now();
+      while (Seconds(t0) < 0.2 || reps < 2) {
+        run();
+        ++reps;
+      }
+      flops += w.count * 2.0 * static_cast<double>(tokens * w.out * w.in);
+      secs += w.count * Seconds(t0) / reps;
+    }
+  }
+  return flops / secs / 1e9;
+}
+
 int Matmul(const Args& a) {
   torch::set_num_threads(static_cast<int>(a.Int("threads", 1)));
   SetBlasThreads(static_cast<int>(a.Int("threads", 1)));
@@ -193,9 +224,10 @@ int Train(const Args& a) {
   Trainer t(cfg, *grid);
   // the matmul ceiling of every rank measured at the same time (they share the machine)
   grid->world().Barrier();
-  auto ceil = torch::tensor({MatmulCeiling(nullptr)}, torch::kFloat64);
+  const int64_t tokens = cfg.train.micro_batch * t.train_shards().max_len();
+  auto ceil = torch::tensor({MatmulCeiling(nullptr), OwnShapeRate(model, tokens, *grid)}, torch::kFloat64);
   grid->world().AllReduceSum(ceil);
-  const double ceiling = ceil.item<double>();
+  const double ceiling = ceil[0].item<double>(), own_rate = ceil[1].item<double>();
   RunSteps(t, a.Int("warmup", 2));
   if (a.bench.count("profile")) {  // one profiled step, chrome-trace JSON (not counted below)
     torch::autograd::profiler::RecordProfile guard(a.bench.at("profile") + ".rank" +
@@ -228,6 +260,8 @@ int Train(const Args& a) {
     std::printf("step %.3f s (median of %zu), %.0f tokens/s, %.1f GFLOP/s (4N per token) = %.1f%% of the "
                 "matmul ceiling %.1f GFLOP/s\n",
                 Median(s.seconds), s.seconds.size(), tok_s, achieved, 100 * achieved / ceiling, ceiling);
+    std::printf("the model's own GEMM shapes (micro-batch of %lld tokens) reach %.1f GFLOP/s on this BLAS: "
+                "%.1f%% of that\n", static_cast<long long>(tokens), own_rate, 100 * achieved / own_rate);
     for (const auto& r : ranks)
       std::printf("rank %d: peak RSS %.0f MiB, planner %.0f MiB (weights, adapters, activations only)\n",
                   r["rank"].get<int>(), r["peak_rss_mib"].get<double>(), r["planned_mib"].get<double>());
@@ -239,7 +273,8 @@ int Train(const Args& a) {
            {"micro_batches", cfg.train.global_batch / (cfg.train.micro_batch * grid->layout().dp)},
            {"params", model.NumParams()}, {"matmul_params", n}, {"step_s_median", Median(s.seconds)},
            {"step_s", s.seconds}, {"tokens_per_s", tok_s}, {"samples_per_s", s.samples / total},
-           {"gflops", achieved}, {"ceiling_gflops", ceiling}, {"mfu", achieved / ceiling}, {"ranks", ranks}});
+           {"gflops", achieved}, {"ceiling_gflops", ceiling}, {"mfu", achieved / ceiling},
+           {"own_shape_gflops", own_rate}, {"of_own_shape_rate", achieved / own_rate}, {"ranks", ranks}});
   return 0;
 }
 
