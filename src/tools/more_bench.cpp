@@ -160,8 +160,7 @@ double OwnShapeRate(const LlamaConfig& m, int64_t tokens, const ProcessGrid& gri
 }
 
 int Matmul(const Args& a) {
-  torch::set_num_threads(static_cast<int>(a.Int("threads", 1)));
-  SetBlasThreads(static_cast<int>(a.Int("threads", 1)));
+  SetComputeThreads(a.Int("threads", 1), WorldRank());
   nlohmann::json shapes = nlohmann::json::array();
   const double best = MatmulCeiling(&shapes);
   for (const auto& s : shapes)

@@ -20,21 +20,21 @@
 #include <iostream>
 #include <numeric>
 #include <random>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "more/ckpt/tensor_file.h"
 #include "more/core/error.h"
-#include "more/core/main_guard.h"
-#include "more/core/proc.h"
-#include "more/core/safetensors.h"
 #include "more/core/hash.h"
+#include "more/core/main_guard.h"
+#include "more/core/safetensors.h"
 #include "more/data/shard_set.h"
 #include "more/dist/process_grid.h"
 #include "more/model/hf_config.h"
 #include "more/model/llama.h"
 #include "more/train/optimizer.h"
+#include "more/train/trainer.h"
 
 namespace fs = std::filesystem;
 
@@ -52,7 +52,7 @@ constexpr const char* kUsage = R"(usage: more_pretrain --model DIR --data SHARD_
   --warmup N         warm-up steps (50)
   --weight-decay X   AdamW weight decay on matrices (0.01)
   --seed N           data order and nothing else: the weights start from --model (1)
-  --threads N        intra-op threads (all cores)
+  --threads N        intra-op threads (the cores this process may run on)
   --log-every N      train / eval loss logging interval (100)
 )";
 
@@ -149,22 +149,11 @@ class TokenStream {
   int64_t tokens_ = 0;
 };
 
-DType ToDType(torch::ScalarType t) {
-  switch (t) {
-    case torch::kFloat32: return DType::kF32;
-    case torch::kBFloat16: return DType::kBF16;
-    case torch::kFloat16: return DType::kF16;
-    default: Fail("more_pretrain: unsupported weight dtype {}", c10::toString(t));
-  }
-}
-
 int Pretrain(const Options& o) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MORE_CHECK(world == 1, "more_pretrain runs as one process (got {} ranks): launch it without mpirun -np", world);
-  const int threads = o.threads > 0 ? static_cast<int>(o.threads) : static_cast<int>(std::thread::hardware_concurrency());
-  torch::set_num_threads(threads);
-  SetBlasThreads(threads);
+  const int threads = SetComputeThreads(o.threads, 0);
   torch::manual_seed(static_cast<uint64_t>(o.seed));
 
   const auto cfg = LoadLlamaConfig(o.model);
@@ -179,15 +168,15 @@ int Pretrain(const Options& o) {
   ProcessGrid grid(MPI_COMM_WORLD, Layout{1, 1, 1});
   SafetensorsCollection weights(o.model);
   const auto dtype = weights.FileFor("model.embed_tokens.weight").Info("model.embed_tokens.weight").dtype;
-  const auto st = dtype == DType::kF32 ? torch::kFloat32 : dtype == DType::kBF16 ? torch::kBFloat16 : torch::kFloat16;
-  MORE_CHECK(st == torch::kFloat32, "more_pretrain trains f32 weights only (model '{}' is {}); make the base "
+  MORE_CHECK(dtype == DType::kF32, "more_pretrain trains f32 weights only (model '{}' is {}); make the base "
              "with make_tiny_llama --dtype f32", o.model, DTypeName(dtype));
-  LlamaStage model(cfg, weights, grid, nullptr, st, torch::kCPU);
+  LlamaStage model(cfg, weights, grid, nullptr, torch::kFloat32, torch::kCPU);
   auto named = model.BaseWeights();
-  std::vector<torch::Tensor> decay, no_decay;
+  std::vector<torch::Tensor> params, decay, no_decay;
   int64_t n_params = 0;
   for (auto& [name, w] : named) {
     w.requires_grad_(true);
+    params.push_back(w);
     (w.dim() >= 2 ? decay : no_decay).push_back(w);
     n_params += w.numel();
   }
@@ -223,9 +212,7 @@ int Pretrain(const Options& o) {
     opt.zero_grad();
     auto loss = loss_of(train.Rows(o.batch, o.seq + 1));
     loss.backward();
-    std::vector<torch::Tensor> all;
-    for (auto& [name, w] : named) all.push_back(w);
-    const double gn = torch::nn::utils::clip_grad_norm_(all, 1.0);
+    const double gn = torch::nn::utils::clip_grad_norm_(params, 1.0);
     const double l = loss.item<double>();
     if (!std::isfinite(l) || !std::isfinite(gn))
       throw Error(fmt::format("non-finite pretraining loss {} at step {}", l, step), "lower --lr");
@@ -242,19 +229,15 @@ int Pretrain(const Options& o) {
     }
   }
 
-  SafetensorsWriter w;
-  for (auto& [name, t] : named) {
-    auto c = t.detach().contiguous();
-    w.Add(name, ToDType(c.scalar_type()), c.sizes().vec(), c.data_ptr(), c.numel() * c.element_size());
-  }
-  w.SetMetadata("format", "pt");
-  w.SetMetadata("more_pretrain", nlohmann::json{{"from", o.model}, {"data", o.data}, {"steps", o.steps},
-                                                {"seed", o.seed}}.dump());
+  const std::map<std::string, torch::Tensor> out_weights(named.begin(), named.end());
   // one file; drop the input's index and shards if the output dir held an older sharded model
   for (const auto& f : fs::directory_iterator(o.out))
     if (f.path().filename().string().rfind("model-", 0) == 0 || f.path().filename() == "model.safetensors.index.json")
       fs::remove(f.path());
-  w.Write((fs::path(o.out) / "model.safetensors").string());
+  SaveTensorFile((fs::path(o.out) / "model.safetensors").string(), out_weights,
+                 {{"format", "pt"},
+                  {"more_pretrain", nlohmann::json{{"from", o.model}, {"data", o.data}, {"steps", o.steps},
+                                                   {"seed", o.seed}}.dump()}});
   fs::copy_file(fs::path(o.model) / "config.json", fs::path(o.out) / "config.json",
                 fs::copy_options::overwrite_existing);
   fs::copy_file(tok_path, fs::path(o.out) / "tokenizer.model", fs::copy_options::overwrite_existing);

@@ -62,18 +62,22 @@ uint64_t StepSeed(uint64_t seed, int64_t step, int dp_rank, int pp_rank) {
 
 }  // namespace
 
-Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), grid_(grid) {
-  cfg_.Validate();
+int SetComputeThreads(int64_t requested, int world_rank) {
   const int64_t cores = AffinityCores();
-  int64_t threads = cfg_.train.threads > 0
-                        ? cfg_.train.threads
-                        : std::max<int64_t>(1, std::thread::hardware_concurrency() / LocalRanks());
-  if (cfg_.train.threads <= 0 && cores > 0) threads = std::min(threads, cores);
+  int64_t threads =
+      requested > 0 ? requested : std::max<int64_t>(1, std::thread::hardware_concurrency() / LocalRanks());
+  if (requested <= 0 && cores > 0) threads = std::min(threads, cores);
   if (cores > 0 && threads > cores)
     spdlog::warn("rank {}: {} threads but bound to {} core(s), so they share it: launch with mpirun --bind-to none "
-                 "(launch/env.sh sets this) or --map-by slot:PE={}", grid_.world_rank(), threads, cores, threads);
+                 "(launch/env.sh sets this) or --map-by slot:PE={}", world_rank, threads, cores, threads);
   torch::set_num_threads(static_cast<int>(threads));
   SetBlasThreads(static_cast<int>(threads));
+  return static_cast<int>(threads);
+}
+
+Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), grid_(grid) {
+  cfg_.Validate();
+  SetComputeThreads(cfg_.train.threads, grid_.world_rank());
   SetFaultRank(grid_.world_rank());
 
   model_cfg_ = LoadLlamaConfig(cfg_.model.path);

@@ -30,6 +30,11 @@
 
 namespace more {
 
+// Sets this rank's intra-op threads (libtorch and the BLAS library) and returns the count:
+// `requested` if > 0, else the node's cores divided among its local ranks, capped at the cores
+// the rank may run on. Warns when the count exceeds those cores (a rank bound by mpirun).
+int SetComputeThreads(int64_t requested, int world_rank);
+
 struct StepResult {
   int64_t step = 0;   // steps completed after this one
   double loss = 0, gen = 0, cl = 0, lr = 0, grad_norm = 0;
