@@ -17,11 +17,7 @@ mkdir -p "$BENCH"
 
 # ---- models and data -------------------------------------------------------------------------
 TOK=$BENCH/tok.model
-if ! ls "$BENCH"/shards/train-*.h5 > /dev/null 2>&1; then
-  ./build/shard_data tokenizer --manifest shard_data/bundled/tasks.json --out-prefix "$BENCH/tok" --vocab-size 512
-  ./build/shard_data build --manifest shard_data/bundled/tasks.json --tokenizer "$TOK" --out "$BENCH/shards" \
-    --max-len 64
-fi
+bash launch/bundled_data.sh "$BENCH"
 if ! ls "$BENCH"/long/shards/train-*.h5 > /dev/null 2>&1; then
   # 12 consecutive examples of one task per row ("... answer: <target> ." joined), last target kept
   /usr/bin/python3 - "$BENCH/long" <<'PY'

@@ -8,10 +8,8 @@ cd "$(dirname "$0")/.."
 bash launch/setup.sh
 source launch/env.sh
 DATA=runs/demo/data
+bash launch/bundled_data.sh "$DATA"
 if [ ! -f "$DATA/tiny/model.safetensors" ]; then
-  ./build/shard_data tokenizer --manifest shard_data/bundled/tasks.json --out-prefix "$DATA/tok" --vocab-size 512
-  ./build/shard_data build --manifest shard_data/bundled/tasks.json --tokenizer "$DATA/tok.model" \
-    --out "$DATA/shards" --max-len 64
   ./build/make_tiny_llama --out "$DATA/tiny" --tokenizer "$DATA/tok.model" --hidden-size 64 \
     --intermediate-size 128 --layers 2 --heads 4 --kv-heads 2 --seed 1 --dtype f32 \
     --init-std 0.2  # a random model needs O(1) weights for its frozen LM head to express confident labels

@@ -12,11 +12,7 @@ EXP=${EXP:-runs/exp}; THREADS=${THREADS:-2}
 bash launch/setup.sh > /dev/null
 source launch/env.sh
 DATA=$EXP/data
-if ! ls "$DATA"/shards/eval-*.h5 > /dev/null 2>&1; then
-  ./build/shard_data tokenizer --manifest shard_data/bundled/tasks.json --out-prefix "$DATA/tok" --vocab-size 512
-  ./build/shard_data build --manifest shard_data/bundled/tasks.json --tokenizer "$DATA/tok.model" \
-    --out "$DATA/shards" --max-len 64
-fi
+bash launch/bundled_data.sh "$DATA"
 # 1. the base: random init (std 0.02), then causal-LM pretraining on the tasks' inputs only
 if [ ! -f "$EXP/base/model.safetensors" ]; then
   ./build/make_tiny_llama --out "$EXP/random" --tokenizer "$DATA/tok.model" --hidden-size 128 \
