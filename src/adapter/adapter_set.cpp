@@ -4,7 +4,8 @@
 
 namespace more {
 
-AdapterSet::AdapterSet(std::vector<std::unique_ptr<MoreAdapter>> adapters) : adapters_(std::move(adapters)) {
+AdapterSet::AdapterSet(std::vector<std::unique_ptr<MoreAdapter>> adapters, torch::Device device)
+    : adapters_(std::move(adapters)) {
   int64_t total = 0;
   for (auto& a : adapters_) {
     by_name_[a->name()] = a.get();
@@ -13,9 +14,10 @@ AdapterSet::AdapterSet(std::vector<std::unique_ptr<MoreAdapter>> adapters) : ada
       total += t->numel();
     }
   }
-  flat_ = torch::zeros({total}, torch::kFloat32);
-  flat_grad_ = torch::zeros({total}, torch::kFloat32);
-  decay_mask_ = torch::zeros({total}, torch::kFloat32);
+  const auto fo = torch::TensorOptions(torch::kFloat32).device(device);
+  flat_ = torch::zeros({total}, fo);
+  flat_grad_ = torch::zeros({total}, fo);
+  decay_mask_ = torch::zeros({total}, fo);
   size_t i = 0;
   for (auto& a : adapters_) {
     for (auto& [suffix, t] : a->Params()) {

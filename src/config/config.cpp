@@ -236,6 +236,7 @@ void Config::Validate() const {
   Require(train.global_batch >= 1, "train.global_batch", "must be >= 1");
   Require(train.lr > 0, "train.lr", "must be > 0");
   Require(train.warmup >= 0, "train.warmup", "must be >= 0");
+  Require(train.recompute_layers >= 0, "train.recompute_layers", "must be >= 0");
   Require(train.min_lr_ratio >= 0 && train.min_lr_ratio <= 1, "train.min_lr_ratio", "must be in [0, 1]");
   Require(train.grad_clip >= 0, "train.grad_clip", "must be >= 0");
   Require(train.log_every >= 1, "train.log_every", "must be >= 1");

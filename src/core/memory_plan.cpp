@@ -154,6 +154,7 @@ MemoryPlan PlanMemory(const Config& cfg, const LlamaConfig& model, int world, co
   const int64_t per_layer = AdapterParamsPerLayer(model, p.targets, more, p.rank, opt.num_tasks);
   p.adapter_params = per_layer * model.num_hidden_layers;
   const int64_t layers = model.num_hidden_layers / p.pp;
+  p.recompute_layers = std::min(layers, cfg.train.recompute_layers);
   const int64_t act_layer = ActivationBytesPerLayer(opt.seq_len, p.micro_batch, model.hidden_size,
                                                     model.num_attention_heads, p.tp, opt.elem_bytes);
   for (int64_t i = 0; i < p.pp; ++i) {
@@ -167,12 +168,20 @@ MemoryPlan PlanMemory(const Config& cfg, const LlamaConfig& model, int world, co
     s.in_flight = MicroBatchesInFlight(p.schedule, p.pp, i, p.micro_batches);
     s.base_bytes = BaseElementsPerRank(model, p.tp, p.pp, i) * opt.elem_bytes;
     s.adapter_bytes = per_layer * layers * 4 /* fp32 */ * 4 /* param, grad, m, v */;
-    s.activation_bytes = act_layer * layers * s.in_flight;
+    s.activation_bytes = ActivationBytesPerStage(act_layer, layers, std::min(layers, cfg.train.recompute_layers),
+                                                 opt.seq_len * p.micro_batch * model.hidden_size * opt.elem_bytes,
+                                                 s.in_flight);
     if (i == p.pp - 1)
       s.logits_bytes = p.micro_batch * opt.seq_len * (model.vocab_size / p.tp) * 4 * (s.in_flight + 1);
     p.stages.push_back(std::move(s));
   }
   return p;
+}
+
+int64_t ActivationBytesPerStage(int64_t act_layer, int64_t layers, int64_t recomputed, int64_t input_bytes,
+                                int64_t in_flight) {
+  const int64_t kept = (layers - recomputed) * act_layer + recomputed * input_bytes;
+  return kept * in_flight + (recomputed > 0 ? act_layer : 0);
 }
 
 std::string FormatBytes(double bytes) {
@@ -206,9 +215,10 @@ std::string FormatPlan(const MemoryPlan& p, const std::string& model_name) {
   o += fmt::format("adapter {} rank {} on {}, {} tasks: {} fp32 parameters in the model "
                    "(x4 per rank: param, grad, AdamW m, v)\n",
                    p.method, p.rank, targets, p.options.num_tasks, FormatCount(p.adapter_params));
-  o += fmt::format("memory  base {} ({} bytes/element, activations too); seq_len {}; GPU {} GiB - {:.0f}% "
-                   "reserve = {} usable per rank\n\n",
+  o += fmt::format("memory  base {} ({} bytes/element, activations too); seq_len {}; recompute {} layer(s) per "
+                   "stage; GPU {} GiB - {:.0f}% reserve = {} usable per rank\n\n",
                    p.options.elem_bytes == 2 ? "bf16" : "f32", p.options.elem_bytes, p.options.seq_len,
+                   p.recompute_layers,
                    p.options.gpu_gib, 100.0 * p.options.reserve, FormatBytes(p.usable_bytes()));
   o += "per rank (every rank of a stage holds the same):\n";
   o += fmt::format("{:<6}{:<9}{:<16}{:>13}{:>12}{:>10}{:>14}{:>12}{:>13}  {}\n", "stage", "layers", "ranks",

@@ -3,12 +3,17 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <map>
+#include <utility>
+
 #include <ATen/ATen.h>
 
 #include "more/core/error.h"
 
 namespace more {
 namespace {
+
+constexpr int kIdTag = 32000;  // MPI tag of the ncclUniqueId of a directed pair (pipeline tags are 2i, 2i+1)
 
 void Nccl(ncclResult_t r, const char* op) {
   if (r != ncclSuccess) throw Error(fmt::format("NCCL {} failed: {}", op, ncclGetErrorString(r)));
@@ -27,44 +32,55 @@ ncclDataType_t NcclType(const at::Tensor& t) {
     case at::kLong: return ncclInt64;
     case at::kByte: return ncclUint8;
     case at::kChar: return ncclInt8;
+    case at::kBool: return ncclUint8;
     default: throw Error(fmt::format("NCCL backend: unsupported dtype {}", c10::toString(t.scalar_type())));
   }
 }
 
-void CheckCuda(const at::Tensor& t, const char* op) {
-  MORE_CHECK(t.is_cuda(), "NCCL backend {}: tensor must be on a CUDA device", op);
+void CheckContiguous(const at::Tensor& t, const char* op) {
   MORE_CHECK(t.is_contiguous(), "NCCL backend {}: tensor must be contiguous", op);
 }
 
+cudaEvent_t NewEvent() {
+  cudaEvent_t ev;
+  Cuda(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "event create");
+  return ev;
+}
+
+// A send enqueued on a side stream. Wait() makes the caller's stream wait for it (no host
+// block); the buffer stays alive until the send has completed.
 class NcclPendingSend final : public PendingSend {
  public:
-  NcclPendingSend(at::Tensor buf, cudaEvent_t ev) : buf_(std::move(buf)), ev_(ev) {}
+  NcclPendingSend(at::Tensor buf, cudaEvent_t done, CudaStreamFn stream_fn)
+      : buf_(std::move(buf)), done_(done), stream_fn_(stream_fn) {}
   ~NcclPendingSend() override {
-    if (ev_) {
-      cudaEventSynchronize(ev_);
-      cudaEventDestroy(ev_);
+    if (done_) {
+      cudaEventSynchronize(done_);  // the buffer is freed right after: the send must be over
+      cudaEventDestroy(done_);
     }
   }
   void Wait() override {
-    if (ev_) Cuda(cudaEventSynchronize(ev_), "event synchronize");
+    if (!done_) return;
+    Cuda(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream_fn_()), done_, 0), "stream wait event");
   }
 
  private:
   at::Tensor buf_;
-  cudaEvent_t ev_ = nullptr;
+  cudaEvent_t done_ = nullptr;
+  CudaStreamFn stream_fn_;
 };
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(MPI_Comm group, CudaStreamFn stream_fn) : stream_fn_(stream_fn) {
-    MPI_Comm_rank(group, &rank_);
-    MPI_Comm_size(group, &size_);
-    ncclUniqueId id;
-    if (rank_ == 0) Nccl(ncclGetUniqueId(&id), "get unique id");
-    MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, group);
-    Nccl(ncclCommInitRank(&comm_, size_, id, rank_), "comm init");
+  NcclCommunicator(MPI_Comm group, CudaStreamFn stream_fn) : mpi_(group, false), group_(group), stream_fn_(stream_fn) {
+    rank_ = mpi_.rank();
+    size_ = mpi_.size();
   }
   ~NcclCommunicator() override {
+    for (auto& [key, pair] : p2p_) {
+      if (pair.comm) ncclCommDestroy(pair.comm);
+      if (pair.stream) cudaStreamDestroy(pair.stream);
+    }
     if (comm_) ncclCommDestroy(comm_);
   }
   int rank() const override { return rank_; }
@@ -74,47 +90,113 @@ class NcclCommunicator final : public Communicator {
   void AllReduceSum(at::Tensor& t) const override { Reduce(t, ncclSum); }
   void AllReduceMax(at::Tensor& t) const override { Reduce(t, ncclMax); }
   void Broadcast(at::Tensor& t, int root) const override {
+    if (!t.is_cuda()) return mpi_.Broadcast(t, root);
     if (size_ == 1) return;
-    CheckCuda(t, "broadcast");
-    Nccl(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), NcclType(t), root, comm_, Stream()), "broadcast");
+    CheckContiguous(t, "broadcast");
+    Nccl(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), NcclType(t), root, Comm(), Stream()), "broadcast");
   }
   void AllGather(const at::Tensor& in, at::Tensor& out) const override {
-    CheckCuda(in, "all_gather");
-    CheckCuda(out, "all_gather");
+    if (!in.is_cuda()) return mpi_.AllGather(in, out);
+    CheckContiguous(in, "all_gather");
+    CheckContiguous(out, "all_gather");
+    MORE_CHECK(out.is_cuda(), "NCCL backend all_gather: input on CUDA but output on {}", out.device().str());
     MORE_CHECK(out.numel() == in.numel() * size_, "all_gather: output has {} elements, expected {}", out.numel(),
                in.numel() * size_);
-    Nccl(ncclAllGather(in.data_ptr(), out.data_ptr(), in.numel(), NcclType(in), comm_, Stream()), "all_gather");
+    if (size_ == 1) {
+      out.copy_(in.view_as(out));
+      return;
+    }
+    Nccl(ncclAllGather(in.data_ptr(), out.data_ptr(), in.numel(), NcclType(in), Comm(), Stream()), "all_gather");
   }
   void Send(const at::Tensor& t, int dst, int tag) const override {
-    CheckCuda(t, "send");
-    Nccl(ncclSend(t.data_ptr(), t.numel(), NcclType(t), dst, comm_, Stream()), "send");
+    if (!t.is_cuda()) return mpi_.Send(t, dst, tag);
+    ISend(t, dst, tag)->Wait();
   }
   std::unique_ptr<PendingSend> ISend(const at::Tensor& t, int dst, int tag) const override {
-    auto buf = t.detach().clone();
-    Send(buf, dst, tag);
-    cudaEvent_t ev;
-    Cuda(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "event create");
-    Cuda(cudaEventRecord(ev, Stream()), "event record");
-    return std::make_unique<NcclPendingSend>(std::move(buf), ev);
+    if (!t.is_cuda()) return mpi_.ISend(t, dst, tag);
+    auto& pair = Pair(rank_, dst);
+    auto buf = t.detach().contiguous().clone();  // snapshot, made on the compute stream
+    cudaEvent_t ready = NewEvent();
+    Cuda(cudaEventRecord(ready, Stream()), "event record");
+    Cuda(cudaStreamWaitEvent(pair.stream, ready, 0), "stream wait event");
+    cudaEventDestroy(ready);  // released once the wait has been satisfied
+    Nccl(ncclSend(buf.data_ptr(), buf.numel(), NcclType(buf), /*peer=*/1, pair.comm, pair.stream), "send");
+    cudaEvent_t done = NewEvent();
+    Cuda(cudaEventRecord(done, pair.stream), "event record");
+    return std::make_unique<NcclPendingSend>(std::move(buf), done, stream_fn_);
   }
   void Recv(at::Tensor& t, int src, int tag) const override {
-    CheckCuda(t, "recv");
-    Nccl(ncclRecv(t.data_ptr(), t.numel(), NcclType(t), src, comm_, Stream()), "recv");
+    if (!t.is_cuda()) return mpi_.Recv(t, src, tag);
+    CheckContiguous(t, "recv");
+    auto& pair = Pair(src, rank_);
+    Nccl(ncclRecv(t.data_ptr(), t.numel(), NcclType(t), /*peer=*/0, pair.comm, Stream()), "recv");
   }
   void Barrier() const override {
-    Cuda(cudaStreamSynchronize(Stream()), "stream synchronize");
+    if (comm_ || !p2p_.empty()) Cuda(cudaStreamSynchronize(Stream()), "stream synchronize");  // CUDA work issued
+    mpi_.Barrier();
   }
 
  private:
+  struct DirectedPair {
+    ncclComm_t comm = nullptr;     // 2 ranks: the sender is rank 0, the receiver rank 1
+    cudaStream_t stream = nullptr;  // sender side: the stream its sends run on
+  };
+
   cudaStream_t Stream() const { return static_cast<cudaStream_t>(stream_fn_()); }
-  void Reduce(at::Tensor& t, ncclRedOp_t op) const {
-    if (size_ == 1) return;
-    CheckCuda(t, "all_reduce");
-    Nccl(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), NcclType(t), op, comm_, Stream()), "all_reduce");
+
+  // The group's collective communicator, made at the first CUDA collective: every rank of the
+  // group reaches that same collective, so they all join (a run that never puts a CUDA tensor
+  // through a group creates no NCCL state for it).
+  ncclComm_t Comm() const {
+    if (comm_) return comm_;
+    ncclUniqueId id;
+    if (rank_ == 0) Nccl(ncclGetUniqueId(&id), "get unique id");
+    MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, group_);
+    Nccl(ncclCommInitRank(&comm_, size_, id, rank_), "comm init");
+    return comm_;
   }
+
+  // The communicator of transfers src -> dst (one of them is this rank), made at first use: the
+  // sender creates the id and sends it over MPI; both join. Both ranks reach their first transfer
+  // of this direction (the sender's first send, the receiver's first receive), so the blocking
+  // init cannot wait on a rank that never comes.
+  DirectedPair& Pair(int src, int dst) const {
+    MORE_CHECK(src != dst && src >= 0 && dst >= 0 && src < size_ && dst < size_,
+               "NCCL backend: point-to-point {} -> {} in a group of {}", src, dst, size_);
+    auto key = std::make_pair(src, dst);
+    auto it = p2p_.find(key);
+    if (it != p2p_.end()) return it->second;
+    DirectedPair pair;
+    ncclUniqueId id;
+    const bool sender = src == rank_;
+    if (sender) {
+      Nccl(ncclGetUniqueId(&id), "get unique id");
+      MPI_Send(&id, sizeof(id), MPI_BYTE, dst, kIdTag, group_);
+      Cuda(cudaStreamCreateWithFlags(&pair.stream, cudaStreamNonBlocking), "stream create");
+    } else {
+      MPI_Recv(&id, sizeof(id), MPI_BYTE, src, kIdTag, group_, MPI_STATUS_IGNORE);
+    }
+    Nccl(ncclCommInitRank(&pair.comm, 2, id, sender ? 0 : 1), "p2p comm init");
+    return p2p_.emplace(key, pair).first->second;
+  }
+
+  void Reduce(at::Tensor& t, ncclRedOp_t op) const {
+    if (!t.is_cuda()) {
+      if (op == ncclSum) mpi_.AllReduceSum(t);
+      else mpi_.AllReduceMax(t);
+      return;
+    }
+    if (size_ == 1) return;
+    CheckContiguous(t, "all_reduce");
+    Nccl(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), NcclType(t), op, Comm(), Stream()), "all_reduce");
+  }
+
+  MpiCommunicator mpi_;
+  MPI_Comm group_;
   CudaStreamFn stream_fn_;
-  ncclComm_t comm_ = nullptr;
+  mutable ncclComm_t comm_ = nullptr;
   int rank_ = 0, size_ = 1;
+  mutable std::map<std::pair<int, int>, DirectedPair> p2p_;
 };
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "more/dist/process_grid.h"
 
 #include "more/core/error.h"
+#include "more/dist/nccl_communicator.h"
 
 namespace more {
 namespace {
@@ -23,15 +24,21 @@ class SelfCommunicator final : public Communicator {
   void Barrier() const override {}
 };
 
-std::unique_ptr<Communicator> Split(MPI_Comm world, int color, int key) {
-  MPI_Comm c;
-  MPI_Comm_split(world, color, key, &c);
-  return std::make_unique<MpiCommunicator>(c, true);
+std::unique_ptr<Communicator> MakeCommunicator(MPI_Comm c, CommBackend backend) {
+  if (backend == CommBackend::kNccl) {
+#ifdef MORE_WITH_NCCL
+    return MakeNcclCommunicator(c, &CurrentCudaStream);
+#else
+    throw Error("model.device=cuda needs the NCCL backend, which this build does not have (CPU LibTorch)",
+                "rebuild against a CUDA LibTorch: see docs/gpu.md");
+#endif
+  }
+  return std::make_unique<MpiCommunicator>(c, false);
 }
 
 }  // namespace
 
-ProcessGrid::ProcessGrid(MPI_Comm world, Layout layout) : layout_(layout) {
+ProcessGrid::ProcessGrid(MPI_Comm world, Layout layout, CommBackend backend) : layout_(layout), backend_(backend) {
   int size = 0;
   MPI_Comm_rank(world, &world_rank_);
   MPI_Comm_size(world, &size);
@@ -42,11 +49,29 @@ ProcessGrid::ProcessGrid(MPI_Comm world, Layout layout) : layout_(layout) {
   tp_rank_ = world_rank_ % layout.tp;
   pp_rank_ = (world_rank_ / layout.tp) % layout.pp;
   dp_rank_ = world_rank_ / (layout.tp * layout.pp);
-  world_ = std::make_unique<MpiCommunicator>(world, false);
-  tp_ = Split(world, pp_rank_ + layout.pp * dp_rank_, tp_rank_);
-  pp_ = Split(world, tp_rank_ + layout.tp * dp_rank_, pp_rank_);
-  dp_ = Split(world, tp_rank_ + layout.tp * pp_rank_, dp_rank_);
-  stage_ = Split(world, pp_rank_, tp_rank_ + layout.tp * dp_rank_);
+  auto split = [&](int color, int key) {
+    MPI_Comm c;
+    MPI_Comm_split(world, color, key, &c);
+    split_.push_back(c);
+    return MakeCommunicator(c, backend);
+  };
+  world_ = MakeCommunicator(world, backend);
+  tp_ = split(pp_rank_ + layout.pp * dp_rank_, tp_rank_);
+  pp_ = split(tp_rank_ + layout.tp * dp_rank_, pp_rank_);
+  dp_ = split(tp_rank_ + layout.tp * pp_rank_, dp_rank_);
+  stage_ = split(pp_rank_, tp_rank_ + layout.tp * dp_rank_);
+}
+
+ProcessGrid::~ProcessGrid() {
+  world_.reset();
+  tp_.reset();
+  pp_.reset();
+  dp_.reset();
+  stage_.reset();
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized)
+    for (auto& c : split_) MPI_Comm_free(&c);
 }
 
 std::unique_ptr<ProcessGrid> ProcessGrid::Single() {
@@ -60,8 +85,9 @@ std::unique_ptr<ProcessGrid> ProcessGrid::Single() {
 }
 
 std::string ProcessGrid::Describe() const {
-  return fmt::format("world {} = tp {} x pp {} x dp {} (rank = tp_rank + tp*(pp_rank + pp*dp_rank))",
-                     world_size(), layout_.tp, layout_.pp, layout_.dp);
+  return fmt::format("world {} = tp {} x pp {} x dp {} (rank = tp_rank + tp*(pp_rank + pp*dp_rank)), {} backend",
+                     world_size(), layout_.tp, layout_.pp, layout_.dp,
+                     backend_ == CommBackend::kNccl ? "nccl (CPU tensors over MPI)" : "mpi");
 }
 
 }  // namespace more

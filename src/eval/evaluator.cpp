@@ -36,7 +36,7 @@ std::vector<double> ScoreSequences(Pipeline& pipeline, const ProcessGrid& grid,
     }
     auto targets = torch::cat({ids.narrow(1, 1, len - 1), ids.narrow(1, len - 1, 1)}, 1);
     auto nll = pipeline.ForwardNll(ids, targets, model_task);               // [n, len] on the last stage
-    auto ll = nll.defined() ? (-(nll * mask)).sum(1).to(torch::kFloat64).contiguous()
+    auto ll = nll.defined() ? (-(nll * mask.to(nll.device()))).sum(1).to(torch::kCPU, torch::kFloat64).contiguous()
                             : torch::zeros({n}, torch::kFloat64);
     grid.pp().Broadcast(ll, grid.layout().pp - 1);
     for (int64_t i = 0; i < n; ++i) out[b0 + i] = ll[i].item<double>();

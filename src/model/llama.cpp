@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <torch/csrc/autograd/functions/utils.h>
+
 #include "more/core/error.h"
 #include "more/model/weights.h"
 #include "more/parallel/tp_ops.h"
@@ -28,7 +30,8 @@ std::pair<int64_t, int64_t> StageLayerRange(const LlamaConfig& c, int pp_rank, i
 }
 
 std::unique_ptr<AdapterSet> BuildAdapters(const LlamaConfig& c, const AdapterOptions& opt,
-                                          const std::vector<std::string>& targets, const ProcessGrid& grid) {
+                                          const std::vector<std::string>& targets, const ProcessGrid& grid,
+                                          torch::Device device) {
   auto [first, last] = StageLayerRange(c, grid.pp_rank(), grid.layout().pp);
   std::vector<std::unique_ptr<MoreAdapter>> adapters;
   const auto shapes = LlamaModuleShapes(c);
@@ -38,7 +41,7 @@ std::unique_ptr<AdapterSet> BuildAdapters(const LlamaConfig& c, const AdapterOpt
         adapters.push_back(std::make_unique<MoreAdapter>(fmt::format("layers.{}.{}", layer, s.kind), s.d_in,
                                                          s.d_out, opt, s.parallel, grid.tp_rank(),
                                                          grid.layout().tp));
-  return std::make_unique<AdapterSet>(std::move(adapters));
+  return std::make_unique<AdapterSet>(std::move(adapters), device);
 }
 
 std::string HfModuleName(const std::string& kind) {
@@ -200,13 +203,119 @@ torch::Tensor LlamaStage::Embed(const torch::Tensor& ids) const {
   return VocabParallelEmbedding(ids, embed_, grid_.tp_rank() * embed_.size(0), grid_.tp());
 }
 
-torch::Tensor LlamaStage::Layers(torch::Tensor h, ForwardContext& ctx) const {
-  for (const auto& l : layers_) {
-    h = h + Attention(l, h, ctx);
-    auto n = CopyToTp(RmsNorm(h, l.ln2), grid_.tp());
-    auto a = torch::silu(l.gate.Forward(n, ctx)) * l.up.Forward(n, ctx);  // [B, S, I/tp]
-    h = h + l.down.Forward(a, ctx);
+torch::Tensor LlamaStage::LayerForward(const Layer& l, torch::Tensor h, ForwardContext& ctx) const {
+  h = h + Attention(l, h, ctx);
+  auto n = CopyToTp(RmsNorm(h, l.ln2), grid_.tp());
+  auto a = torch::silu(l.gate.Forward(n, ctx)) * l.up.Forward(n, ctx);  // [B, S, I/tp]
+  return h + l.down.Forward(a, ctx);
+}
+
+namespace {
+
+// The context a layer's forward needs, without the contrastive terms already collected or the
+// pooling cache (a recomputation starts from a fresh one).
+ForwardContext FreshContext(const ForwardContext& c) {
+  ForwardContext f;
+  f.task = c.task;
+  f.training = c.training;
+  f.token_mask = c.token_mask;
+  f.contrastive = c.contrastive;
+  return f;
+}
+
+// State of a device's default generator (adapter dropout), so a recomputation draws the masks
+// the first forward drew.
+struct RngState {
+  c10::Device device = c10::kCPU;
+  torch::Tensor state;
+  static RngState Save(c10::Device d) {
+    auto gen = at::globalContext().defaultGenerator(d);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return {d, gen.get_state()};
   }
+  void Restore() const {
+    auto gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(state);
+  }
+};
+
+}  // namespace
+
+// Backward of a recomputed layer (reentrant activation checkpointing): it holds only the layer
+// input; its backward reruns the layer's forward with gradients on (same dropout masks, same TP
+// collectives in the same order on every TP rank) and back-propagates through that graph, which
+// accumulates the adapters' gradients and yields the input's.
+class LlamaStage::RecomputeBackward : public torch::autograd::Node {
+ public:
+  RecomputeBackward(const LlamaStage& stage, const Layer& layer, torch::Tensor input, ForwardContext ctx,
+                    RngState rng, bool has_cl)
+      : stage_(stage), layer_(layer), input_(std::move(input)), ctx_(std::move(ctx)), rng_(std::move(rng)),
+        has_cl_(has_cl) {}
+  std::string name() const override { return "more::RecomputeBackward"; }
+  void release_variables() override { input_.reset(); }
+
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    MORE_CHECK(input_.defined(), "recomputed layer: backward called twice");
+    const auto now = RngState::Save(rng_.device);
+    rng_.Restore();
+    torch::Tensor x, out, cl;
+    {
+      torch::AutoGradMode on(true);
+      x = input_.detach().requires_grad_(true);
+      auto ctx = FreshContext(ctx_);
+      out = stage_.LayerForward(layer_, x, ctx);
+      if (has_cl_) cl = torch::stack(ctx.cl_losses).sum();
+    }
+    now.Restore();
+    std::vector<torch::Tensor> outs, gs;
+    if (grads.at(0).defined()) {
+      outs.push_back(out);
+      gs.push_back(grads[0]);
+    }
+    if (has_cl_ && grads.size() > 1 && grads[1].defined()) {
+      outs.push_back(cl);
+      gs.push_back(grads[1]);
+    }
+    if (!outs.empty()) torch::autograd::backward(outs, gs);
+    input_.reset();
+    return {x.grad()};
+  }
+
+ private:
+  const LlamaStage& stage_;
+  const Layer& layer_;
+  torch::Tensor input_;
+  ForwardContext ctx_;
+  RngState rng_;
+  bool has_cl_;
+};
+
+torch::Tensor LlamaStage::RecomputedLayer(const Layer& l, const torch::Tensor& h, ForwardContext& ctx) const {
+  auto rng = RngState::Save(h.device());
+  auto inner = FreshContext(ctx);
+  torch::Tensor out, cl;
+  {
+    torch::NoGradGuard ng;  // no graph: only the input is kept
+    out = LayerForward(l, h, inner);
+    if (!inner.cl_losses.empty()) cl = torch::stack(inner.cl_losses).sum();
+  }
+  const bool has_cl = cl.defined();
+  auto node = std::make_shared<RecomputeBackward>(*this, l, h.detach(), FreshContext(ctx), std::move(rng), has_cl);
+  node->set_next_edges(torch::autograd::collect_next_edges(h));
+  torch::autograd::create_gradient_edge(out, node);  // output 0
+  if (has_cl) {
+    torch::autograd::create_gradient_edge(cl, node);  // output 1: the layer's contrastive terms, summed
+    ctx.cl_losses.push_back(cl);
+  }
+  return out;
+}
+
+torch::Tensor LlamaStage::Layers(torch::Tensor h, ForwardContext& ctx) const {
+  const bool recompute = recompute_layers_ > 0 && torch::GradMode::is_enabled();
+  for (size_t i = 0; i < layers_.size(); ++i)
+    h = recompute && static_cast<int64_t>(i) < recompute_layers_ ? RecomputedLayer(layers_[i], h, ctx)
+                                                                : LayerForward(layers_[i], h, ctx);
   return h;
 }
 

@@ -32,6 +32,7 @@
 #include "more/core/main_guard.h"
 #include "more/core/proc.h"
 #include "more/core/safetensors.h"
+#include "more/dist/device.h"
 #include "more/dist/memory_plan.h"
 #include "more/dist/process_grid.h"
 #include "more/model/hf_config.h"
@@ -100,28 +101,48 @@ void Emit(const Args& a, nlohmann::json j) {
 }
 
 // ---- matmul ceiling ------------------------------------------------------------------------
-double MatmulGflops(int64_t m, int64_t k, int64_t n) {
+// The base model's matmul dtype on its device: fp32 on the CPU, bf16 on a GPU (model.dtype=auto).
+torch::TensorOptions MatmulOptions(const std::string& device, const std::string& dtype) {
+  const bool cuda = device == "cuda";
+  const bool bf16 = dtype == "bfloat16" || (dtype == "auto" && cuda);
+  return torch::TensorOptions(bf16 ? torch::kBFloat16 : torch::kFloat32)
+      .device(cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU));  // cuda: the current device
+}
+
+// GPU work is asynchronous: wait for it before reading the clock.
+void Sync(const torch::TensorOptions& o) {
+  if (o.device().is_cuda()) torch::cuda::synchronize();
+}
+
+double MatmulGflops(int64_t m, int64_t k, int64_t n, const torch::TensorOptions& o) {
   torch::NoGradGuard ng;
-  auto x = torch::randn({m, k}), w = torch::randn({k, n});
+  auto x = torch::randn({m, k}, o), w = torch::randn({k, n}, o);
   auto y = torch::mm(x, w);
   for (int i = 0; i < 2; ++i) y = torch::mm(x, w);  // warm-up (threads, caches)
+  Sync(o);
   int reps = 0;
   const auto t0 = Clock::now();
   double t = 0;
   while (t < 0.4 || reps < 3) {
     y = torch::mm(x, w);
     ++reps;
+    if (reps % 8 == 0 || !o.device().is_cuda()) Sync(o);
     t = Seconds(t0);
   }
+  Sync(o);
+  t = Seconds(t0);
   return 2.0 * m * k * n * reps / t / 1e9;
 }
 
-// Best fp32 GFLOP/s of this process over shapes like the training matmuls (tokens x d x d').
-double MatmulCeiling(nlohmann::json* shapes) {
+// Best GFLOP/s of this process over shapes like the training matmuls (tokens x d x d'), in the
+// base model's dtype on its device.
+double MatmulCeiling(nlohmann::json* shapes, const torch::TensorOptions& o) {
   double best = 0;
-  for (auto [m, k, n] : std::vector<std::array<int64_t, 3>>{
-           {1024, 768, 768}, {1024, 768, 2048}, {1024, 2048, 768}, {2048, 2048, 2048}, {4096, 4096, 4096}}) {
-    const double g = MatmulGflops(m, k, n);
+  std::vector<std::array<int64_t, 3>> dims{
+      {1024, 768, 768}, {1024, 768, 2048}, {1024, 2048, 768}, {2048, 2048, 2048}, {4096, 4096, 4096}};
+  if (o.device().is_cuda()) dims.push_back({8192, 8192, 8192});
+  for (auto [m, k, n] : dims) {
+    const double g = MatmulGflops(m, k, n, o);
     if (shapes) shapes->push_back({{"m", m}, {"k", k}, {"n", n}, {"gflops", g}});
     best = std::max(best, g);
   }
@@ -132,7 +153,7 @@ double MatmulCeiling(nlohmann::json* shapes) {
 // and input gradient g W for every projection of its layers (local TP shards) and, on the
 // last stage, the LM head, combined by their FLOPs. The best rate the model's matmuls could
 // reach on this BLAS, whatever the rest of the step costs.
-double OwnShapeRate(const LlamaConfig& m, int64_t tokens, const ProcessGrid& grid) {
+double OwnShapeRate(const LlamaConfig& m, int64_t tokens, const ProcessGrid& grid, const torch::TensorOptions& o) {
   const int64_t tp = grid.layout().tp, d = m.hidden_size, hd = m.head_dim(), i = m.intermediate_size / tp;
   const int64_t q = m.num_attention_heads * hd / tp, kv = m.num_key_value_heads * hd / tp;
   const double layers = static_cast<double>(m.num_hidden_layers / grid.layout().pp);
@@ -142,14 +163,16 @@ double OwnShapeRate(const LlamaConfig& m, int64_t tokens, const ProcessGrid& gri
   torch::NoGradGuard ng;
   double flops = 0, secs = 0;
   for (const auto& w : ws) {
-    auto wt = torch::randn({w.out, w.in}), x = torch::randn({tokens, w.in}), g = torch::randn({tokens, w.out});
+    auto wt = torch::randn({w.out, w.in}, o), x = torch::randn({tokens, w.in}, o), g = torch::randn({tokens, w.out}, o);
     for (int backward = 0; backward < 2; ++backward) {
       auto run = [&] { return backward ? torch::matmul(g, wt) : torch::matmul(x, wt.t()); };
       run();
+      Sync(o);
       int reps = 0;
       const auto t0 = Clock::now();
       while (Seconds(t0) < 0.2 || reps < 2) {
         run();
+        Sync(o);
         ++reps;
       }
       flops += w.count * 2.0 * static_cast<double>(tokens * w.out * w.in);
@@ -162,11 +185,14 @@ double OwnShapeRate(const LlamaConfig& m, int64_t tokens, const ProcessGrid& gri
 int Matmul(const Args& a) {
   SetComputeThreads(a.Int("threads", 1), WorldRank());
   nlohmann::json shapes = nlohmann::json::array();
-  const double best = MatmulCeiling(&shapes);
+  const auto o = MatmulOptions(a.bench.count("device") ? a.bench.at("device") : "cpu",
+                               a.bench.count("dtype") ? a.bench.at("dtype") : "auto");
+  if (o.device().is_cuda()) SelectDevice("cuda", MPI_COMM_WORLD);
+  const double best = MatmulCeiling(&shapes, o);
   for (const auto& s : shapes)
     std::printf("matmul %5lld x %5lld x %5lld: %7.1f GFLOP/s\n", s["m"].get<long long>(), s["k"].get<long long>(),
                 s["n"].get<long long>(), s["gflops"].get<double>());
-  std::printf("ceiling (%d thread(s)): %.1f GFLOP/s\n", torch::get_num_threads(), best);
+  std::printf("ceiling (%s, %d thread(s)): %.1f GFLOP/s\n", o.device().str().c_str(), torch::get_num_threads(), best);
   Emit(a, {{"ceiling_gflops", best}, {"shapes", shapes}});
   return 0;
 }
@@ -187,7 +213,8 @@ std::unique_ptr<ProcessGrid> MakeGrid(const Config& cfg, const LlamaConfig& mode
   cfg.ValidateAgainstModel(model, world);
   Layout layout{static_cast<int>(cfg.parallel.tp), static_cast<int>(cfg.parallel.pp),
                 static_cast<int>(cfg.dp_size(world))};
-  return std::make_unique<ProcessGrid>(MPI_COMM_WORLD, layout);
+  const int gpu = SelectDevice(cfg.model.device, MPI_COMM_WORLD);
+  return std::make_unique<ProcessGrid>(MPI_COMM_WORLD, layout, gpu >= 0 ? CommBackend::kNccl : CommBackend::kMpi);
 }
 
 // Parameters that take part in a matmul per token (all linears of all layers + LM head): a
@@ -224,7 +251,8 @@ int Train(const Args& a) {
   // the matmul ceiling of every rank measured at the same time (they share the machine)
   grid->world().Barrier();
   const int64_t tokens = cfg.train.micro_batch * t.train_shards().max_len();
-  auto ceil = torch::tensor({MatmulCeiling(nullptr), OwnShapeRate(model, tokens, *grid)}, torch::kFloat64);
+  const auto mo = MatmulOptions(cfg.model.device, cfg.model.dtype);
+  auto ceil = torch::tensor({MatmulCeiling(nullptr, mo), OwnShapeRate(model, tokens, *grid, mo)}, torch::kFloat64);
   grid->world().AllReduceSum(ceil);
   const double ceiling = ceil[0].item<double>(), own_rate = ceil[1].item<double>();
   RunSteps(t, a.Int("warmup", 2));

@@ -6,8 +6,10 @@
 
 namespace more {
 
-FlatAdamW::FlatAdamW(int64_t numel, AdamWOptions opt)
-    : opt_(opt), m_(torch::zeros({numel}, torch::kFloat32)), v_(torch::zeros({numel}, torch::kFloat32)) {}
+FlatAdamW::FlatAdamW(int64_t numel, AdamWOptions opt, torch::Device device)
+    : opt_(opt),
+      m_(torch::zeros({numel}, torch::TensorOptions(torch::kFloat32).device(device))),
+      v_(torch::zeros({numel}, torch::TensorOptions(torch::kFloat32).device(device))) {}
 
 void FlatAdamW::Step(torch::Tensor& param, const torch::Tensor& grad, const torch::Tensor& decay_mask,
                      double lr) {

@@ -44,7 +44,12 @@ Pipeline::Sums Pipeline::TrainStep(const std::vector<BatchTensors>& batches, dou
   };
   std::vector<Live> live(m);
   std::vector<std::unique_ptr<PendingSend>> sends;
-  Sums sums;
+  // loss sums stay on the device until the end of the step: no host sync per micro-batch
+  torch::Tensor gen_acc, cl_acc;
+  auto accumulate = [](torch::Tensor& acc, const torch::Tensor& v) {
+    auto d = v.detach().to(torch::kFloat64);
+    acc = acc.defined() ? acc + d : d;
+  };
   for (auto [forward, i] : Order(schedule_, p, r, m)) {
     const auto& b = batches[i];
     if (forward) {
@@ -57,7 +62,8 @@ Pipeline::Sums Pipeline::TrainStep(const std::vector<BatchTensors>& batches, dou
       if (grid_.first_stage()) {
         h = stage_.Embed(b.ids);
       } else {
-        auto in = torch::empty({b.ids.size(0), b.ids.size(1), d}, torch::TensorOptions().dtype(stage_.dtype()));
+        auto in = torch::empty({b.ids.size(0), b.ids.size(1), d},
+                               torch::TensorOptions().dtype(stage_.dtype()).device(stage_.device()));
         pp.Recv(in, r - 1, FwdTag(i));                                      // [B, L, D]
         live[i].input = in.requires_grad_(true);
         h = live[i].input;
@@ -65,12 +71,12 @@ Pipeline::Sums Pipeline::TrainStep(const std::vector<BatchTensors>& batches, dou
       h = stage_.Layers(h, ctx);
       if (ctx.contrastive && !ctx.cl_losses.empty()) {
         auto cl = torch::stack(ctx.cl_losses).sum() / static_cast<double>(num_modules);
-        sums.cl_sum += cl.item<double>();
+        accumulate(cl_acc, cl);
         live[i].cl = cl * cl_scale;
       }
       if (grid_.last_stage()) {
         auto gen_sum = (stage_.TokenNll(h, b.targets) * b.loss_mask).sum();
-        sums.gen_sum += gen_sum.item<double>();
+        accumulate(gen_acc, gen_sum);
         live[i].output = gen_sum * gen_scale;
         if (live[i].cl.defined()) live[i].output = live[i].output + live[i].cl;
       } else {
@@ -95,6 +101,9 @@ Pipeline::Sums Pipeline::TrainStep(const std::vector<BatchTensors>& batches, dou
     }
   }
   for (auto& s : sends) s->Wait();
+  Sums sums;
+  if (gen_acc.defined()) sums.gen_sum = gen_acc.item<double>();
+  if (cl_acc.defined()) sums.cl_sum = cl_acc.item<double>();
   return sums;
 }
 
@@ -102,13 +111,14 @@ torch::Tensor Pipeline::ForwardNll(const torch::Tensor& ids, const torch::Tensor
   torch::NoGradGuard ng;
   ForwardContext ctx;
   ctx.task = task;
+  const auto dev = stage_.device();
   const int r = grid_.pp_rank();
   torch::Tensor h;
   if (grid_.first_stage()) {
-    h = stage_.Embed(ids);
+    h = stage_.Embed(ids.to(dev));
   } else {
     h = torch::empty({ids.size(0), ids.size(1), stage_.config().hidden_size},
-                     torch::TensorOptions().dtype(stage_.dtype()));
+                     torch::TensorOptions().dtype(stage_.dtype()).device(stage_.device()));
     grid_.pp().Recv(h, r - 1, 0);
   }
   h = stage_.Layers(h, ctx);
@@ -116,7 +126,7 @@ torch::Tensor Pipeline::ForwardNll(const torch::Tensor& ids, const torch::Tensor
     grid_.pp().Send(h.contiguous(), r + 1, 0);
     return {};
   }
-  return stage_.TokenNll(h, targets);
+  return stage_.TokenNll(h, targets.to(dev));
 }
 
 }  // namespace more

@@ -18,6 +18,7 @@
 #include "more/core/proc.h"
 #include "more/core/safetensors.h"
 #include "more/data/sampler.h"
+#include "more/dist/device.h"
 #include "more/train/loss.h"
 
 namespace fs = std::filesystem;
@@ -150,21 +151,25 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
 
   const auto ao = AdapterOptionsFromConfig(cfg_, static_cast<int64_t>(task_names_.size()));
   const auto targets = cfg_.TargetModules();
-  adapters_ = BuildAdapters(model_cfg_, ao, targets, grid_);
+  // model.device=cuda: this rank's GPU is its node-local rank (made current before the grid's
+  // NCCL communicators were created); base weights bf16 by default, adapters and optimizer fp32
+  const bool cuda = cfg_.model.device == "cuda";
+  if (cuda && grid_.world_size() > 1 && grid_.backend() != CommBackend::kNccl)
+    throw Error("model.device=cuda with several ranks needs a process grid on the NCCL backend",
+                "build the grid with CommBackend::kNccl (more_train does)");
+  device_ = cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(SelectDevice("cuda", MPI_COMM_WORLD)))
+                 : torch::Device(torch::kCPU);
+  adapters_ = BuildAdapters(model_cfg_, ao, targets, grid_, device_);
   num_modules_ = ao.more ? model_cfg_.num_hidden_layers * static_cast<int64_t>(targets.size()) : 0;
 
-  const bool cuda = cfg_.model.device == "cuda";
-  if (cuda)
-    throw Error("model.device = cuda: the GPU path (CUDA LibTorch, NCCL, bf16 base) is not implemented yet",
-                "use model.device=cpu");
   auto dtype = cfg_.model.dtype == "bfloat16" || (cfg_.model.dtype == "auto" && cuda) ? torch::kBFloat16
                                                                                       : torch::kFloat32;
   weights_ = std::make_unique<SafetensorsCollection>(cfg_.model.path);
-  stage_ = std::make_unique<LlamaStage>(model_cfg_, *weights_, grid_, adapters_.get(), dtype,
-                                        cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU));
+  stage_ = std::make_unique<LlamaStage>(model_cfg_, *weights_, grid_, adapters_.get(), dtype, device_);
+  stage_->SetRecompute(cfg_.train.recompute_layers);
   pipeline_ = std::make_unique<Pipeline>(*stage_, grid_, cfg_.parallel.schedule);
   AdamWOptions oo{cfg_.train.beta1, cfg_.train.beta2, cfg_.train.eps, cfg_.train.weight_decay};
-  opt_ = std::make_unique<FlatAdamW>(adapters_->numel(), oo);
+  opt_ = std::make_unique<FlatAdamW>(adapters_->numel(), oo, device_);
   ckpt_ = std::make_unique<CheckpointManager>(cfg_.checkpoint_dir(), cfg_.ckpt.keep_last);
 
   spdlog::info("layout: {}", grid_.Describe());
@@ -218,7 +223,7 @@ StepResult Trainer::Step() {
   double local_tokens = 0;
   for (int64_t i = 0; i < n_micro_; ++i) {
     auto mb = loader_->Next();
-    batches.push_back(ToTensors(mb, torch::kCPU));
+    batches.push_back(ToTensors(mb, device_));
     local_tokens += batches.back().loss_mask.sum().item<double>();
     for (auto l : mb.lengths) r.tokens += l;
     r.tasks.push_back(mb.task);
@@ -268,6 +273,7 @@ StepResult Trainer::Step() {
     opt_->Step(adapters_->flat(), adapters_->flat_grad(), adapters_->decay_mask(), r.lr);
   }
   r.step = ++step_;
+  if (device_.is_cuda()) torch::cuda::synchronize();  // the optimizer's kernels are part of the step's time
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
@@ -386,7 +392,8 @@ nlohmann::json Trainer::GatherTaskRanks() const {
 void Trainer::CheckReplicasInSync() const {
   if (grid_.stage().size() == 1) return;
   auto& flat = adapters_->flat();
-  const double crc = static_cast<double>(Crc32(flat.data_ptr(), flat.nbytes()));
+  const auto host = flat.to(torch::kCPU).contiguous();
+  const double crc = static_cast<double>(Crc32(host.data_ptr(), host.nbytes()));
   auto range = torch::tensor({-crc, crc}, torch::kFloat64);  // one max gives both min and max
   grid_.stage().AllReduceMax(range);
   if (-range[0].item<double>() != range[1].item<double>())

@@ -158,3 +158,53 @@ TEST(Llama, ExportWithTamperedRankMapIsRejected) {
 
 }  // namespace
 }  // namespace more
+
+namespace more {
+namespace {
+
+// Recomputed layers keep no graph inside: the stage output hangs off one recompute node per
+// layer, whose backward gives the input and adapter gradients of the plain graph.
+TEST(Llama, RecomputedLayersKeepOnlyTheirInputAndGiveTheSameGradients) {
+  auto grid = ProcessGrid::Single();
+  const auto base = TestData("tiny");
+  auto cfg = LoadLlamaConfig(base);
+  Config run = testing::TinyConfig(ScratchDir("recompute_stage"));
+  AdapterOptions ao;
+  ao.rank = 4;
+  ao.num_tasks = 3;
+  ao.dropout = 0.0;
+  auto adapters = BuildAdapters(cfg, ao, run.TargetModules(), *grid);
+  {
+    torch::NoGradGuard ng;
+    torch::manual_seed(2);
+    adapters->flat().copy_(torch::randn({adapters->numel()}) * 0.1);
+  }
+  SafetensorsCollection st(base);
+  LlamaStage stage(cfg, st, *grid, adapters.get(), torch::kFloat32, torch::kCPU);
+  auto grads = [&](int64_t recompute, std::string* top) {
+    stage.SetRecompute(recompute);
+    adapters->ZeroGrad();
+    auto x = stage.Embed(Ids()).detach().requires_grad_(true);
+    ForwardContext ctx;
+    ctx.task = 1;
+    ctx.training = true;
+    ctx.contrastive = true;
+    ctx.token_mask = torch::ones({2, 9});
+    auto h = stage.Layers(x, ctx);
+    *top = h.grad_fn()->name();
+    auto loss = h.pow(2).mean() + torch::stack(ctx.cl_losses).sum();
+    loss.backward();
+    return std::make_pair(x.grad().clone(), adapters->flat_grad().clone());
+  };
+  std::string plain_top, recompute_top;
+  const auto [x0, a0] = grads(0, &plain_top);
+  const auto [x1, a1] = grads(cfg.num_hidden_layers, &recompute_top);
+  EXPECT_EQ(recompute_top, "more::RecomputeBackward");
+  EXPECT_NE(plain_top, recompute_top);
+  EXPECT_TRUE(torch::allclose(x0, x1, 1e-4, 1e-7)) << (x0 - x1).abs().max().item<double>();
+  EXPECT_TRUE(torch::allclose(a0, a1, 1e-4, 1e-7)) << (a0 - a1).abs().max().item<double>();
+  EXPECT_GT(a1.abs().sum().item<double>(), 0.0);
+}
+
+}  // namespace
+}  // namespace more

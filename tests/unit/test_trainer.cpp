@@ -97,6 +97,71 @@ TEST(Trainer, GateAndTaskEmbeddingsReceiveGradients) {
   EXPECT_GT(e_changed, 0);
 }
 
+// Activation recomputation (train.recompute_layers) reruns layers in the backward: the same
+// losses, adapter gradients and updates as keeping every activation, with dropout on (the masks
+// are replayed) and the contrastive loss on (its terms flow through the recomputed layers).
+TEST(Trainer, RecomputationGivesTheSameLossesAndGradients) {
+  auto grid = ProcessGrid::Single();
+  auto run = [&](int64_t recompute, const std::string& name) {
+    auto c = TinyConfig(ScratchDir(name));
+    c.train.steps = 4;
+    c.train.recompute_layers = recompute;
+    c.adapter.dropout = 0.1;
+    Trainer t(c, *grid);
+    std::vector<double> losses;
+    std::vector<torch::Tensor> grads;
+    for (int i = 0; i < 4; ++i) {
+      losses.push_back(t.Step().loss);
+      grads.push_back(t.adapters().flat_grad().clone());
+    }
+    return std::make_tuple(losses, grads, t.adapters().flat().clone());
+  };
+  const auto [l0, g0, p0] = run(0, "recompute_off");
+  for (int64_t r : {1, 1000}) {  // the first layer only; every layer
+    const auto [l1, g1, p1] = run(r, "recompute_" + std::to_string(r));
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_NEAR(l0[i], l1[i], 1e-5 * std::abs(l0[i])) << "recompute " << r << " step " << i + 1;
+      EXPECT_TRUE(torch::allclose(g0[i], g1[i], 1e-4, 1e-7)) << "recompute " << r << " step " << i + 1 << " grad diff "
+                                                              << (g0[i] - g1[i]).abs().max().item<double>();
+    }
+    EXPECT_TRUE(torch::allclose(p0, p1, 1e-4, 1e-7)) << "recompute " << r;
+    EXPECT_GT(g1.back().abs().sum().item<double>(), 0.0);
+  }
+}
+
+// model.dtype=bfloat16: bf16 base weights and activations, fp32 adapters, gradients and optimizer
+// state (the GPU configuration, checked here on the CPU): losses and gradients follow the fp32
+// run within bf16 precision.
+TEST(Trainer, Bf16BaseWithFp32AdaptersTracksTheFp32Run) {
+  auto grid = ProcessGrid::Single();
+  auto run = [&](const std::string& dtype) {
+    auto c = TinyConfig(ScratchDir("dtype_" + dtype));
+    c.model.dtype = dtype;
+    c.adapter.dropout = 0.0;
+    c.train.steps = 3;
+    Trainer t(c, *grid);
+    EXPECT_EQ(t.stage().dtype(), dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat32);
+    EXPECT_EQ(t.adapters().flat().scalar_type(), torch::kFloat32);
+    EXPECT_EQ(t.adapters().flat_grad().scalar_type(), torch::kFloat32);
+    EXPECT_EQ(t.optimizer().m().scalar_type(), torch::kFloat32);
+    std::vector<double> losses;
+    std::vector<torch::Tensor> grads;
+    for (int i = 0; i < 3; ++i) {
+      losses.push_back(t.Step().loss);
+      grads.push_back(t.adapters().flat_grad().clone());
+    }
+    return std::make_pair(losses, grads);
+  };
+  const auto [l32, g32] = run("float32");
+  const auto [l16, g16] = run("bfloat16");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NEAR(l16[i], l32[i], 0.02 * std::abs(l32[i])) << "step " << i + 1;
+    const double cos = torch::cosine_similarity(g16[i], g32[i], 0).item<double>();
+    EXPECT_GT(cos, 0.98) << "step " << i + 1;
+  }
+  EXPECT_NE(l16[0], l32[0]);  // it really ran in bf16
+}
+
 TEST(Trainer, LoraBaselineModeOfTheSameBinary) {
   auto grid = ProcessGrid::Single();
   auto c = TinyConfig(ScratchDir("lora"));

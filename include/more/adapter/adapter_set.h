@@ -23,7 +23,8 @@ class AdapterSet {
  public:
   // Takes ownership of the adapters (already initialised) and moves their tensors into the
   // flat buffers. Gradients accumulate in place into flat_grad().
-  explicit AdapterSet(std::vector<std::unique_ptr<MoreAdapter>> adapters);
+  // Parameters, gradients and the decay mask live in flat fp32 buffers on `device`.
+  explicit AdapterSet(std::vector<std::unique_ptr<MoreAdapter>> adapters, torch::Device device = torch::kCPU);
 
   MoreAdapter* Find(const std::string& module) const;  // nullptr if absent
   const std::vector<std::unique_ptr<MoreAdapter>>& adapters() const { return adapters_; }

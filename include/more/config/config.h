@@ -58,6 +58,7 @@ struct TrainConfig {
   int64_t log_every = 10;
   std::string out_dir = "runs/default";  // metrics.jsonl, resolved config, exports
   int64_t threads = 0;             // intra-op threads per rank; 0 = cores / local ranks
+  int64_t recompute_layers = 0;    // activation recomputation: first N layers of each stage; 0 = off
   std::string nan_policy = "stop"; // stop | skip (skip the step, count it, stop after 10 in a row)
   bool progress = true;            // rank-0 progress bar on a terminal
   bool dump_grads = false;         // write synced adapter grads per step (equivalence tests)

@@ -40,6 +40,9 @@ void VisitConfig(C& c, F&& f) {
   f("train.log_every", c.train.log_every, "steps between metric lines");
   f("train.out_dir", c.train.out_dir, "run directory: metrics.jsonl, config, exports");
   f("train.threads", c.train.threads, "intra-op threads per rank; 0 = cores / local ranks");
+  f("train.recompute_layers", c.train.recompute_layers,
+    "activation recomputation: the first N layers of each pipeline stage keep only their input and rerun "
+    "their forward in the backward; 0 = off, >= layers per stage = all");
   f("train.nan_policy", c.train.nan_policy, "non-finite loss: stop | skip");
   f("train.progress", c.train.progress, "rank-0 progress bar on a terminal");
   f("train.dump_grads", c.train.dump_grads, "write <out_dir>/grads/step-N.safetensors (synced grads)");

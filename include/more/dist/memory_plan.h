@@ -26,6 +26,9 @@
 //   It is the GPT layer's count (4D MLP); used as is for LLaMA's SwiGLU MLP it is an estimate.
 //   Times the micro-batches whose activations are alive at once on stage i:
 //     1f1b: min(p - i, m)      gpipe: m
+//   With recomputation of R = min(train.recompute_layers, layers) layers of a stage, those keep
+//   only their input, s*b*D*e bytes, and one layer's full activations exist during the backward
+//   that reruns it:  in_flight * ((layers - R) * full + R * s*b*D*e) + (R > 0 ? full : 0).
 // LM-head logits (last stage): b*s*V/t fp32 values for the logits (kept for backward) of every
 //   micro-batch in flight on the last stage plus one gradient:
 //   4 * b*s*V/t * (in_flight + 1)  (= 4 * b*s*V/t * 2 under 1F1B, where in_flight is 1).
@@ -76,6 +79,7 @@ struct MemoryPlan {
   int64_t global_batch = 1;
   int64_t micro_batches = 1;      // m, per step per data-parallel replica
   std::string schedule;           // 1f1b | gpipe
+  int64_t recompute_layers = 0;   // per stage (train.recompute_layers, at most the stage's layers)
   std::string method;             // more | lora
   int64_t rank = 0;               // adapter rank r
   std::vector<std::string> targets;
@@ -97,6 +101,10 @@ int64_t AdapterParamsPerLayer(const LlamaConfig& m, const std::vector<std::strin
 // Megatron-LM per layer per micro-batch activation bytes (see the header comment).
 int64_t ActivationBytesPerLayer(int64_t s, int64_t b, int64_t hidden, int64_t heads, int64_t tp,
                                 int64_t elem_bytes);
+// A stage's activation bytes: `layers` layers of `act_layer` bytes each, `recomputed` of which
+// keep only their input (`input_bytes`), times `in_flight`, plus one layer while recomputing.
+int64_t ActivationBytesPerStage(int64_t act_layer, int64_t layers, int64_t recomputed, int64_t input_bytes,
+                                int64_t in_flight);
 // Micro-batches alive at once on stage `stage` of p: 1f1b min(p - stage, m); gpipe m.
 int64_t MicroBatchesInFlight(const std::string& schedule, int64_t pp, int64_t stage, int64_t m);
 // (p - 1) / (m + p - 1)

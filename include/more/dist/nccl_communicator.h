@@ -1,12 +1,25 @@
-// NCCL backend of Communicator (CUDA tensors). Built only when a CUDA LibTorch is found
-// (MORE_WITH_NCCL); CI builds compile-check it against /usr/local/cuda without linking.
+// NCCL backend of Communicator. Built into the library only when a CUDA LibTorch is found
+// (MORE_WITH_NCCL); CPU-only builds compile-check it against /usr/local/cuda (no link).
 //
-// Set-up: rank 0 of the MPI group creates an ncclUniqueId, broadcasts it over that MPI
-// communicator, and every rank calls ncclCommInitRank: one NCCL communicator per process
-// group (tp, pp, dp, stage). Collectives and point-to-point operations are enqueued on the
-// stream returned by `stream_fn` (the caller passes the current CUDA stream of LibTorch, so
-// NCCL work is ordered with the compute that produced the tensor); ISend records a CUDA event
-// that PendingSend::Wait synchronises on.
+// One NcclCommunicator per process group (tp, pp, dp, stage, world). It is a hybrid:
+//   - CUDA tensors go over NCCL, enqueued on LibTorch's current CUDA stream (`stream_fn`), so
+//     communication is ordered with the compute that produced and consumes the tensor;
+//   - CPU tensors (token counts, loss sums, flags, checkpoint metadata) go over MPI on the same
+//     group, so host-side scalars need no device round trip.
+//
+// Collectives: one NCCL communicator over the group, made at the group's first CUDA collective
+// (which every rank of the group reaches): rank 0 creates the ncclUniqueId and broadcasts it
+// over MPI, every rank calls ncclCommInitRank.
+//
+// Point to point (pipeline activations and their gradients): one 2-rank NCCL communicator per
+// DIRECTED pair (src -> dst), created at the pair's first transfer (the id travels over MPI).
+// A send is enqueued on a side stream of its own (after an event on the compute stream), a
+// receive on the compute stream. So a send never blocks the compute stream, and each directed
+// communicator is used by exactly one stream on each side. This gives the MPI backend's
+// semantics (sends never block, receives in order) with which 1F1B's crossing transfers cannot
+// deadlock. NCCL has no tags: transfers match in issue order per direction, which the pipeline
+// respects (activations and gradients each flow in micro-batch order); tags are checked by the
+// MPI backend only, so CI's MPI runs would catch an order change.
 #pragma once
 #include <memory>
 
@@ -14,8 +27,9 @@
 
 namespace more {
 
-using CudaStreamFn = void* (*)();  // returns a cudaStream_t
+using CudaStreamFn = void* (*)();  // returns the cudaStream_t to enqueue on
 
+// `group` is not owned (the ProcessGrid frees it after the communicator).
 std::unique_ptr<Communicator> MakeNcclCommunicator(MPI_Comm group, CudaStreamFn stream_fn);
 
 #ifdef MORE_WITH_NCCL

@@ -11,12 +11,18 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <mpi.h>
 
 #include "more/dist/communicator.h"
 
 namespace more {
+
+// Communication backend of every group: MPI (CPU tensors) or NCCL (CUDA tensors over NCCL,
+// CPU tensors still over MPI; see nccl_communicator.h). NCCL needs this rank's CUDA device set
+// before the grid is built (SelectDevice in dist/device.h).
+enum class CommBackend { kMpi, kNccl };
 
 struct Layout {
   int tp = 1, pp = 1, dp = 1;
@@ -26,8 +32,11 @@ struct Layout {
 class ProcessGrid {
  public:
   // Splits `world` (not owned) into the axis groups. Throws more::Error when tp*pp*dp does not
-  // equal the world size.
-  ProcessGrid(MPI_Comm world, Layout layout);
+  // equal the world size, or when NCCL is asked of a build without it.
+  ProcessGrid(MPI_Comm world, Layout layout, CommBackend backend = CommBackend::kMpi);
+  ~ProcessGrid();
+  ProcessGrid(const ProcessGrid&) = delete;
+  ProcessGrid& operator=(const ProcessGrid&) = delete;
   // A single-process grid (tests, tools): all groups of size 1, no MPI needed.
   static std::unique_ptr<ProcessGrid> Single();
 
@@ -51,12 +60,15 @@ class ProcessGrid {
   const Communicator& pp() const { return *pp_; }
   const Communicator& dp() const { return *dp_; }
   const Communicator& stage() const { return *stage_; }
+  CommBackend backend() const { return backend_; }
   std::string Describe() const;
 
  private:
   ProcessGrid() = default;
   Layout layout_;
+  CommBackend backend_ = CommBackend::kMpi;
   int world_rank_ = 0, tp_rank_ = 0, pp_rank_ = 0, dp_rank_ = 0;
+  std::vector<MPI_Comm> split_;  // the axis groups' MPI communicators, freed after the Communicators
   std::unique_ptr<Communicator> world_, tp_, pp_, dp_, stage_;
 };
 

@@ -42,9 +42,10 @@ std::string HfModuleName(const std::string& kind);
 // The adapter settings of a run configuration (one mapping for training, export and tools).
 AdapterOptions AdapterOptionsFromConfig(const Config& cfg, int64_t num_tasks);
 
-// Creates the adapters of this stage's layers (names "layers.<i>.<kind>").
+// Creates the adapters of this stage's layers (names "layers.<i>.<kind>"), fp32 on `device`.
 std::unique_ptr<AdapterSet> BuildAdapters(const LlamaConfig& c, const AdapterOptions& opt,
-                                          const std::vector<std::string>& targets, const ProcessGrid& grid);
+                                          const std::vector<std::string>& targets, const ProcessGrid& grid,
+                                          torch::Device device = torch::kCPU);
 
 class LlamaStage {
  public:
@@ -67,6 +68,11 @@ class LlamaStage {
   int64_t first_layer() const { return first_; }
   int64_t last_layer() const { return last_; }
   torch::ScalarType dtype() const { return dtype_; }
+  // Activation recomputation: the first `layers` layers of this stage keep only their input
+  // during the forward and rerun it in the backward (0 = none; more than the stage has = all).
+  // Same losses and gradients, up to float summation order of the contrastive terms.
+  void SetRecompute(int64_t layers) { recompute_layers_ = layers; }
+  torch::Device device() const { return cos_.device(); }
   // Base weight of module "layers.<i>.<kind>" (local shard), for merge tests and export.
   const AdaptedLinear& Linear(int64_t layer, const std::string& kind) const;
   // This rank's base weights under their Hugging Face names: the stage's own tensors (not
@@ -79,6 +85,9 @@ class LlamaStage {
     torch::Tensor ln1, ln2;  // [D]
     AdaptedLinear q, k, v, o, gate, up, down;
   };
+  class RecomputeBackward;
+  torch::Tensor LayerForward(const Layer& l, torch::Tensor h, ForwardContext& ctx) const;
+  torch::Tensor RecomputedLayer(const Layer& l, const torch::Tensor& h, ForwardContext& ctx) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const;
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, ForwardContext& ctx) const;
   // x [B, h, S, hd]; scale multiplies the result (folded into the cos / sin tables)
@@ -87,6 +96,7 @@ class LlamaStage {
   LlamaConfig cfg_;
   const ProcessGrid& grid_;
   torch::ScalarType dtype_;
+  int64_t recompute_layers_ = 0;
   int64_t first_ = 0, last_ = 0;
   int64_t heads_local_ = 0, kv_local_ = 0, head_dim_ = 0;
   torch::Tensor embed_;    // [V/tp, D]   first stage

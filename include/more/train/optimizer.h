@@ -14,7 +14,7 @@ struct AdamWOptions {
 
 class FlatAdamW {
  public:
-  FlatAdamW(int64_t numel, AdamWOptions opt);
+  FlatAdamW(int64_t numel, AdamWOptions opt, torch::Device device = torch::kCPU);  // state on `device`
   // One update of `param` (flat, fp32) with `grad`; decay_mask [P] selects decayed entries.
   void Step(torch::Tensor& param, const torch::Tensor& grad, const torch::Tensor& decay_mask, double lr);
   int64_t t() const { return t_; }

@@ -67,6 +67,7 @@ class Trainer {
   const ShardSet& train_shards() const { return *train_; }
   const ProcessGrid& grid() const { return grid_; }
   FlatAdamW& optimizer() { return *opt_; }
+  torch::Device device() const { return device_; }
 
  private:
   void Log(const nlohmann::json& j);
@@ -94,6 +95,7 @@ class Trainer {
   std::unique_ptr<LlamaStage> stage_;
   std::unique_ptr<Pipeline> pipeline_;
   std::unique_ptr<FlatAdamW> opt_;
+  torch::Device device_ = torch::kCPU;
   std::unique_ptr<CheckpointManager> ckpt_;
   std::unique_ptr<Evaluator> evaluator_;
   std::vector<std::string> task_names_;
