@@ -12,8 +12,8 @@
 # Each rank sizes its intra-op thread pool to cores / local ranks (train.threads=0), so ranks
 # are not bound to cores (--bind-to none) and OpenBLAS stays single-threaded (launch/env.sh).
 #
-# Honest status: this is the CPU/MPI form. The GPU path (model.device=cuda, bf16 base, NCCL
-# backend) is not implemented yet; until it lands every rank computes on CPU tensors.
+# GPUs: add --model.device=cuda with NP = GPUs; each rank takes the GPU of its node-local rank
+# (docs/gpu.md). The GPU path has not been run on a GPU yet (no GPU was available).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then

@@ -14,9 +14,8 @@
 # The same paths must exist on every node (a shared file system, or the build, model and
 # shards copied to the same place). -x forwards this shell's variables to remote ranks.
 #
-# Honest status: this is the CPU/MPI form. The GPU path (model.device=cuda, bf16 base, NCCL
-# backend) is not implemented yet; until it lands every rank computes on CPU tensors, which is
-# what this launches. Once it does, the NCCL variables below become relevant.
+# GPUs: add --model.device=cuda with PPN = GPUs per node (docs/gpu.md); the GPU path has not
+# been run on a GPU yet (no GPU was available to this work).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
@@ -27,7 +26,7 @@ HOSTFILE=$1; CONFIG=$2; shift 2
 NP=${NP:-16}
 PPN=${PPN:-8}
 source launch/env.sh
-# For the GPU path, when it lands, also forward e.g. -x NCCL_DEBUG=WARN -x NCCL_SOCKET_IFNAME=<nic>.
+# With model.device=cuda, also forward NCCL's settings, e.g. -x NCCL_DEBUG=WARN -x NCCL_SOCKET_IFNAME=<nic>.
 exec mpirun --hostfile "$HOSTFILE" -np "$NP" --map-by "ppr:${PPN}:node" --bind-to none \
   -x PATH -x LD_LIBRARY_PATH -x OPENBLAS_NUM_THREADS \
   -x OMPI_MCA_btl_vader_single_copy_mechanism \

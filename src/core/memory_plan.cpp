@@ -236,7 +236,7 @@ std::string FormatPlan(const MemoryPlan& p, const std::string& model_name) {
   for (const auto& s : p.stages) all = all && p.Fits(s);
   o += all ? fmt::format("fits: every rank within {}\n", FormatBytes(p.usable_bytes()))
            : fmt::format("does NOT fit: some stage exceeds {} (more tp or pp, a smaller micro_batch or "
-                         "seq_len, or 1f1b)\n",
+                         "seq_len, 1f1b, or train.recompute_layers)\n",
                          FormatBytes(p.usable_bytes()));
   return o;
 }

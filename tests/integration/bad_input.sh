@@ -52,6 +52,11 @@ expect_fail unknown_task "unknown task 'nosuchtask'" --data.tasks=nosuchtask
 NP=3 expect_fail layout_not_dividing "num_attention_heads = 4 is not divisible by parallel.tp = 3" --parallel.tp=3
 expect_fail world_size_mismatch "but the job has 2 ranks" --parallel.tp=2 --parallel.dp=2
 expect_fail batch_not_dividing "train.global_batch" --train.global_batch=12
+# a GPU run asked of a build whose LibTorch has no CUDA (or of a machine with no GPU)
+if [ "${MORE_HAVE_GPU:-0}" = 0 ]; then
+  expect_fail cuda_without_gpu "model.device=cuda but" --model.device=cuda
+fi
+expect_fail recompute_negative "train.recompute_layers" --train.recompute_layers=-1
 
 # --- data ----------------------------------------------------------------------------------
 mkdir -p "$OUT/empty_dir"

@@ -164,6 +164,25 @@ TEST(MemoryPlan, ActivationsAndLogits) {
   EXPECT_EQ(f.stages[1].total_bytes(), 1712 * 2 + 1948 * 16 + 27648 + 8192 * 2);
 }
 
+TEST(MemoryPlan, RecomputationKeepsOnlyLayerInputs) {
+  // 2 layers at tp 1, pp 1, s 8, b 8, bf16: 11264 * 4 = 45056 bytes per layer per micro-batch
+  // (b = 8 is 4x the b = 2 above); a layer input is s*b*D*e = 8*8*16*2 = 2048 bytes; 1F1B on
+  // one stage keeps 1 micro-batch in flight.
+  const auto m = Small();
+  auto c = Layout(1, 1);
+  const int64_t full = 45056, input = 2048;
+  EXPECT_EQ(PlanMemory(c, m, 1, Opts(2)).stages[0].activation_bytes, 2 * full);
+  c.train.recompute_layers = 1;  // one layer keeps its input; one full layer while it reruns
+  EXPECT_EQ(PlanMemory(c, m, 1, Opts(2)).stages[0].activation_bytes, full + input + full);
+  c.train.recompute_layers = 5;  // more than the stage has: all of them
+  auto all = PlanMemory(c, m, 1, Opts(2));
+  EXPECT_EQ(all.recompute_layers, 2);
+  EXPECT_EQ(all.stages[0].activation_bytes, 2 * input + full);
+  EXPECT_NE(FormatPlan(all, "small").find("recompute 2 layer(s) per stage"), std::string::npos);
+  // in flight multiplies what is kept, not the one rerun layer
+  EXPECT_EQ(ActivationBytesPerStage(full, 2, 2, input, 3), 3 * 2 * input + full);
+}
+
 TEST(MemoryPlan, StageRanksAndDataParallel) {
   // world 8 = tp 2 x pp 2 x dp 2: stage 0 = ranks {0,1} (dp 0) and {4,5} (dp 1)
   const auto m = Small();
