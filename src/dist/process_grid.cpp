@@ -1,6 +1,9 @@
 #include "more/dist/process_grid.h"
 
+#include "more/config/config.h"
 #include "more/core/error.h"
+#include "more/dist/device.h"
+#include "more/model/hf_config.h"
 #include "more/dist/nccl_communicator.h"
 
 namespace more {
@@ -72,6 +75,17 @@ ProcessGrid::~ProcessGrid() {
   MPI_Finalized(&finalized);
   if (!finalized)
     for (auto& c : split_) MPI_Comm_free(&c);
+}
+
+std::unique_ptr<ProcessGrid> MakeRunGrid(const Config& cfg, const LlamaConfig& model, MPI_Comm world) {
+  int size = 1;
+  MPI_Comm_size(world, &size);
+  cfg.ValidateAgainstModel(model, size);
+  const Layout layout{static_cast<int>(cfg.parallel.tp), static_cast<int>(cfg.parallel.pp),
+                      static_cast<int>(cfg.dp_size(size))};
+  // GPU: this rank's device is made current first, so the NCCL communicators are created on it
+  const int gpu = SelectDevice(cfg.model.device, world);
+  return std::make_unique<ProcessGrid>(world, layout, gpu >= 0 ? CommBackend::kNccl : CommBackend::kMpi);
 }
 
 std::unique_ptr<ProcessGrid> ProcessGrid::Single() {

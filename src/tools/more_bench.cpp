@@ -1,6 +1,7 @@
 // more_bench: the measurements of docs/benchmarks.md (launch/bench.sh runs them all).
 //
-//   more_bench matmul [--bench.threads=T]                 libtorch fp32 matmul ceiling
+//   more_bench matmul [--bench.threads=T] [--bench.device=cuda] [--bench.dtype=D]
+//                                                         libtorch matmul ceiling (fp32 CPU, bf16 GPU)
 //   more_bench train  --config F [overrides] [--bench.*]  step time, tokens/s, MFU, peak RSS vs plan
 //                                                         (any layout, under mpirun)
 //   more_bench ratio  --config F [overrides]              MoRE vs LoRA step time, same batches
@@ -101,13 +102,6 @@ void Emit(const Args& a, nlohmann::json j) {
 }
 
 // ---- matmul ceiling ------------------------------------------------------------------------
-// The base model's matmul dtype on its device: fp32 on the CPU, bf16 on a GPU (model.dtype=auto).
-torch::TensorOptions MatmulOptions(const std::string& device, const std::string& dtype) {
-  const bool cuda = device == "cuda";
-  const bool bf16 = dtype == "bfloat16" || (dtype == "auto" && cuda);
-  return torch::TensorOptions(bf16 ? torch::kBFloat16 : torch::kFloat32)
-      .device(cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU));  // cuda: the current device
-}
 
 // GPU work is asynchronous: wait for it before reading the clock.
 void Sync(const torch::TensorOptions& o) {
@@ -126,7 +120,7 @@ double MatmulGflops(int64_t m, int64_t k, int64_t n, const torch::TensorOptions&
   while (t < 0.4 || reps < 3) {
     y = torch::mm(x, w);
     ++reps;
-    if (reps % 8 == 0 || !o.device().is_cuda()) Sync(o);
+    if (reps % 8 == 0) Sync(o);  // a GPU: keep a few GEMMs queued; a no-op on the CPU
     t = Seconds(t0);
   }
   Sync(o);
@@ -185,9 +179,12 @@ double OwnShapeRate(const LlamaConfig& m, int64_t tokens, const ProcessGrid& gri
 int Matmul(const Args& a) {
   SetComputeThreads(a.Int("threads", 1), WorldRank());
   nlohmann::json shapes = nlohmann::json::array();
-  const auto o = MatmulOptions(a.bench.count("device") ? a.bench.at("device") : "cpu",
-                               a.bench.count("dtype") ? a.bench.at("dtype") : "auto");
-  if (o.device().is_cuda()) SelectDevice("cuda", MPI_COMM_WORLD);
+  // the base model's matmul dtype on its device (model.dtype=auto: fp32 on the CPU, bf16 on a GPU)
+  const std::string device = a.bench.count("device") ? a.bench.at("device") : "cpu";
+  const int gpu = SelectDevice(device, MPI_COMM_WORLD);
+  const auto o = torch::TensorOptions(BaseDtype(a.bench.count("dtype") ? a.bench.at("dtype") : "auto", device))
+                     .device(gpu >= 0 ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(gpu))
+                                      : torch::Device(torch::kCPU));
   const double best = MatmulCeiling(&shapes, o);
   for (const auto& s : shapes)
     std::printf("matmul %5lld x %5lld x %5lld: %7.1f GFLOP/s\n", s["m"].get<long long>(), s["k"].get<long long>(),
@@ -206,15 +203,6 @@ Config LoadBenchConfig(const Args& a) {
   cfg.train.progress = false;
   cfg.Validate();
   return cfg;
-}
-
-std::unique_ptr<ProcessGrid> MakeGrid(const Config& cfg, const LlamaConfig& model) {
-  const int world = WorldSize();
-  cfg.ValidateAgainstModel(model, world);
-  Layout layout{static_cast<int>(cfg.parallel.tp), static_cast<int>(cfg.parallel.pp),
-                static_cast<int>(cfg.dp_size(world))};
-  const int gpu = SelectDevice(cfg.model.device, MPI_COMM_WORLD);
-  return std::make_unique<ProcessGrid>(MPI_COMM_WORLD, layout, gpu >= 0 ? CommBackend::kNccl : CommBackend::kMpi);
 }
 
 // Parameters that take part in a matmul per token (all linears of all layers + LM head): a
@@ -246,12 +234,12 @@ StepTimes RunSteps(Trainer& t, int64_t n) {
 int Train(const Args& a) {
   auto cfg = LoadBenchConfig(a);
   auto model = LoadLlamaConfig(cfg.model.path);
-  auto grid = MakeGrid(cfg, model);
+  auto grid = MakeRunGrid(cfg, model, MPI_COMM_WORLD);
   Trainer t(cfg, *grid);
   // the matmul ceiling of every rank measured at the same time (they share the machine)
   grid->world().Barrier();
   const int64_t tokens = cfg.train.micro_batch * t.train_shards().max_len();
-  const auto mo = MatmulOptions(cfg.model.device, cfg.model.dtype);
+  const auto mo = torch::TensorOptions(t.stage().dtype()).device(t.device());  // the base model's matmuls
   auto ceil = torch::tensor({MatmulCeiling(nullptr, mo), OwnShapeRate(model, tokens, *grid, mo)}, torch::kFloat64);
   grid->world().AllReduceSum(ceil);
   const double ceiling = ceil[0].item<double>(), own_rate = ceil[1].item<double>();
@@ -266,9 +254,9 @@ int Train(const Args& a) {
   const double tok_s = s.tokens / total;
   const double n = MatmulParams(model);
   const double achieved = tok_s * 4.0 * n / 1e9;
-  // peak RSS of every rank against the planner's estimate of its stage (fp32 base here)
+  // peak RSS of every rank against the planner's estimate of its stage, in the run's base dtype
   PlanOptions po;
-  po.elem_bytes = cfg.model.dtype == "bfloat16" ? 2 : 4;
+  po.elem_bytes = t.stage().dtype() == torch::kBFloat16 ? 2 : 4;
   po.num_tasks = static_cast<int64_t>(t.task_names().size());
   po.seq_len = t.train_shards().max_len();
   const auto plan = PlanMemory(cfg, model, grid->world_size(), po);
@@ -311,7 +299,7 @@ int Ratio(const Args& a) {
   auto cfg = LoadBenchConfig(a);
   MORE_CHECK(WorldSize() == 1, "more_bench ratio runs on one rank");
   auto model = LoadLlamaConfig(cfg.model.path);
-  auto grid = MakeGrid(cfg, model);
+  auto grid = MakeRunGrid(cfg, model, MPI_COMM_WORLD);
   auto more_cfg = cfg, lora_cfg = cfg;
   more_cfg.adapter.method = "more";
   lora_cfg.adapter.method = "lora";
@@ -342,7 +330,7 @@ int Ratio(const Args& a) {
 int Loader(const Args& a) {
   auto cfg = LoadBenchConfig(a);
   auto model = LoadLlamaConfig(cfg.model.path);
-  auto grid = MakeGrid(cfg, model);
+  auto grid = MakeRunGrid(cfg, model, MPI_COMM_WORLD);
   Trainer t(cfg, *grid);
   RunSteps(t, 1);
   const auto train = RunSteps(t, a.Int("steps", 3));
@@ -371,7 +359,7 @@ int64_t DirBytes(const std::string& dir) {
 int Ckpt(const Args& a) {
   auto cfg = LoadBenchConfig(a);
   auto model = LoadLlamaConfig(cfg.model.path);
-  auto grid = MakeGrid(cfg, model);
+  auto grid = MakeRunGrid(cfg, model, MPI_COMM_WORLD);
   Trainer t(cfg, *grid);
   t.Step();
   std::vector<double> ws, rs;

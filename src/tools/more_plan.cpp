@@ -156,7 +156,6 @@ int Run(int argc, char** argv) {
 
   const auto plan = more::PlanMemory(cfg, model, static_cast<int>(world), opt);
   std::cout << more::FormatPlan(plan, model_name);
-
   return 0;
 }
 

@@ -7,7 +7,6 @@
 #include "more/config/config.h"
 #include "more/core/error.h"
 #include "more/core/main_guard.h"
-#include "more/dist/device.h"
 #include "more/dist/process_grid.h"
 #include "more/model/hf_config.h"
 #include "more/train/trainer.h"
@@ -30,16 +29,8 @@ int main(int argc, char** argv) {
     }
     auto cfg = more::LoadConfig(config_path, overrides);
     cfg.Validate();
-    int world = 1;
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-    auto model = more::LoadLlamaConfig(cfg.model.path);
-    cfg.ValidateAgainstModel(model, world);
-    more::Layout layout{static_cast<int>(cfg.parallel.tp), static_cast<int>(cfg.parallel.pp),
-                        static_cast<int>(cfg.dp_size(world))};
-    // GPU: pick this rank's device first, then the NCCL communicators are created on it
-    const int gpu = more::SelectDevice(cfg.model.device, MPI_COMM_WORLD);
-    more::ProcessGrid grid(MPI_COMM_WORLD, layout, gpu >= 0 ? more::CommBackend::kNccl : more::CommBackend::kMpi);
-    more::Trainer trainer(cfg, grid);
+    const auto grid = more::MakeRunGrid(cfg, more::LoadLlamaConfig(cfg.model.path), MPI_COMM_WORLD);
+    more::Trainer trainer(cfg, *grid);
     trainer.Run();
     return 0;
   });

@@ -76,6 +76,10 @@ int SetComputeThreads(int64_t requested, int world_rank) {
   return static_cast<int>(threads);
 }
 
+torch::ScalarType BaseDtype(const std::string& dtype, const std::string& device) {
+  return dtype == "bfloat16" || (dtype == "auto" && device == "cuda") ? torch::kBFloat16 : torch::kFloat32;
+}
+
 Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), grid_(grid) {
   cfg_.Validate();
   SetComputeThreads(cfg_.train.threads, grid_.world_rank());
@@ -156,14 +160,13 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   const bool cuda = cfg_.model.device == "cuda";
   if (cuda && grid_.world_size() > 1 && grid_.backend() != CommBackend::kNccl)
     throw Error("model.device=cuda with several ranks needs a process grid on the NCCL backend",
-                "build the grid with CommBackend::kNccl (more_train does)");
+                "build the grid with MakeRunGrid (more_train does)");
   device_ = cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(SelectDevice("cuda", MPI_COMM_WORLD)))
                  : torch::Device(torch::kCPU);
   adapters_ = BuildAdapters(model_cfg_, ao, targets, grid_, device_);
   num_modules_ = ao.more ? model_cfg_.num_hidden_layers * static_cast<int64_t>(targets.size()) : 0;
 
-  auto dtype = cfg_.model.dtype == "bfloat16" || (cfg_.model.dtype == "auto" && cuda) ? torch::kBFloat16
-                                                                                      : torch::kFloat32;
+  const auto dtype = BaseDtype(cfg_.model.dtype, cfg_.model.device);
   weights_ = std::make_unique<SafetensorsCollection>(cfg_.model.path);
   stage_ = std::make_unique<LlamaStage>(model_cfg_, *weights_, grid_, adapters_.get(), dtype, device_);
   stage_->SetRecompute(cfg_.train.recompute_layers);
@@ -220,15 +223,15 @@ StepResult Trainer::Step() {
   adapters_->ZeroGrad();
   // all micro-batches of the step first: the objective is normalised by the step's target tokens
   std::vector<BatchTensors> batches;
-  double local_tokens = 0;
+  auto target_tokens = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device_));  // read once below
   for (int64_t i = 0; i < n_micro_; ++i) {
     auto mb = loader_->Next();
     batches.push_back(ToTensors(mb, device_));
-    local_tokens += batches.back().loss_mask.sum().item<double>();
+    target_tokens += batches.back().loss_mask.sum().to(torch::kFloat64);
     for (auto l : mb.lengths) r.tokens += l;
     r.tasks.push_back(mb.task);
   }
-  auto tokens = torch::tensor({local_tokens}, torch::kFloat64);
+  auto tokens = torch::tensor({target_tokens.item<double>()}, torch::kFloat64);
   grid_.dp().AllReduceSum(tokens);
   const double dp = static_cast<double>(grid_.layout().dp);
   const double gen_scale = dp / std::max(1.0, tokens.item<double>());

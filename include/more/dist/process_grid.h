@@ -19,6 +19,9 @@
 
 namespace more {
 
+struct Config;
+struct LlamaConfig;
+
 // Communication backend of every group: MPI (CPU tensors) or NCCL (CUDA tensors over NCCL,
 // CPU tensors still over MPI; see nccl_communicator.h). NCCL needs this rank's CUDA device set
 // before the grid is built (SelectDevice in dist/device.h).
@@ -71,5 +74,11 @@ class ProcessGrid {
   std::vector<MPI_Comm> split_;  // the axis groups' MPI communicators, freed after the Communicators
   std::unique_ptr<Communicator> world_, tp_, pp_, dp_, stage_;
 };
+
+// The grid of a training run: checks the layout against the model and the job's size
+// (cfg.ValidateAgainstModel), selects this rank's device (model.device; SelectDevice) and builds
+// the grid on the matching backend: NCCL for cuda, MPI for cpu. One place for more_train and
+// more_bench.
+std::unique_ptr<ProcessGrid> MakeRunGrid(const Config& cfg, const LlamaConfig& model, MPI_Comm world);
 
 }  // namespace more

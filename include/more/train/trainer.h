@@ -35,6 +35,10 @@ namespace more {
 // the rank may run on. Warns when the count exceeds those cores (a rank bound by mpirun).
 int SetComputeThreads(int64_t requested, int world_rank);
 
+// The base weights' dtype of model.dtype on model.device: bfloat16, or auto on cuda -> bf16;
+// float32, or auto on cpu -> f32.
+torch::ScalarType BaseDtype(const std::string& dtype, const std::string& device);
+
 struct StepResult {
   int64_t step = 0;   // steps completed after this one
   double loss = 0, gen = 0, cl = 0, lr = 0, grad_norm = 0;
