@@ -24,6 +24,17 @@ torch::Tensor Ids() {
                        torch::kInt64).view({2, 9});
 }
 
+// Adapters of the tiny model with random "trained" values (B is zero at init, so a fresh set
+// would leave the model unchanged).
+std::unique_ptr<AdapterSet> RandomAdapters(const LlamaConfig& cfg, const AdapterOptions& ao, const ProcessGrid& grid,
+                                           uint64_t seed, double scale) {
+  auto adapters = BuildAdapters(cfg, ao, Config().TargetModules(), grid);  // every module kind
+  torch::NoGradGuard ng;
+  torch::manual_seed(seed);
+  adapters->flat().copy_(torch::randn({adapters->numel()}) * scale);
+  return adapters;
+}
+
 // Runs the python reference; returns logits [B, L, V] as float32.
 torch::Tensor Reference(const std::string& model, const torch::Tensor& ids, const std::string& tmp) {
   std::string rows;
@@ -112,12 +123,7 @@ TEST(Llama, MergedModelForTaskEqualsAdapterModel) {
   ao.num_tasks = 5;
   ao.alpha = 8;
   ao.seed = 5;
-  auto adapters = BuildAdapters(cfg, ao, run.TargetModules(), *grid);
-  {
-    torch::NoGradGuard ng;
-    torch::manual_seed(1);
-    adapters->flat().copy_(torch::randn({adapters->numel()}) * 0.2);  // "trained" adapters
-  }
+  auto adapters = RandomAdapters(cfg, ao, *grid, 1, 0.2);
   const auto ex = ScratchDir("merge_export");
   ExportAdapters(ex, *adapters, {"a", "b", "c", "d", "e"}, run, cfg);
   SafetensorsCollection st(base);
@@ -156,29 +162,17 @@ TEST(Llama, ExportWithTamperedRankMapIsRejected) {
   EXPECT_THROW(LoadExport(ex, cfg), Error);
 }
 
-}  // namespace
-}  // namespace more
-
-namespace more {
-namespace {
-
 // Recomputed layers keep no graph inside: the stage output hangs off one recompute node per
 // layer, whose backward gives the input and adapter gradients of the plain graph.
 TEST(Llama, RecomputedLayersKeepOnlyTheirInputAndGiveTheSameGradients) {
   auto grid = ProcessGrid::Single();
   const auto base = TestData("tiny");
   auto cfg = LoadLlamaConfig(base);
-  Config run = testing::TinyConfig(ScratchDir("recompute_stage"));
   AdapterOptions ao;
   ao.rank = 4;
   ao.num_tasks = 3;
   ao.dropout = 0.0;
-  auto adapters = BuildAdapters(cfg, ao, run.TargetModules(), *grid);
-  {
-    torch::NoGradGuard ng;
-    torch::manual_seed(2);
-    adapters->flat().copy_(torch::randn({adapters->numel()}) * 0.1);
-  }
+  auto adapters = RandomAdapters(cfg, ao, *grid, 2, 0.1);
   SafetensorsCollection st(base);
   LlamaStage stage(cfg, st, *grid, adapters.get(), torch::kFloat32, torch::kCPU);
   auto grads = [&](int64_t recompute, std::string* top) {
