@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS=(build-essential cmake ninja-build pkg-config git
-      libtorch-dev libopenblas0-openmp libopenblas-dev
+      libtorch-dev libopenblas0-openmp libopenblas-dev libtcmalloc-minimal4
       libopenmpi-dev openmpi-bin libhdf5-dev libspdlog-dev libfmt-dev libboost-dev
       libgtest-dev libgmock-dev libsentencepiece-dev nlohmann-json3-dev libtomlplusplus-dev
       python3-torch python3-numpy python3-matplotlib)
