@@ -100,24 +100,31 @@ torch::Tensor MoreAdapter::ComponentWeights(const Selection& sel) const {
   return sel.weight * (comp * (base * s));
 }
 
-torch::Tensor MoreAdapter::Delta(const torch::Tensor& x, int task, bool training) const {
+MoreAdapter::Factors MoreAdapter::FactorsFor(int task, bool training) const {
   const auto sel = Select(task);
   const int64_t rt = sel.rank;
-  auto w = ComponentWeights(sel);                                          // [rt] or 0-dim
-  auto xd = x.scalar_type() == A.scalar_type() ? x : x.to(A.scalar_type());
-  if (opt_.dropout > 0 && training) xd = torch::dropout(xd, opt_.dropout, true);
-  auto a = A.narrow(0, 0, rt);                                             // [rt, d_in]
-  auto b = B.narrow(1, 0, rt);                                             // [d_out, rt]
+  Factors f;
+  f.w = ComponentWeights(sel);                                             // [rt] or 0-dim
+  f.dropout = training ? opt_.dropout : 0.0;
+  f.a = A.narrow(0, 0, rt);                                                // [rt, d_in]
+  f.b = B.narrow(1, 0, rt);                                                // [d_out, rt]
   if (kind_ == ParallelKind::kRow && tp_size_ > 1) {
     const int64_t n = d_in_ / tp_size_;
-    a = a.narrow(1, tp_rank_ * n, n);                                      // [rt, d_in/tp]
+    f.a = f.a.narrow(1, tp_rank_ * n, n);                                  // [rt, d_in/tp]
   }
   if (kind_ == ParallelKind::kColumn && tp_size_ > 1) {
     const int64_t n = d_out_ / tp_size_;
-    b = b.narrow(0, tp_rank_ * n, n);                                      // [d_out/tp, rt]
+    f.b = f.b.narrow(0, tp_rank_ * n, n);                                  // [d_out/tp, rt]
   }
-  auto u = torch::matmul(xd, a.t()) * w;                                  // [.., rt]
-  return torch::matmul(u, b.t());                                          // [.., d_out(/tp)]
+  return f;
+}
+
+torch::Tensor MoreAdapter::Delta(const torch::Tensor& x, int task, bool training) const {
+  const auto f = FactorsFor(task, training);
+  auto xd = x.scalar_type() == A.scalar_type() ? x : x.to(A.scalar_type());
+  if (f.dropout > 0) xd = torch::dropout(xd, f.dropout, true);
+  auto u = torch::matmul(xd, f.a.t()) * f.w;                               // [.., rt]
+  return torch::matmul(u, f.b.t());                                        // [.., d_out(/tp)]
 }
 
 torch::Tensor MeanPoolWeights(const torch::Tensor& mask, torch::ScalarType dtype) {

@@ -12,14 +12,84 @@ torch::Tensor ForwardContext::Pooled(const torch::Tensor& x, torch::ScalarType d
   return last_pooled_;
 }
 
+namespace {
+
+// Inputs: x [.., d_in], W [d_out, d_in], a [rt, d_in], b [d_out, rt], w [rt] | 0-dim; p: dropout.
+// Saved: x (the base GEMM's input, for dW only if W requires grad), xd = dropout(x) in the
+// adapter dtype (for da; the same tensor as x when no cast and no dropout), the dropout scale
+// tensor, v = xd a^T [N, rt] (for dw), and W, a, b, w.
+class LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight, const torch::Tensor& a, const torch::Tensor& b,
+                               const torch::Tensor& w, double p) {
+    const int64_t d_in = x.size(-1);
+    auto out_shape = x.sizes().vec();
+    out_shape.back() = weight.size(0);
+    auto x2 = x.reshape({-1, d_in});                                       // [N, d_in]
+    auto y = x2.mm(weight.t());                                            // [N, d_out]
+    auto xd = x2.scalar_type() == a.scalar_type() ? x2 : x2.to(a.scalar_type());
+    torch::Tensor noise;
+    if (p > 0) {  // the draws of torch::dropout: noise ~ Bernoulli(1 - p) / (1 - p)
+      noise = torch::empty_like(xd).bernoulli_(1 - p).div_(1 - p);
+      xd = xd * noise;
+    }
+    auto v = xd.mm(a.t());                                                 // [N, rt]
+    auto u = v * w;
+    if (u.scalar_type() == y.scalar_type())
+      y.addmm_(u, b.t());
+    else
+      y.add_(u.mm(b.t()).to(y.scalar_type()));
+    ctx->save_for_backward({x2, xd, noise, v, weight, a, b, w});
+    return y.view(out_shape);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const auto &x2 = s[0], &xd = s[1], &noise = s[2], &v = s[3], &weight = s[4], &a = s[5], &b = s[6], &w = s[7];
+    auto g = grads[0].reshape({-1, weight.size(0)});                       // [N, d_out]
+    auto gf = g.scalar_type() == b.scalar_type() ? g : g.to(b.scalar_type());
+    auto du = gf.mm(b);                                                    // [N, rt]
+    torch::Tensor dx, dw_base, da, db, dw;
+    if (ctx->needs_input_grad(3)) db = gf.t().mm(v * w);                  // [d_out, rt]
+    if (ctx->needs_input_grad(4)) dw = w.dim() == 0 ? (du * v).sum() : (du * v).sum(0);
+    auto dv = du * w;                                                      // [N, rt]
+    if (ctx->needs_input_grad(2)) da = dv.t().mm(xd);                     // [rt, d_in]
+    if (ctx->needs_input_grad(0)) {
+      dx = g.mm(weight);                                                   // [N, d_in]
+      if (!noise.defined() && dx.scalar_type() == dv.scalar_type()) {
+        dx.addmm_(dv, a);
+      } else {
+        auto dxa = dv.mm(a);
+        if (noise.defined()) dxa.mul_(noise);
+        dx.add_(dxa.to(dx.scalar_type()));
+      }
+      auto shape = grads[0].sizes().vec();
+      shape.back() = weight.size(1);
+      dx = dx.view(shape);
+    }
+    if (ctx->needs_input_grad(1)) dw_base = g.t().mm(x2);                  // [d_out, d_in]
+    return {dx, dw_base, da, db, dw, torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight, const MoreAdapter::Factors& f) {
+  return LoraLinearFn::apply(x, weight, f.a, f.b, f.w, f.dropout);
+}
+
 AdaptedLinear::AdaptedLinear(torch::Tensor weight_local, ParallelKind kind, MoreAdapter* adapter,
                              const Communicator* tp)
     : weight_(std::move(weight_local)), kind_(kind), adapter_(adapter), tp_(tp) {}
 
 torch::Tensor AdaptedLinear::Forward(const torch::Tensor& x, ForwardContext& ctx) const {
-  auto y = torch::matmul(x, weight_.t());                                 // [.., d_out/tp] or partial [.., d_out]
-  if (adapter_) {
-    y = y + adapter_->Delta(x, ctx.task, ctx.training).to(y.scalar_type());
+  torch::Tensor y;                                                         // [.., d_out/tp] or partial [.., d_out]
+  if (!adapter_) {
+    y = torch::matmul(x, weight_.t());
+  } else {
+    y = LoraLinear(x, weight_, adapter_->FactorsFor(ctx.task, ctx.training));
     if (ctx.contrastive)
       ctx.cl_losses.push_back(adapter_->ContrastiveLossPooled(ctx.Pooled(x, adapter_->A.scalar_type()), ctx.task, *tp_));
   }

@@ -12,8 +12,10 @@ namespace {
 
 constexpr int64_t kIn = 6, kOut = 5, kRank = 4, kTasks = 3;
 
-MoreAdapter MakeAdapter(const std::string& scaling = "paper", bool soft = false, bool more = true) {
+MoreAdapter MakeAdapter(const std::string& scaling = "paper", bool soft = false, bool more = true,
+                        double dropout = 0.0) {
   AdapterOptions o;
+  o.dropout = dropout;
   o.more = more;
   o.rank = kRank;
   o.alpha = 8.0;
@@ -173,6 +175,88 @@ TEST(MoreAdapter, GradcheckDoubleSoftSelection) {
   CheckGrad(f, a.gate_b, "gate_b");
   CheckGrad(f, a.E, "E");
   CheckGrad(f, a.A, "A");
+}
+
+// The fused node (LoraLinear) against the composition it replaces, x W^T + Delta(x): values and
+// the gradients of x, W and every adapter parameter, in every mode, with dropout (same draws:
+// the RNG is re-seeded before each) and for a tensor-parallel slice of the adapter.
+struct LinearRun {
+  torch::Tensor y, dx, dw;
+  std::vector<torch::Tensor> grads;
+};
+LinearRun RunLinear(MoreAdapter& a, const torch::Tensor& x0, const torch::Tensor& w0, int task, bool fused,
+                    bool training) {
+  ZeroGrads(a);
+  auto x = x0.clone().requires_grad_(true);
+  auto w = w0.clone().requires_grad_(true);
+  torch::manual_seed(5);
+  auto y = fused ? LoraLinear(x, w, a.FactorsFor(task, training))
+                 : torch::matmul(x, w.t()) + a.Delta(x, task, training).to(x.scalar_type());
+  auto probe = torch::linspace(-1, 1, y.numel(), y.options()).view(y.sizes());
+  (y * probe).sum().backward();
+  LinearRun r{y.detach(), x.grad(), w.grad(), {}};
+  for (auto& [n, t] : a.Params()) r.grads.push_back(t->grad().defined() ? t->grad().clone() : torch::Tensor());
+  return r;
+}
+
+void ExpectSameRun(const LinearRun& f, const LinearRun& r, double rtol, double atol, const std::string& what) {
+  EXPECT_TRUE(torch::allclose(f.y, r.y, rtol, atol)) << what << ": output";
+  EXPECT_TRUE(torch::allclose(f.dx, r.dx, rtol, atol)) << what << ": dx";
+  EXPECT_TRUE(torch::allclose(f.dw, r.dw, rtol, atol)) << what << ": dW";
+  ASSERT_EQ(f.grads.size(), r.grads.size());
+  for (size_t i = 0; i < f.grads.size(); ++i) {
+    ASSERT_EQ(f.grads[i].defined(), r.grads[i].defined()) << what << ": param " << i;
+    if (r.grads[i].defined())
+      EXPECT_TRUE(torch::allclose(f.grads[i], r.grads[i], rtol, atol)) << what << ": param " << i;
+  }
+}
+
+TEST(LoraLinear, FusedNodeEqualsBasePlusAdapterInEveryMode) {
+  for (std::string scaling : {"paper", "none", "per_component"})
+    for (bool soft : {false, true})
+      for (bool more : {true, false})
+        for (double dropout : {0.0, 0.3}) {
+          auto a = MakeAdapter(scaling, soft, more, dropout);
+          auto x = torch::randn({2, 3, kIn}, torch::kFloat64);
+          auto w = torch::randn({kOut, kIn}, torch::kFloat64);
+          for (int t = 0; t < kTasks; ++t) {
+            const std::string what = scaling + " soft=" + std::to_string(soft) + " more=" + std::to_string(more) +
+                                     " dropout=" + std::to_string(dropout) + " task " + std::to_string(t);
+            ExpectSameRun(RunLinear(a, x, w, t, true, true), RunLinear(a, x, w, t, false, true), 1e-10, 1e-12, what);
+          }
+        }
+}
+
+TEST(LoraLinear, FusedNodeEqualsBasePlusAdapterOnATensorParallelSlice) {
+  for (auto kind : {ParallelKind::kColumn, ParallelKind::kRow}) {
+    AdapterOptions o;
+    o.rank = kRank;
+    o.num_tasks = kTasks;
+    o.alpha = 8.0;
+    const int64_t d_in = 8, d_out = 6;
+    MoreAdapter a("layers.0.o", d_in, d_out, o, kind, 1, 2);
+    torch::manual_seed(12);
+    a.B = torch::randn({d_out, kRank});
+    for (auto& [n, t] : a.Params()) *t = t->detach().to(torch::kFloat64).requires_grad_(true);
+    const bool column = kind == ParallelKind::kColumn;
+    auto x = torch::randn({4, column ? d_in : d_in / 2}, torch::kFloat64);
+    auto w = torch::randn({column ? d_out / 2 : d_out, column ? d_in : d_in / 2}, torch::kFloat64);
+    ExpectSameRun(RunLinear(a, x, w, 0, true, false), RunLinear(a, x, w, 0, false, false), 1e-10, 1e-12,
+                  column ? "column" : "row");
+  }
+}
+
+TEST(LoraLinear, Bf16BaseWithFp32AdapterMatchesTheComposition) {
+  auto a = MakeAdapter();
+  for (auto& [n, t] : a.Params()) *t = t->detach().to(torch::kFloat32).requires_grad_(true);
+  auto x = torch::randn({2, 3, kIn}).to(torch::kBFloat16);
+  auto w = torch::randn({kOut, kIn}).to(torch::kBFloat16);
+  auto f = RunLinear(a, x, w, 1, true, true), r = RunLinear(a, x, w, 1, false, true);
+  EXPECT_EQ(f.y.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(f.dx.scalar_type(), torch::kBFloat16);
+  EXPECT_EQ(f.grads[0].scalar_type(), torch::kFloat32);
+  // one bf16 rounding of the sum (fused) against two (composed)
+  ExpectSameRun(f, r, 2e-2, 2e-2, "bf16");
 }
 
 TEST(MoreAdapter, ContrastiveLossPrefersTheMatchingTask) {

@@ -78,6 +78,16 @@ class MoreAdapter {
   Selection Select(int task) const;
   int64_t ChosenRank(int task) const;
 
+  // The pieces of the adapter path for task t on this rank:
+  //   Delta(x) = ((dropout_p(x) a^T) * w) b^T
+  struct Factors {
+    torch::Tensor a;      // [r_t, d_in(/tp)]: a view of A (the rank's columns if row-parallel)
+    torch::Tensor b;      // [d_out(/tp), r_t]: a view of B (the rank's rows if column-parallel)
+    torch::Tensor w;      // [r_t] or 0-dim: ComponentWeights (STE / soft mixing / scaling)
+    double dropout = 0;   // probability applied to x (0 outside training)
+  };
+  Factors FactorsFor(int task, bool training) const;
+
   // Adapter contribution to this rank's (partial, for row-parallel) output.
   // x: [.., d_in] (column) or [.., d_in/tp] (row); returns [.., d_out/tp] (column) or
   // [.., d_out] partial (row); fp32.

@@ -6,6 +6,12 @@
 // Row-parallel (o, down): W0 split by input columns; W_loc [d_out, d_in/tp]; input x_loc is
 //   this rank's slice [.., d_in/tp]; y = ReduceFromTp( x_loc W_loc^T + adapter partial ).
 // The adapter term is computed in fp32 and added in the base dtype.
+//
+// Base and adapter run as ONE autograd node (LoraLinear), not as the dozen nodes autograd would
+// build for x W^T + ((x a^T) * w) b^T: the adapter's up-projection accumulates into the base
+// output inside the GEMM (addmm, beta = 1), and in backward the input gradient g W gets the
+// adapter's (g b * w) a added the same way. That removes a full pass over the output in forward
+// and one over the input in backward per module, and the small intermediate nodes.
 #pragma once
 #include <vector>
 
@@ -32,6 +38,12 @@ struct ForwardContext {
   torch::Tensor pool_weights_;        // [B, 1, S] mask / count
   torch::Tensor last_x_, last_pooled_;  // the previous call's input (held, so never aliased) and [B, d]
 };
+
+// y = x W^T + ((dropout_p(x) a^T) * w) b^T, with f = MoreAdapter::FactorsFor(...), as one
+// autograd node; gradients reach x, a, b, w (and W if it requires grad). x: [.., d_in] in the
+// base dtype; W: [d_out, d_in] base dtype; the adapter factors are fp32 (or double in tests).
+// Equal to x W^T + adapter.Delta(x) (same dropout draws), which the tests check.
+torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight, const MoreAdapter::Factors& f);
 
 class AdaptedLinear {
  public:
