@@ -11,6 +11,7 @@
 #include "more/core/error.h"
 #include "more/core/safetensors.h"
 #include "more/model/llama.h"
+#include "more/parallel/vocab_parallel.h"
 #include "torch_test_util.h"
 
 namespace more {
@@ -50,6 +51,29 @@ torch::Tensor Reference(const std::string& model, const torch::Tensor& ids, cons
   const int64_t n = static_cast<int64_t>(bytes.size() / 4);
   auto t = torch::from_blob(bytes.data(), {n}, torch::kFloat32).clone();
   return t.view({ids.size(0), ids.size(1), -1});
+}
+
+// The fused cross-entropy node against libtorch's cross_entropy: values and logit gradients, for
+// fp32 and bf16 logits (its tensor-parallel form is checked by the layout-equivalence runs).
+TEST(VocabParallelNll, EqualsCrossEntropyInValueAndGradient) {
+  auto grid = ProcessGrid::Single();
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    torch::manual_seed(3);
+    auto logits = (torch::randn({7, 50}) * 4).to(dtype);
+    auto targets = torch::randint(0, 50, {7}, torch::kInt64);
+    auto gout = torch::rand({7});
+    auto l1 = logits.clone().requires_grad_(true), l2 = logits.clone().requires_grad_(true);
+    auto nll = VocabParallelNll(l1, targets, 0, grid->tp());
+    auto ref = torch::nn::functional::cross_entropy(
+        l2.to(torch::kFloat32), targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+    (nll * gout).sum().backward();
+    (ref * gout).sum().backward();
+    EXPECT_EQ(nll.scalar_type(), torch::kFloat32);
+    EXPECT_EQ(l1.grad().scalar_type(), dtype);
+    const double tol = dtype == torch::kFloat32 ? 1e-5 : 1e-2;
+    EXPECT_TRUE(torch::allclose(nll, ref, tol, tol)) << nll << ref;
+    EXPECT_TRUE(torch::allclose(l1.grad().to(torch::kFloat32), l2.grad().to(torch::kFloat32), tol, tol));
+  }
 }
 
 TEST(Llama, GoldenForwardMatchesIndependentReference) {

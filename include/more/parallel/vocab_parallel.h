@@ -2,11 +2,14 @@
 // in contiguous ranges: TP rank i owns ids [i*V/tp, (i+1)*V/tp).
 //
 // Embedding:  y = ReduceFromTp( E_loc[id - start] if id in range else 0 )      [.., D]
-// Cross-entropy on local logits l_loc [N, V/tp] without gathering the vocabulary:
-//   m    = all-reduce-max(max_j l)                       (a constant: no gradient needed)
-//   S    = ReduceFromTp( sum_j exp(l_loc - m) )          [N]
-//   l_y  = ReduceFromTp( l_loc[y - start] if y in range else 0 )
-//   nll  = log S + m - l_y                               [N]   (autograd through ReduceFromTp)
+// Cross-entropy on local logits l_loc [N, V/tp] without gathering the vocabulary, as one autograd
+// node (the collectives run in forward only):
+//   m    = all-reduce-max(max_j l)                       [N]
+//   e    = exp(l_loc - m);  S = all-reduce-sum(sum_j e)  [N]
+//   l_y  = all-reduce-sum(l_loc[y - start] if y in range else 0)
+//   nll  = log S + m - l_y                               [N]
+// Backward is local: d nll / d l_loc = e / S - onehot_loc(y), scaled by the incoming gradient,
+// computed in place in the saved e (one pass; no [N, V] zeros + scatter + log-softmax backward).
 #pragma once
 #include <torch/torch.h>
 
