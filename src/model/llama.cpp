@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/functions/utils.h>
 
 #include "more/core/error.h"
+#include "more/model/fused_ops.h"
 #include "more/model/weights.h"
 #include "more/parallel/tp_ops.h"
 #include "more/parallel/vocab_parallel.h"
@@ -153,9 +154,7 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaStage::BaseWeights() con
 }
 
 torch::Tensor LlamaStage::RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const {
-  auto xf = x.to(torch::kFloat32);
-  auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, true) + cfg_.rms_norm_eps);
-  return w * y.to(x.scalar_type());
+  return FusedRmsNorm(x, w, cfg_.rms_norm_eps);
 }
 
 torch::Tensor LlamaStage::ApplyRope(const torch::Tensor& x, int64_t seq, double scale) const {
@@ -167,10 +166,7 @@ torch::Tensor LlamaStage::ApplyRope(const torch::Tensor& x, int64_t seq, double 
   }
   c = c.to(x.scalar_type());
   s = s.to(x.scalar_type());
-  const int64_t half = head_dim_ / 2;
-  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
-  auto rot = torch::cat({-x2, x1}, -1);                                     // rotate_half
-  return x * c + rot * s;
+  return FusedRope(x, c, s);                                                // x c + rotate_half(x) s
 }
 
 torch::Tensor LlamaStage::Attention(const Layer& l, const torch::Tensor& x, ForwardContext& ctx) const {
