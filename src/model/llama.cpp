@@ -322,10 +322,11 @@ torch::Tensor LlamaStage::LocalLogits(const torch::Tensor& hidden) const {
 }
 
 torch::Tensor LlamaStage::TokenNll(const torch::Tensor& hidden, const torch::Tensor& targets) const {
-  auto logits = LocalLogits(hidden);
-  const auto b = logits.size(0), s = logits.size(1);
-  auto nll = VocabParallelNll(logits.reshape({b * s, logits.size(2)}), targets.reshape({b * s}),
-                              grid_.tp_rank() * lm_head_.size(0), grid_.tp());
+  MORE_CHECK(lm_head_.defined(), "LM head called on a stage that is not the last (pp rank {})", grid_.pp_rank());
+  const auto b = hidden.size(0), s = hidden.size(1);
+  auto n = CopyToTp(RmsNorm(hidden, norm_), grid_.tp());
+  auto nll = LinearVocabParallelNll(n.reshape({b * s, n.size(2)}), lm_head_, targets.reshape({b * s}),
+                                    grid_.tp_rank() * lm_head_.size(0), grid_.tp());
   return nll.view({b, s});                                                  // [B, S]
 }
 

@@ -64,6 +64,7 @@ TEST(VocabParallelNll, EqualsCrossEntropyInValueAndGradient) {
     auto gout = torch::rand({7});
     auto l1 = logits.clone().requires_grad_(true), l2 = logits.clone().requires_grad_(true);
     auto nll = VocabParallelNll(l1, targets, 0, grid->tp());
+    EXPECT_TRUE(torch::equal(l1, logits)) << "the input logits must not be overwritten";
     auto ref = torch::nn::functional::cross_entropy(
         l2.to(torch::kFloat32), targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
     (nll * gout).sum().backward();
@@ -73,6 +74,29 @@ TEST(VocabParallelNll, EqualsCrossEntropyInValueAndGradient) {
     const double tol = dtype == torch::kFloat32 ? 1e-5 : 1e-2;
     EXPECT_TRUE(torch::allclose(nll, ref, tol, tol)) << nll << ref;
     EXPECT_TRUE(torch::allclose(l1.grad().to(torch::kFloat32), l2.grad().to(torch::kFloat32), tol, tol));
+  }
+}
+
+// The LM head's GEMM fused with the loss against matmul + cross_entropy: nll and the gradients
+// of the input and of the (here trainable, as in pretraining) head weight.
+TEST(VocabParallelNll, LinearFormEqualsHeadThenCrossEntropy) {
+  auto grid = ProcessGrid::Single();
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    torch::manual_seed(4);
+    auto x = torch::randn({9, 16}).to(dtype), w = torch::randn({40, 16}).to(dtype);
+    auto targets = torch::randint(0, 40, {9}, torch::kInt64);
+    auto gout = torch::rand({9});
+    auto x1 = x.clone().requires_grad_(true), w1 = w.clone().requires_grad_(true);
+    auto x2 = x.clone().requires_grad_(true), w2 = w.clone().requires_grad_(true);
+    auto nll = LinearVocabParallelNll(x1, w1, targets, 0, grid->tp());
+    auto ref = torch::nn::functional::cross_entropy(torch::matmul(x2, w2.t()).to(torch::kFloat32), targets,
+                                                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+    (nll * gout).sum().backward();
+    (ref * gout).sum().backward();
+    const double tol = dtype == torch::kFloat32 ? 1e-4 : 5e-2;
+    EXPECT_TRUE(torch::allclose(nll, ref, tol, tol));
+    EXPECT_TRUE(torch::allclose(x1.grad().to(torch::kFloat32), x2.grad().to(torch::kFloat32), tol, tol));
+    EXPECT_TRUE(torch::allclose(w1.grad().to(torch::kFloat32), w2.grad().to(torch::kFloat32), tol, tol));
   }
 }
 

@@ -23,5 +23,10 @@ torch::Tensor VocabParallelEmbedding(const torch::Tensor& ids, const torch::Tens
 // logits_local [N, V/tp] (any float dtype, computed in fp32); targets [N] int64; returns nll [N] fp32.
 torch::Tensor VocabParallelNll(const torch::Tensor& logits_local, const torch::Tensor& targets,
                                int64_t vocab_start, const Communicator& tp);
+// The same from the LM head's input: nll of logits = x W_loc^T, with x [N, D] and W_loc
+// [V/tp, D] (base dtype). The logits buffer itself becomes the saved exp(l - m), so only one
+// [N, V/tp] fp32 tensor lives from forward to backward; gradients reach x and W_loc.
+torch::Tensor LinearVocabParallelNll(const torch::Tensor& x, const torch::Tensor& weight_local,
+                                     const torch::Tensor& targets, int64_t vocab_start, const Communicator& tp);
 
 }  // namespace more
