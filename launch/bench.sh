@@ -60,8 +60,12 @@ matmul)
 train)  # one rank, 2 threads: throughput, MFU, peak RSS vs the planner
   run mpirun -np 1 $B train "${COMMON[@]}" "${TINY[@]}" --train.threads=2 --train.global_batch=16 \
     --train.micro_batch=16 --bench.steps=20 --bench.tag=tiny
+  # 100m at the trainer's default bucket (pad each batch to a multiple of 16 tokens), then with
+  # every batch padded to 256 (fixed shapes, more padding)
+  run mpirun -np 1 $B train "${COMMON[@]}" "${BIG[@]}" --data.bucket=16 --train.threads=2 --train.global_batch=8 \
+    --train.micro_batch=8 --bench.warmup=1 --bench.steps=5 --bench.tag=100m
   run mpirun -np 1 $B train "${COMMON[@]}" "${BIG[@]}" --train.threads=2 --train.global_batch=8 \
-    --train.micro_batch=8 --bench.warmup=1 --bench.steps=3 --bench.tag=100m ;;
+    --train.micro_batch=8 --bench.warmup=1 --bench.steps=5 --bench.tag=100m_b256 ;;
 ratio)  # MoRE r8 vs LoRA r8, same batches, alternating
   run mpirun -np 1 $B ratio "${COMMON[@]}" "${TINY[@]}" --train.threads=2 --train.global_batch=16 \
     --train.micro_batch=16 --bench.steps=30 --bench.tag=tiny

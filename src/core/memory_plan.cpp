@@ -172,7 +172,10 @@ MemoryPlan PlanMemory(const Config& cfg, const LlamaConfig& model, int world, co
                                                  opt.seq_len * p.micro_batch * model.hidden_size * opt.elem_bytes,
                                                  s.in_flight);
     if (i == p.pp - 1)
-      s.logits_bytes = p.micro_batch * opt.seq_len * (model.vocab_size / p.tp) * 4 * (s.in_flight + 1);
+    {
+      const int64_t per = p.micro_batch * opt.seq_len * (model.vocab_size / p.tp);
+      s.logits_bytes = per * 4 * s.in_flight + (opt.elem_bytes < 4 ? per * opt.elem_bytes : 0);
+    }
     p.stages.push_back(std::move(s));
   }
   return p;

@@ -29,9 +29,11 @@
 //   With recomputation of R = min(train.recompute_layers, layers) layers of a stage, those keep
 //   only their input, s*b*D*e bytes, and one layer's full activations exist during the backward
 //   that reruns it:  in_flight * ((layers - R) * full + R * s*b*D*e) + (R > 0 ? full : 0).
-// LM-head logits (last stage): b*s*V/t fp32 values for the logits (kept for backward) of every
-//   micro-batch in flight on the last stage plus one gradient:
-//   4 * b*s*V/t * (in_flight + 1)  (= 4 * b*s*V/t * 2 under 1F1B, where in_flight is 1).
+// LM-head logits (last stage): b*s*V/t fp32 values per micro-batch in flight on the last stage
+//   (the fused loss keeps exp(l - m) in the logits' own buffer and turns it into the gradient
+//   in place), plus, with a 16-bit base, one b*s*V/t copy in the base dtype (the GEMM's bf16
+//   logits before the fp32 cast, or the gradient's cast for the backward GEMM):
+//   4 * b*s*V/t * in_flight + (e < 4 ? e * b*s*V/t : 0).
 // Total = base + adapters + activations + logits; it fits when total <= (1 - reserve) * GPU
 // memory (reserve 10%: CUDA context, NCCL buffers, allocator fragmentation). Not counted:
 // kernel temporaries, pipeline receive buffers, the data loader.

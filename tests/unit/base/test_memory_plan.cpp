@@ -154,14 +154,15 @@ TEST(MemoryPlan, ActivationsAndLogits) {
   auto f = PlanMemory(Layout(2, 2, "1f1b"), m, 4, Opts(2));
   EXPECT_EQ(f.stages[0].activation_bytes, 27648 * 2);  // 2 in flight
   EXPECT_EQ(f.stages[1].activation_bytes, 27648 * 1);
-  // logits on the last stage only: b*s*V/t*4 = 8*8*32*4 = 8192 bytes, x2 (logits + gradient)
+  // logits on the last stage only: b*s*V/t*4 = 8*8*32*4 = 8192 fp32 bytes per micro-batch in
+  // flight, plus one bf16 copy (b*s*V/t*2 = 4096)
   EXPECT_EQ(f.stages[0].logits_bytes, 0);
-  EXPECT_EQ(f.stages[1].logits_bytes, 8192 * 2);
-  // GPipe keeps the logits of all 4 micro-batches, plus one gradient
+  EXPECT_EQ(f.stages[1].logits_bytes, 8192 + 4096);
+  // GPipe keeps the logits of all 4 micro-batches
   auto g = PlanMemory(Layout(2, 2, "gpipe"), m, 4, Opts(2));
   EXPECT_EQ(g.stages[0].activation_bytes, 27648 * 4);
-  EXPECT_EQ(g.stages[1].logits_bytes, 8192 * 5);
-  EXPECT_EQ(f.stages[1].total_bytes(), 1712 * 2 + 1948 * 16 + 27648 + 8192 * 2);
+  EXPECT_EQ(g.stages[1].logits_bytes, 8192 * 4 + 4096);
+  EXPECT_EQ(f.stages[1].total_bytes(), 1712 * 2 + 1948 * 16 + 27648 + 8192 + 4096);
 }
 
 TEST(MemoryPlan, RecomputationKeepsOnlyLayerInputs) {
