@@ -15,7 +15,7 @@ torch::Tensor ForwardContext::Pooled(const torch::Tensor& x, torch::ScalarType d
 namespace {
 
 // Inputs: x [.., d_in], W [d_out, d_in], a [rt, d_in], b [d_out, rt], w [rt] | 0-dim; p: dropout.
-// Saved: x (the base GEMM's input, for dW only if W requires grad), xd = dropout(x) in the
+// Saved: x (the base GEMM's input, only if W requires grad: dW), xd = dropout(x) in the
 // adapter dtype (for da; the same tensor as x when no cast and no dropout), the dropout scale
 // tensor, v = xd a^T [N, rt] (for dw), and W, a, b, w.
 class LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
@@ -40,7 +40,9 @@ class LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
       y.addmm_(u, b.t());
     else
       y.add_(u.mm(b.t()).to(y.scalar_type()));
-    ctx->save_for_backward({x2, xd, noise, v, weight, a, b, w});
+    // (a frozen base needs no x for backward: with a bf16 base, keeping it would add a bf16 copy
+    //  of every module input next to the fp32 xd)
+    ctx->save_for_backward({weight.requires_grad() ? x2 : torch::Tensor(), xd, noise, v, weight, a, b, w});
     return y.view(out_shape);
   }
 
