@@ -168,13 +168,12 @@ MemoryPlan PlanMemory(const Config& cfg, const LlamaConfig& model, int world, co
     s.in_flight = MicroBatchesInFlight(p.schedule, p.pp, i, p.micro_batches);
     s.base_bytes = BaseElementsPerRank(model, p.tp, p.pp, i) * opt.elem_bytes;
     s.adapter_bytes = per_layer * layers * 4 /* fp32 */ * 4 /* param, grad, m, v */;
-    s.activation_bytes = ActivationBytesPerStage(act_layer, layers, std::min(layers, cfg.train.recompute_layers),
+    s.activation_bytes = ActivationBytesPerStage(act_layer, layers, p.recompute_layers,
                                                  opt.seq_len * p.micro_batch * model.hidden_size * opt.elem_bytes,
                                                  s.in_flight);
-    if (i == p.pp - 1)
-    {
-      const int64_t per = p.micro_batch * opt.seq_len * (model.vocab_size / p.tp);
-      s.logits_bytes = per * 4 * s.in_flight + (opt.elem_bytes < 4 ? per * opt.elem_bytes : 0);
+    if (i == p.pp - 1) {
+      const int64_t logits = p.micro_batch * opt.seq_len * (model.vocab_size / p.tp);  // b*s*V/t values
+      s.logits_bytes = logits * 4 * s.in_flight + (opt.elem_bytes < 4 ? logits * opt.elem_bytes : 0);
     }
     p.stages.push_back(std::move(s));
   }

@@ -315,16 +315,18 @@ torch::Tensor LlamaStage::Layers(torch::Tensor h, ForwardContext& ctx) const {
   return h;
 }
 
-torch::Tensor LlamaStage::LocalLogits(const torch::Tensor& hidden) const {
+torch::Tensor LlamaStage::HeadInput(const torch::Tensor& hidden) const {
   MORE_CHECK(lm_head_.defined(), "LM head called on a stage that is not the last (pp rank {})", grid_.pp_rank());
-  auto n = CopyToTp(RmsNorm(hidden, norm_), grid_.tp());
-  return torch::matmul(n, lm_head_.t());                                   // [B, S, V/tp]
+  return CopyToTp(RmsNorm(hidden, norm_), grid_.tp());                     // [B, S, D]
+}
+
+torch::Tensor LlamaStage::LocalLogits(const torch::Tensor& hidden) const {
+  return torch::matmul(HeadInput(hidden), lm_head_.t());                   // [B, S, V/tp]
 }
 
 torch::Tensor LlamaStage::TokenNll(const torch::Tensor& hidden, const torch::Tensor& targets) const {
-  MORE_CHECK(lm_head_.defined(), "LM head called on a stage that is not the last (pp rank {})", grid_.pp_rank());
   const auto b = hidden.size(0), s = hidden.size(1);
-  auto n = CopyToTp(RmsNorm(hidden, norm_), grid_.tp());
+  auto n = HeadInput(hidden);
   auto nll = LinearVocabParallelNll(n.reshape({b * s, n.size(2)}), lm_head_, targets.reshape({b * s}),
                                     grid_.tp_rank() * lm_head_.size(0), grid_.tp());
   return nll.view({b, s});                                                  // [B, S]

@@ -52,23 +52,6 @@ torch::Tensor NllBackward(torch::Tensor e, const torch::Tensor& sum, const torch
   return d.scatter_add_(1, local, (-g * in_range.to(torch::kFloat32)).unsqueeze(1));
 }
 
-class VocabParallelNllFn : public torch::autograd::Function<VocabParallelNllFn> {
- public:
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits_local, const torch::Tensor& targets,
-                               int64_t vocab_start, const Communicator* tp) {
-    auto st = NllForward(logits_local.to(torch::kFloat32, false, /*copy=*/true), targets, vocab_start, *tp);
-    ctx->save_for_backward({st.e, st.sum, st.local, st.in_range});
-    ctx->saved_data["dtype"] = static_cast<int64_t>(logits_local.scalar_type());
-    return st.nll;
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto s = ctx->get_saved_variables();
-    auto d = NllBackward(s[0], s[1], s[2], s[3], grads[0]);
-    const auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
-    return {d.to(dtype), torch::Tensor(), torch::Tensor(), torch::Tensor()};
-  }
-};
-
 // The LM head's GEMM and the cross-entropy: logits are made into the buffer that becomes e, so
 // no second [N, V/tp] tensor exists (with a bf16 base: the bf16 logits are freed at the cast).
 class LinearNllFn : public torch::autograd::Function<LinearNllFn> {
@@ -91,11 +74,6 @@ class LinearNllFn : public torch::autograd::Function<LinearNllFn> {
 };
 
 }  // namespace
-
-torch::Tensor VocabParallelNll(const torch::Tensor& logits_local, const torch::Tensor& targets,
-                               int64_t vocab_start, const Communicator& tp) {
-  return VocabParallelNllFn::apply(logits_local, targets, vocab_start, &tp);
-}
 
 torch::Tensor LinearVocabParallelNll(const torch::Tensor& x, const torch::Tensor& weight_local,
                                      const torch::Tensor& targets, int64_t vocab_start, const Communicator& tp) {

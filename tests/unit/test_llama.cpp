@@ -54,7 +54,8 @@ torch::Tensor Reference(const std::string& model, const torch::Tensor& ids, cons
 }
 
 // The fused cross-entropy node against libtorch's cross_entropy: values and logit gradients, for
-// fp32 and bf16 logits (its tensor-parallel form is checked by the layout-equivalence runs).
+// fp32 and bf16 logits, through an identity head (x I^T is x exactly, and so is the gradient of
+// x); its tensor-parallel form is checked by the layout-equivalence runs.
 TEST(VocabParallelNll, EqualsCrossEntropyInValueAndGradient) {
   auto grid = ProcessGrid::Single();
   for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
@@ -63,8 +64,8 @@ TEST(VocabParallelNll, EqualsCrossEntropyInValueAndGradient) {
     auto targets = torch::randint(0, 50, {7}, torch::kInt64);
     auto gout = torch::rand({7});
     auto l1 = logits.clone().requires_grad_(true), l2 = logits.clone().requires_grad_(true);
-    auto nll = VocabParallelNll(l1, targets, 0, grid->tp());
-    EXPECT_TRUE(torch::equal(l1, logits)) << "the input logits must not be overwritten";
+    auto nll = LinearVocabParallelNll(l1, torch::eye(50).to(dtype), targets, 0, grid->tp());
+    EXPECT_TRUE(torch::equal(l1, logits)) << "the head's input must not be overwritten";
     auto ref = torch::nn::functional::cross_entropy(
         l2.to(torch::kFloat32), targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
     (nll * gout).sum().backward();

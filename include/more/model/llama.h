@@ -89,6 +89,8 @@ class LlamaStage {
   torch::Tensor LayerForward(const Layer& l, torch::Tensor h, ForwardContext& ctx) const;
   torch::Tensor RecomputedLayer(const Layer& l, const torch::Tensor& h, ForwardContext& ctx) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const;
+  // Last stage: the LM head's input, the final norm of hidden [B, S, D] made TP-replicated.
+  torch::Tensor HeadInput(const torch::Tensor& hidden) const;
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, ForwardContext& ctx) const;
   // x [B, h, S, hd]; scale multiplies the result (folded into the cos / sin tables)
   torch::Tensor ApplyRope(const torch::Tensor& x, int64_t seq, double scale = 1.0) const;
