@@ -11,23 +11,21 @@
 
 #include "more/train/trainer.h"
 #include "torch_test_util.h"
+#include "trainer_test_util.h"
 
 namespace more {
 namespace {
 
 using testing::ScratchDir;
 using testing::TinyConfig;
+using testing::RunSteps;
+using testing::StepRun;
+using testing::StraightAndResumed;
 
 #define MORE_NEED_GPU() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (CPU LibTorch or no GPU visible)"
 
-struct Run {
-  std::vector<double> losses;
-  std::vector<torch::Tensor> grads;  // on the CPU
-  torch::Tensor params;              // on the CPU
-};
-
-Run Train(const std::string& name, const std::string& device, const std::string& dtype, int64_t recompute = 0,
+StepRun Train(const std::string& name, const std::string& device, const std::string& dtype, int64_t recompute = 0,
           double dropout = 0.0, int steps = 3) {
   auto grid = ProcessGrid::Single();
   auto c = TinyConfig(ScratchDir(name));
@@ -40,13 +38,7 @@ Run Train(const std::string& name, const std::string& device, const std::string&
   EXPECT_EQ(t.adapters().flat().device().type(), device == "cuda" ? torch::kCUDA : torch::kCPU);
   EXPECT_EQ(t.adapters().flat().scalar_type(), torch::kFloat32);
   EXPECT_EQ(t.optimizer().m().scalar_type(), torch::kFloat32);
-  Run r;
-  for (int i = 0; i < steps; ++i) {
-    r.losses.push_back(t.Step().loss);
-    r.grads.push_back(t.adapters().flat_grad().cpu().clone());
-  }
-  r.params = t.adapters().flat().cpu().clone();
-  return r;
+  return RunSteps(t, steps);
 }
 
 TEST(Cuda, Fp32BaseOnTheGpuMatchesTheCpu) {
@@ -82,35 +74,13 @@ TEST(Cuda, RecomputationOnTheGpuGivesTheSameLosses) {
 
 TEST(Cuda, CheckpointFromTheGpuResumesTheSameCurve) {
   MORE_NEED_GPU();
-  auto grid = ProcessGrid::Single();
-  const auto dir = ScratchDir("cuda_resume");
-  auto c = TinyConfig(dir);
+  auto c = TinyConfig("");
   c.model.device = "cuda";
-  c.train.steps = 4;
-  std::vector<double> straight, resumed;
-  torch::Tensor a, b;
-  {
-    auto s = TinyConfig(ScratchDir("cuda_straight"));
-    s.model.device = "cuda";
-    s.train.steps = 4;
-    Trainer t(s, *grid);
-    for (int i = 0; i < 4; ++i) straight.push_back(t.Step().loss);
-    a = t.adapters().flat().cpu();
-  }
-  {
-    Trainer t(c, *grid);
-    for (int i = 0; i < 2; ++i) resumed.push_back(t.Step().loss);
-    t.SaveCheckpoint();
-  }
-  {
-    Trainer t(c, *grid);
-    EXPECT_EQ(t.MaybeResume(), 2);
-    for (int i = 2; i < 4; ++i) resumed.push_back(t.Step().loss);
-    b = t.adapters().flat().cpu();
-  }
+  const auto r = StraightAndResumed(c, "cuda_resume", 4);
   // GPU kernels need not be bitwise reproducible run to run: the same curve within 1e-6
-  for (int i = 0; i < 4; ++i) EXPECT_NEAR(straight[i], resumed[i], 1e-6 * std::abs(straight[i])) << "step " << i + 1;
-  EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-8));
+  for (int i = 0; i < 4; ++i)
+    EXPECT_NEAR(r.straight.losses[i], r.resumed.losses[i], 1e-6 * std::abs(r.straight.losses[i])) << "step " << i + 1;
+  EXPECT_TRUE(torch::allclose(r.straight.params, r.resumed.params, 1e-5, 1e-8));
 }
 
 }  // namespace

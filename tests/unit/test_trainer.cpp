@@ -12,6 +12,7 @@
 #include "more/core/safetensors.h"
 #include "more/train/trainer.h"
 #include "torch_test_util.h"
+#include "trainer_test_util.h"
 
 namespace fs = std::filesystem;
 
@@ -22,41 +23,18 @@ using testing::ScratchDir;
 using testing::TestData;
 using testing::TinyConfig;
 using testing::ExpectError;
+using testing::RunSteps;
+using testing::StraightAndResumed;
 
 
 TEST(Trainer, ResumeIsBitwiseIdenticalToAnUninterruptedRun) {
-  auto grid = ProcessGrid::Single();
   const int n = 6;
-  std::vector<double> straight, resumed;
-  torch::Tensor final_straight, final_resumed;
-  {
-    auto c = TinyConfig(ScratchDir("straight"));
-    c.train.steps = n;
-    Trainer t(c, *grid);
-    for (int i = 0; i < n; ++i) straight.push_back(t.Step().loss);
-    final_straight = t.adapters().flat().clone();
-  }
-  const auto dir = ScratchDir("resumed");
-  {
-    auto c = TinyConfig(dir);
-    c.train.steps = n;
-    Trainer t(c, *grid);
-    for (int i = 0; i < n / 2; ++i) resumed.push_back(t.Step().loss);
-    t.SaveCheckpoint();
-    t.Step();  // work after the checkpoint is lost with the "crash"
-  }
-  {
-    auto c = TinyConfig(dir);
-    c.train.steps = n;
-    Trainer t(c, *grid);
-    EXPECT_EQ(t.MaybeResume(), n / 2);
-    for (int i = n / 2; i < n; ++i) resumed.push_back(t.Step().loss);
-    final_resumed = t.adapters().flat().clone();
-  }
+  const auto r = StraightAndResumed(TinyConfig(""), "resume", n);
+  const auto &straight = r.straight.losses, &resumed = r.resumed.losses;
   ASSERT_EQ(straight.size(), resumed.size());
   for (int i = 0; i < n; ++i) EXPECT_EQ(straight[i], resumed[i]) << "step " << i + 1;
-  EXPECT_TRUE(torch::equal(final_straight, final_resumed));
-  EXPECT_GT(final_straight.abs().sum().item<double>(), 0.0);
+  EXPECT_TRUE(torch::equal(r.straight.params, r.resumed.params));
+  EXPECT_GT(r.straight.params.abs().sum().item<double>(), 0.0);
 }
 
 TEST(Trainer, TrainingLowersTheLossOnRepeatedData) {
@@ -108,13 +86,7 @@ TEST(Trainer, RecomputationGivesTheSameLossesAndGradients) {
     c.train.recompute_layers = recompute;
     c.adapter.dropout = 0.1;
     Trainer t(c, *grid);
-    std::vector<double> losses;
-    std::vector<torch::Tensor> grads;
-    for (int i = 0; i < 4; ++i) {
-      losses.push_back(t.Step().loss);
-      grads.push_back(t.adapters().flat_grad().clone());
-    }
-    return std::make_tuple(losses, grads, t.adapters().flat().clone());
+    return RunSteps(t, 4);
   };
   const auto [l0, g0, p0] = run(0, "recompute_off");
   for (int64_t r : {1, 1000}) {  // the first layer only; every layer
@@ -144,16 +116,10 @@ TEST(Trainer, Bf16BaseWithFp32AdaptersTracksTheFp32Run) {
     EXPECT_EQ(t.adapters().flat().scalar_type(), torch::kFloat32);
     EXPECT_EQ(t.adapters().flat_grad().scalar_type(), torch::kFloat32);
     EXPECT_EQ(t.optimizer().m().scalar_type(), torch::kFloat32);
-    std::vector<double> losses;
-    std::vector<torch::Tensor> grads;
-    for (int i = 0; i < 3; ++i) {
-      losses.push_back(t.Step().loss);
-      grads.push_back(t.adapters().flat_grad().clone());
-    }
-    return std::make_pair(losses, grads);
+    return RunSteps(t, 3);
   };
-  const auto [l32, g32] = run("float32");
-  const auto [l16, g16] = run("bfloat16");
+  const auto [l32, g32, p32] = run("float32");
+  const auto [l16, g16, p16] = run("bfloat16");
   for (int i = 0; i < 3; ++i) {
     EXPECT_NEAR(l16[i], l32[i], 0.02 * std::abs(l32[i])) << "step " << i + 1;
     const double cos = torch::cosine_similarity(g16[i], g32[i], 0).item<double>();
