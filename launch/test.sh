@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
-# Set up, build and run every test (unit, distributed under mpirun, integration).
+# Set up, build and run every test (unit, distributed under mpirun, integration) twice: against
+# Debian's LibTorch 1.13 (build/) and against LibTorch 2.11.0+cu130 (build-t211/, the GPU
+# machine's version, CUDA path compiled; its CUDA tests skip without a GPU).
+# Usage: bash launch/test.sh [ctest args]   (MORE_TEST_BUILDS="build" runs one build's suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash launch/setup.sh
+bash launch/setup.sh --torch211
 source launch/env.sh
-ctest --test-dir build --output-on-failure -j2 "$@"
+rc=0
+for b in ${MORE_TEST_BUILDS:-build build-t211}; do
+  echo "=== ctest: $b ($(grep -m1 '^Torch_DIR:' "$b/CMakeCache.txt" | cut -d= -f2))"
+  ctest --test-dir "$b" --output-on-failure -j2 "$@" || rc=1
+done
+exit $rc

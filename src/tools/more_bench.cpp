@@ -26,6 +26,9 @@
 
 #include <nlohmann/json.hpp>
 #include <torch/csrc/autograd/profiler_legacy.h>
+#ifdef MORE_WITH_NCCL
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include "more/ckpt/checkpoint.h"
 #include "more/config/config.h"
@@ -268,14 +271,26 @@ int Train(const Args& a) {
   po.seq_len = t.train_shards().max_len();
   const auto plan = PlanMemory(cfg, model, grid->world_size(), po);
   const int64_t planned = plan.stages.at(static_cast<size_t>(grid->pp_rank())).total_bytes();
-  auto mem = torch::zeros({2 * grid->world_size()}, torch::kFloat64);
-  mem[2 * grid->world_rank()] = PeakResidentMiB();
-  mem[2 * grid->world_rank() + 1] = static_cast<double>(planned) / (1 << 20);
+  // per rank: peak RSS, the plan, and on a GPU the caching allocator's peak of allocated bytes
+  // (what torch.cuda.max_memory_allocated reports), which is what the plan estimates there
+  auto mem = torch::zeros({3 * grid->world_size()}, torch::kFloat64);
+  mem[3 * grid->world_rank()] = PeakResidentMiB();
+  mem[3 * grid->world_rank() + 1] = static_cast<double>(planned) / (1 << 20);
+#ifdef MORE_WITH_NCCL
+  if (t.stage().device().is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(t.stage().device().index());
+    mem[3 * grid->world_rank() + 2] =
+        static_cast<double>(stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak) /
+        (1 << 20);
+  }
+#endif
   grid->world().AllReduceSum(mem);
   nlohmann::json ranks = nlohmann::json::array();
-  for (int r = 0; r < grid->world_size(); ++r)
-    ranks.push_back({{"rank", r}, {"peak_rss_mib", mem[2 * r].item<double>()},
-                     {"planned_mib", mem[2 * r + 1].item<double>()}});
+  for (int r = 0; r < grid->world_size(); ++r) {
+    ranks.push_back({{"rank", r}, {"peak_rss_mib", mem[3 * r].item<double>()},
+                     {"planned_mib", mem[3 * r + 1].item<double>()}});
+    if (mem[3 * r + 2].item<double>() > 0) ranks.back()["cuda_peak_allocated_mib"] = mem[3 * r + 2].item<double>();
+  }
   if (grid->is_world_root()) {
     std::printf("%s: %s, %.1fM params (%.1fM in matmuls), %s\n", cfg.adapter.method.c_str(),
                 grid->Describe().c_str(), model.NumParams() / 1e6, n / 1e6, cfg.model.path.c_str());
@@ -286,8 +301,12 @@ int Train(const Args& a) {
     std::printf("the model's own GEMM shapes (micro-batch of %lld tokens) reach %.1f GFLOP/s on this BLAS: "
                 "%.1f%% of that\n", static_cast<long long>(tokens), own_rate, 100 * achieved / own_rate);
     for (const auto& r : ranks)
-      std::printf("rank %d: peak RSS %.0f MiB, planner %.0f MiB (weights, adapters, activations only)\n",
-                  r["rank"].get<int>(), r["peak_rss_mib"].get<double>(), r["planned_mib"].get<double>());
+      std::printf("rank %d: peak RSS %.0f MiB, %splanner %.0f MiB (weights, adapters, activations only)\n",
+                  r["rank"].get<int>(), r["peak_rss_mib"].get<double>(),
+                  r.contains("cuda_peak_allocated_mib")
+                      ? fmt::format("GPU peak allocated {:.0f} MiB, ", r["cuda_peak_allocated_mib"].get<double>()).c_str()
+                      : "",
+                  r["planned_mib"].get<double>());
   }
   Emit(a, {{"method", cfg.adapter.method}, {"rank", cfg.adapter.rank}, {"model", cfg.model.path},
            {"tp", grid->layout().tp}, {"pp", grid->layout().pp}, {"dp", grid->layout().dp},
