@@ -4,7 +4,7 @@
 #   tiny  : the demo model (hidden 64, 2 layers) on the bundled tasks (max_len 64)
 #   mid   : hidden 384, 8 layers, vocab 8192 (~20M parameters)   } on "long" rows: 12 examples
 #   100m  : hidden 768, 12 layers, vocab 8192 (~98M parameters)  } of a task per row, 256 tokens
-# Usage: bash launch/bench.sh [SECTIONS="matmul train ratio pipeline tp loader ckpt"]
+# Usage: bash launch/bench.sh [SECTIONS="matmul train ratio pipeline tp loader ckpt"]  (also: peer)
 # Run it on an otherwise idle machine: every section measures wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,6 +94,32 @@ loader)
     --train.micro_batch=16 --bench.seconds=5 --bench.tag=tiny ;;
 ckpt)
   run mpirun -np 1 $B ckpt "${COMMON[@]}" "${BIG[@]}" --train.threads=2 --adapter.rank=64 --bench.tag=100m_r64 ;;
+peer)  # the trainer (LibTorch 2.11 build) vs eager PyTorch vs transformers + PEFT, 100m, bf16,
+  # 8 rows x 256 tokens each step (every batch padded to 256), one rank, 2 threads, alternating
+  bash launch/setup.sh --torch211 > /dev/null
+  for i in 1 2 3 4 5; do
+    run mpirun -np 1 ./build-t211/more_bench train "${COMMON[@]}" "${BIG[@]}" --model.dtype=bfloat16 \
+      --train.threads=2 --train.global_batch=8 --train.micro_batch=8 --bench.warmup=1 --bench.steps=3 \
+      --bench.tag=peer_trainer
+    for p in eager hf; do
+      .venv/bin/python launch/peer_bench.py $p "$BENCH/llama100m" --batch 8 --seq 256 --threads 2 \
+        --dtype bfloat16 --warmup 1 --steps 3 --tag peer_$p | tee -a "$OUTF" | cut -c1-160
+    done
+  done
+  /usr/bin/python3 - "$OUTF" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l.split("BENCH ", 1)[-1]) for l in open(sys.argv[1]) if "peer_" in l]
+steps = {}
+for r in rows[-15:]:
+    steps.setdefault(r["tag"], []).extend(r["step_s"])
+t = steps.get("peer_trainer")
+for tag, s in sorted(steps.items()):
+    line = f"{tag:14s} fastest {min(s):7.3f} s  median {statistics.median(s):7.3f} s  ({len(s)} steps)"
+    if t and tag != "peer_trainer":
+        line += f"  trainer faster by {min(s) / min(t):.2f}x (fastest), {statistics.median(s) / statistics.median(t):.2f}x (median)"
+    print(line)
+PY
+  ;;
 *) echo "unknown section '$s'" >&2; exit 2 ;;
 esac; done
 echo "results: $OUTF"

@@ -213,6 +213,8 @@ void Config::Validate() const {
   Require(!data.train.empty(), "data.train", "is required (a directory of HDF5 shards)");
   Require(model.dtype == "auto" || model.dtype == "float32" || model.dtype == "bfloat16",
           "model.dtype", "must be auto, float32 or bfloat16, not '" + model.dtype + "'");
+  Require(model.attention == "auto" || model.attention == "fused" || model.attention == "composed",
+          "model.attention", "must be auto, fused or composed, not '" + model.attention + "'");
   Require(model.device == "cpu" || model.device == "cuda", "model.device", "must be cpu or cuda");
   Require(adapter.method == "more" || adapter.method == "lora", "adapter.method",
           "must be 'more' or 'lora', not '" + adapter.method + "'");

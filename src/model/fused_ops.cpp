@@ -1,5 +1,14 @@
 #include "more/model/fused_ops.h"
 
+#include <torch/version.h>
+
+#include <limits>
+
+// scaled_dot_product_attention with an explicit scale: LibTorch 2.1 and later
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+#define MORE_HAVE_SDPA 1
+#endif
+
 namespace more {
 namespace {
 
@@ -80,6 +89,37 @@ torch::Tensor FusedRmsNorm(const torch::Tensor& x, const torch::Tensor& w, doubl
 
 torch::Tensor FusedRope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   return RopeFn::apply(x, cos, sin);
+}
+
+bool FusedAttentionAvailable() {
+#ifdef MORE_HAVE_SDPA
+  return true;
+#else
+  return false;
+#endif
+}
+
+torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              AttentionImpl impl) {
+  if (impl == AttentionImpl::kAuto) impl = FusedAttentionAvailable() ? AttentionImpl::kFused : AttentionImpl::kComposed;
+  if (impl == AttentionImpl::kFused) {
+#ifdef MORE_HAVE_SDPA
+    // q is pre-scaled (the scale is folded into RoPE's tables), hence scale 1
+    return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true,
+                                            /*scale=*/1.0);
+#else
+    TORCH_CHECK(false, "fused attention needs LibTorch >= 2.1 (scaled_dot_product_attention)");
+#endif
+  }
+  const int64_t b = q.size(0), h = q.size(1), s = q.size(2), hd = q.size(3);
+  // scores = causal mask (0 / -inf) + q k^T in one batched GEMM (no separate scale / mask passes)
+  auto mask = torch::full({s, s}, -std::numeric_limits<float>::infinity(), q.options()).triu(1);  // [S, S]
+  auto scores = torch::baddbmm(mask, q.reshape({b * h, s, hd}), k.reshape({b * h, s, hd}).transpose(1, 2))
+                    .view({b, h, s, s});                                    // [B, H, S, S]
+  // the softmax in fp32 (double for double inputs, the tests' precision)
+  const auto acc = q.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  auto probs = torch::softmax(scores, -1, acc).to(q.scalar_type());
+  return torch::matmul(probs, v);                                           // [B, H, S, hd]
 }
 
 }  // namespace more

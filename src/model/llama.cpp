@@ -182,15 +182,8 @@ torch::Tensor LlamaStage::Attention(const Layer& l, const torch::Tensor& x, Forw
     k = k.repeat_interleave(groups, 1);                                     // [B, H/tp, S, hd]
     v = v.repeat_interleave(groups, 1);
   }
-  // scores = causal mask (0 / -inf) + q k^T in one batched GEMM (no separate scale / mask passes)
-  const int64_t bh = b * heads_local_;
-  auto mask = torch::full({s, s}, -std::numeric_limits<float>::infinity(),
-                          torch::TensorOptions().dtype(q.scalar_type()).device(x.device()))
-                  .triu(1);                                                 // [S, S]
-  auto scores = torch::baddbmm(mask, q.reshape({bh, s, head_dim_}), k.reshape({bh, s, head_dim_}).transpose(1, 2))
-                    .view({b, heads_local_, s, s});                         // [B, H/tp, S, S]
-  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(x.scalar_type());
-  auto out = torch::matmul(probs, v).transpose(1, 2).reshape({b, s, heads_local_ * head_dim_});  // [B, S, H/tp*hd]
+  auto out = CausalAttention(q, k, v, attention_)                     // [B, H/tp, S, hd]
+                 .transpose(1, 2).reshape({b, s, heads_local_ * head_dim_});  // [B, S, H/tp*hd]
   return l.o.Forward(out, ctx);                                            // [B, S, D]
 }
 

@@ -10,6 +10,8 @@
 #include <filesystem>
 #include <sstream>
 
+#include <torch/version.h>
+
 #include "more/ckpt/export.h"
 #include "more/ckpt/tensor_file.h"
 #include "more/core/error.h"
@@ -169,6 +171,13 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   const auto dtype = BaseDtype(cfg_.model.dtype, cfg_.model.device);
   weights_ = std::make_unique<SafetensorsCollection>(cfg_.model.path);
   stage_ = std::make_unique<LlamaStage>(model_cfg_, *weights_, grid_, adapters_.get(), dtype, device_);
+  if (cfg_.model.attention == "fused") {
+    MORE_CHECK(FusedAttentionAvailable(), "model.attention=fused needs LibTorch >= 2.1 (this build's is {}); "
+               "use model.attention=auto or composed", TORCH_VERSION);
+    stage_->set_attention(AttentionImpl::kFused);
+  } else if (cfg_.model.attention == "composed") {
+    stage_->set_attention(AttentionImpl::kComposed);
+  }
   stage_->SetRecompute(cfg_.train.recompute_layers);
   pipeline_ = std::make_unique<Pipeline>(*stage_, grid_, cfg_.parallel.schedule);
   AdamWOptions oo{cfg_.train.beta1, cfg_.train.beta2, cfg_.train.eps, cfg_.train.weight_decay};

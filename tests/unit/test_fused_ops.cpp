@@ -1,4 +1,4 @@
-// Fused RMSNorm and RoPE nodes against their ATen compositions: values and gradients of every
+// Fused RMSNorm, RoPE and causal attention against their ATen compositions: values and gradients of every
 // input, in double (tight), fp32 and bf16, on non-contiguous inputs like the model's q/k views.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -44,6 +44,58 @@ void ExpectClose(const Grads& a, const Grads& b, double tol, const std::string& 
   EXPECT_TRUE(close(a.y, b.y)) << what << ": output";
   EXPECT_TRUE(close(a.dx, b.dx)) << what << ": dx";
   if (b.dw.defined()) EXPECT_TRUE(close(a.dw, b.dw)) << what << ": dw";
+}
+
+// Causal attention, written out row by row in double: position i attends to j <= i only. Independent
+// of both CausalAttention paths (no mask tensor, no baddbmm, no SDPA).
+torch::Tensor AttentionLoopRef(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  auto qd = q.to(torch::kFloat64), kd = k.to(torch::kFloat64), vd = v.to(torch::kFloat64);
+  const int64_t s = q.size(2);
+  std::vector<torch::Tensor> rows;
+  for (int64_t i = 0; i < s; ++i) {
+    auto qi = qd.narrow(2, i, 1);                                           // [B, H, 1, hd]
+    auto kj = kd.narrow(2, 0, i + 1), vj = vd.narrow(2, 0, i + 1);           // [B, H, i+1, hd]
+    auto p = torch::softmax(torch::matmul(qi, kj.transpose(2, 3)), -1);     // [B, H, 1, i+1]
+    rows.push_back(torch::matmul(p, vj));                                   // [B, H, 1, hd]
+  }
+  return torch::cat(rows, 2);
+}
+
+TEST(FusedOps, ComposedAttentionMatchesARowByRowReference) {
+  torch::manual_seed(4);
+  auto q = torch::randn({2, 3, 7, 8}, torch::kFloat64), k = torch::randn({2, 3, 7, 8}, torch::kFloat64),
+       v = torch::randn({2, 3, 7, 8}, torch::kFloat64);
+  auto got = CausalAttention(q, k, v, AttentionImpl::kComposed);
+  EXPECT_TRUE(torch::allclose(got, AttentionLoopRef(q, k, v), 1e-12, 1e-12));
+}
+
+TEST(FusedOps, FusedAttentionMatchesTheComposition) {
+  if (!FusedAttentionAvailable()) GTEST_SKIP() << "this LibTorch has no scaled_dot_product_attention (< 2.1)";
+  for (auto [dtype, tol] : {std::pair{torch::kFloat64, 1e-10}, {torch::kFloat32, 2e-5}, {torch::kBFloat16, 3e-2}}) {
+    torch::manual_seed(2);
+    // k and v as the model hands them: GQA heads expanded, q pre-scaled, strided views of [B, S, H, hd]
+    auto q = (torch::randn({2, 13, 4, 16}) * 0.25).to(dtype).transpose(1, 2);
+    auto k = torch::randn({2, 13, 2, 16}).to(dtype).transpose(1, 2).repeat_interleave(2, 1);
+    auto v = torch::randn({2, 13, 2, 16}).to(dtype).transpose(1, 2).repeat_interleave(2, 1);
+    auto run = [&](AttentionImpl impl) {
+      auto qq = q.detach().clone().requires_grad_(true), kk = k.detach().clone().requires_grad_(true),
+           vv = v.detach().clone().requires_grad_(true);
+      auto y = CausalAttention(qq, kk, vv, impl);
+      torch::manual_seed(9);
+      (y * torch::randn(y.sizes(), y.options())).sum().backward();
+      return std::vector<torch::Tensor>{y.detach(), qq.grad(), kk.grad(), vv.grad()};
+    };
+    auto fused = run(AttentionImpl::kFused), ref = run(AttentionImpl::kComposed);
+    const char* names[] = {"output", "dq", "dk", "dv"};
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(fused[i].scalar_type(), dtype);
+      EXPECT_TRUE(torch::allclose(fused[i].to(torch::kFloat64), ref[i].to(torch::kFloat64), tol, tol))
+          << c10::toString(dtype) << " " << names[i] << ": max diff "
+          << (fused[i].to(torch::kFloat64) - ref[i].to(torch::kFloat64)).abs().max().item<double>();
+    }
+    // and both against the independent reference (values)
+    EXPECT_TRUE(torch::allclose(fused[0].to(torch::kFloat64), AttentionLoopRef(q, k, v), tol, tol)) << c10::toString(dtype);
+  }
 }
 
 TEST(FusedOps, RmsNormMatchesTheComposition) {

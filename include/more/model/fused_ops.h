@@ -17,4 +17,18 @@ torch::Tensor FusedRmsNorm(const torch::Tensor& x, const torch::Tensor& w, doubl
 // with equal halves (cos[:, :hd/2] == cos[:, hd/2:], as LLaMA's tables are), in x's dtype.
 torch::Tensor FusedRope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
 
+// Causal self-attention of pre-scaled queries: out = softmax(q k^T + causal mask) v, the scores
+// softmax in fp32 (double for double inputs). q, k, v [B, H, S, hd] (k, v already expanded to H heads for GQA); out
+// [B, H, S, hd] in q's dtype. Right padding needs no mask of its own: a real token never sees a
+// later (padded) position.
+//   kComposed: one baddbmm with the [S, S] mask, softmax, bmm: materialises the [B, H, S, S]
+//              scores (and their fp32 copy) in forward and backward. Any LibTorch; the reference.
+//   kFused:    LibTorch >= 2.1's scaled_dot_product_attention with is_causal: flash-style kernels
+//              on CPU (bf16/fp32) and CUDA, O(S) memory, the masked half never computed.
+//   kAuto:     kFused where this LibTorch has it, else kComposed.
+enum class AttentionImpl { kAuto, kComposed, kFused };
+bool FusedAttentionAvailable();  // this LibTorch has scaled_dot_product_attention with a scale
+torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                              AttentionImpl impl = AttentionImpl::kAuto);
+
 }  // namespace more

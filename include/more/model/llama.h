@@ -24,6 +24,7 @@
 #include "more/config/config.h"
 #include "more/core/safetensors.h"
 #include "more/dist/process_grid.h"
+#include "more/model/fused_ops.h"
 #include "more/model/hf_config.h"
 #include "more/parallel/adapted_linear.h"
 
@@ -68,6 +69,8 @@ class LlamaStage {
   int64_t first_layer() const { return first_; }
   int64_t last_layer() const { return last_; }
   torch::ScalarType dtype() const { return dtype_; }
+  // causal attention kernel (model.attention); kAuto until set
+  void set_attention(AttentionImpl impl) { attention_ = impl; }
   // Activation recomputation: the first `layers` layers of this stage keep only their input
   // during the forward and rerun it in the backward (0 = none; more than the stage has = all).
   // Same losses and gradients, up to float summation order of the contrastive terms.
@@ -98,6 +101,7 @@ class LlamaStage {
   LlamaConfig cfg_;
   const ProcessGrid& grid_;
   torch::ScalarType dtype_;
+  AttentionImpl attention_ = AttentionImpl::kAuto;
   int64_t recompute_layers_ = 0;
   int64_t first_ = 0, last_ = 0;
   int64_t heads_local_ = 0, kv_local_ = 0, head_dim_ = 0;
