@@ -41,6 +41,8 @@ struct ShardWriter::Impl {
     h5::Id space = h5::Check(H5Screate_simple(rank, dims, maxdims), "H5Screate_simple");
     h5::Id dcpl = h5::Check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate");
     h5::Check(H5Pset_chunk(dcpl.get(), rank, chunk), "H5Pset_chunk");
+    // a checksum per chunk, verified by HDF5 on every read of the chunk (format version 2)
+    h5::Check(H5Pset_fletcher32(dcpl.get()), "H5Pset_fletcher32");
     return h5::Check(H5Dcreate2(group, name, type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
                      fmt::format("{}: cannot create dataset '{}'", tmp_path, name));
   }

@@ -311,3 +311,55 @@ TEST(ShardsValidation, BadStoredRowIsReportedOnRead) {
   EXPECT_NE(msg.find("row 6"), std::string::npos) << msg;
   EXPECT_NE(ErrorOf([&] { set.Read(0, {7}, 8, 0); }).find("row 7"), std::string::npos);
 }
+
+// A token id past the tokenizer's vocabulary is refused on read, naming file, task, row and
+// column (issue 16: with tp=2 it used to train on a zero embedding without a word).
+TEST(ShardsValidation, TokenIdOutsideTheVocabularyIsReported) {
+  TempDir dir("vocab");
+  WriteShards(dir.str(), {{4, 1, 1}}, 5);
+  const std::string file = dir / ShardFileName("train", 0, 1);
+  PokeId(file, "alpha", 2, 0, 600);  // MakeMeta's vocab_size is 512
+  {
+    ShardSet set({dir.str()});
+    EXPECT_NO_THROW(set.Read(0, {0, 1, 3}, 8, 0));
+    const std::string msg = ErrorOf([&] { set.Read(0, {1, 2}, 8, 0); });
+    EXPECT_NE(msg.find("token id 600 outside [0, vocab_size=512)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(file), std::string::npos) << msg;
+    EXPECT_NE(msg.find("row 2"), std::string::npos) << msg;
+  }
+  PokeId(file, "alpha", 2, 0, 511);  // the last id of the vocabulary is fine
+  EXPECT_NO_THROW(ShardSet({dir.str()}).Read(0, {2}, 8, 0));
+}
+
+// Every dataset carries a checksum per chunk: a chunk's data zeroed on disk (same file size,
+// bypassing HDF5) fails the read with a message naming file, task and dataset, and Verify lists it.
+TEST(ShardsValidation, DamagedChunkFailsItsChecksum) {
+  TempDir dir("checksum");
+  WriteShards(dir.str(), {{5, 3, 2}}, 7);
+  const std::string file = dir / ShardFileName("train", 0, 1);
+  {
+    ShardSet set({dir.str()});
+    int64_t rows = 0;
+    EXPECT_TRUE(set.Verify(&rows).empty());
+    EXPECT_EQ(rows, 10);
+  }
+  const auto size = fs::file_size(file);
+  const auto [addr, bytes] = FirstChunk(file, "alpha", "input_ids");
+  ASSERT_GT(bytes, 0u);
+  {
+    std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(static_cast<std::streamoff>(addr));
+    const std::string zeros(bytes - 4, '\0');  // the data; the chunk's last 4 bytes hold its checksum
+    io.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+  }
+  ASSERT_EQ(fs::file_size(file), size);
+  ShardSet set({dir.str()});
+  EXPECT_NO_THROW(set.Read(1, {0, 1, 2}, 8, 0));  // other tasks' chunks are intact
+  const std::string msg = ErrorOf([&] { set.Read(0, {3}, 8, 0); });
+  EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'alpha', input_ids"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+  const auto problems = set.Verify();
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("'alpha', input_ids: checksum mismatch"), std::string::npos) << problems[0];
+}
