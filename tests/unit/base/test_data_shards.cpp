@@ -362,4 +362,12 @@ TEST(ShardsValidation, DamagedChunkFailsItsChecksum) {
   const auto problems = set.Verify();
   ASSERT_EQ(problems.size(), 1u);
   EXPECT_NE(problems[0].find("'alpha', input_ids: checksum mismatch"), std::string::npos) << problems[0];
+  // from another thread (the loader's prefetch thread reads there): the error is ours alone,
+  // HDF5 prints no "HDF5-DIAG" block of its own (its printer setting is per thread)
+  std::string from_thread;
+  ::testing::internal::CaptureStderr();
+  std::thread([&] { from_thread = ErrorOf([&] { set.Read(0, {4}, 8, 0); }); }).join();
+  const std::string printed = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(from_thread.find("checksum mismatch"), std::string::npos) << from_thread;
+  EXPECT_EQ(printed.find("HDF5-DIAG"), std::string::npos) << printed;
 }
