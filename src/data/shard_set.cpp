@@ -413,6 +413,7 @@ MicroBatch ShardSet::Read(int task, const std::vector<int64_t>& rows, int bucket
   }
   const int L = std::min(m.max_len, (longest + bucket - 1) / bucket * bucket);
   const int64_t vocab = m.metas.front().vocab_size;  // the same in every shard (checked at open)
+  const int32_t bos = m.metas.front().bos_id, eos = m.metas.front().eos_id;
   mb.seq_len = L;
   mb.input_ids.assign(B * static_cast<size_t>(L), pad_id);
   mb.target_mask.assign(B * static_cast<size_t>(L), 0);
@@ -423,6 +424,7 @@ MicroBatch ShardSet::Read(int task, const std::vector<int64_t>& rows, int bucket
     if (g.uniq.empty()) continue;
     const TaskData& td = m.shards[s].tasks[static_cast<size_t>(task)];
     const std::string what = fmt::format("shard '{}', task '{}'", m.shards[s].path, info.name);
+    const bool structured = m.shards[s].meta.format_version >= 2;
     const size_t k = g.uniq.size();
     std::vector<int32_t> ids(k * static_cast<size_t>(L));   // [k, L]
     std::vector<uint8_t> mask(k * static_cast<size_t>(L));  // [k, L]
@@ -445,6 +447,21 @@ MicroBatch ShardSet::Read(int task, const std::vector<int64_t>& rows, int bucket
         if (src_mask[c] > 1)
           Fail("{}, row {} (local row {}), column {}: bad stored target_mask value {} (hint: {})", what,
                off[s] + local, local, c, src_mask[c], kHintRebuild);
+      }
+      // format version 2 rows are BOS + prompt + target + EOS with the mask 1 exactly from the
+      // prompt's end (the writer enforces it): this also catches a chunk zeroed together with its
+      // Fletcher-32 checksum, which the checksum alone cannot see
+      if (structured) {
+        const int32_t p = mb.prompt_lengths[out];
+        if (src_ids[0] != bos || src_ids[n - 1] != eos)
+          Fail("{}, row {} (local row {}): input_ids must start with bos_id {} and end with eos_id {}, not {} ... {} "
+               "(hint: the shard is damaged; `shard_data verify`; {})",
+               what, off[s] + local, local, bos, eos, src_ids[0], src_ids[n - 1], kHintRebuild);
+        for (int32_t c = 0; c < n; ++c)
+          if (src_mask[c] != (c >= p ? 1 : 0))
+            Fail("{}, row {} (local row {}), column {}: target_mask {} but the prompt is {} tokens long (hint: the "
+                 "shard is damaged; `shard_data verify`; {})",
+                 what, off[s] + local, local, c, src_mask[c], p, kHintRebuild);
       }
       std::copy(src_ids, src_ids + n,
                 mb.input_ids.begin() + static_cast<std::ptrdiff_t>(out * static_cast<size_t>(L)));

@@ -21,14 +21,15 @@ namespace fs = std::filesystem;
 
 using more::testing::TempDir;
 
-// A random row: length in [2, max_len], prompt in [1, length), ids in [3, 500), mask 1 from
-// the prompt on, a label index in [-1, n_candidates) and a label value.
+// A random row: length in [2, max_len], prompt in [1, length), BOS (1), ids in [3, 500), EOS
+// (2), mask 1 from the prompt on, a label index in [-1, n_candidates) and a label value.
 inline Sample RandomSample(std::mt19937& rng, int max_len, int n_candidates) {
   Sample s;
   const int n = 2 + static_cast<int>(rng() % static_cast<unsigned>(max_len - 1));
   s.prompt_length = 1 + static_cast<int>(rng() % static_cast<unsigned>(n - 1));
   for (int j = 0; j < n; ++j) {
-    s.ids.push_back(3 + static_cast<int32_t>(rng() % 497));
+    // BOS (1) first, EOS (2) last, as packing makes them (the writer enforces it)
+    s.ids.push_back(j == 0 ? 1 : j == n - 1 ? 2 : 3 + static_cast<int32_t>(rng() % 497));
     s.target_mask.push_back(j >= s.prompt_length ? 1 : 0);
   }
   s.label_index = static_cast<int32_t>(rng() % static_cast<unsigned>(n_candidates + 1)) - 1;

@@ -198,6 +198,17 @@ TEST(Shards, WriterRejectsBadRows) {
   Sample bad_label = s;
   bad_label.label_index = 2;  // alpha has 2 candidates
   EXPECT_THROW(w.Append(0, bad_label), Error);
+  // the structure the reader relies on: BOS first, EOS last, mask exactly from the prompt's end,
+  // ids inside the vocabulary (512)
+  for (auto broken : {std::vector<int32_t>{5, 5, 6, 2}, std::vector<int32_t>{1, 5, 6, 5},
+                      std::vector<int32_t>{1, 512, 6, 2}}) {
+    Sample b = s;
+    b.ids = broken;
+    EXPECT_THROW(w.Append(0, b), Error) << broken[0] << " " << broken[1] << " " << broken[3];
+  }
+  Sample bad_structure = s;
+  bad_structure.target_mask = {0, 1, 0, 1};
+  EXPECT_THROW(w.Append(0, bad_structure), Error);
   EXPECT_THROW(w.Append(3, s), Error);
   EXPECT_THROW(ShardWriter(dir / "no_such_dir/x.h5", MakeMeta(kTasks, 8, "train", 0, 1)), Error);
   auto dup = kTasks;
@@ -327,7 +338,7 @@ TEST(ShardsValidation, TokenIdOutsideTheVocabularyIsReported) {
     EXPECT_NE(msg.find(file), std::string::npos) << msg;
     EXPECT_NE(msg.find("row 2"), std::string::npos) << msg;
   }
-  PokeId(file, "alpha", 2, 0, 511);  // the last id of the vocabulary is fine
+  PokeId(file, "alpha", 2, 0, 1);  // BOS again
   EXPECT_NO_THROW(ShardSet({dir.str()}).Read(0, {2}, 8, 0));
 }
 
@@ -370,4 +381,26 @@ TEST(ShardsValidation, DamagedChunkFailsItsChecksum) {
   const std::string printed = ::testing::internal::GetCapturedStderr();
   EXPECT_NE(from_thread.find("checksum mismatch"), std::string::npos) << from_thread;
   EXPECT_EQ(printed.find("HDF5-DIAG"), std::string::npos) << printed;
+}
+
+// Fletcher-32 cannot see a chunk zeroed together with its stored checksum (zeros sum to zero);
+// the row structure of format version 2 (BOS first, EOS last, mask from the prompt's end) can.
+TEST(ShardsValidation, ChunkZeroedWithItsChecksumFailsTheRowChecks) {
+  TempDir dir("zeroall");
+  WriteShards(dir.str(), {{5, 3, 2}}, 7);
+  const std::string file = dir / ShardFileName("train", 0, 1);
+  for (const char* name : {"input_ids", "target_mask"}) {
+    const auto [addr, bytes] = FirstChunk(file, name == std::string("input_ids") ? "alpha" : "beta", name);
+    std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(static_cast<std::streamoff>(addr));
+    const std::string zeros(bytes, '\0');  // data and checksum
+    io.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+  }
+  ShardSet set({dir.str()});
+  std::string msg = ErrorOf([&] { set.Read(0, {0}, 8, 0); });
+  EXPECT_NE(msg.find("input_ids must start with bos_id 1 and end with eos_id 2, not 0"), std::string::npos) << msg;
+  msg = ErrorOf([&] { set.Read(1, {0}, 8, 0); });
+  EXPECT_NE(msg.find("target_mask 0 but the prompt is"), std::string::npos) << msg;
+  EXPECT_NO_THROW(set.Read(2, {0, 1}, 8, 0));
+  EXPECT_EQ(set.Verify().size(), 2u);
 }
