@@ -7,11 +7,18 @@
 #include "more/ckpt/tensor_file.h"
 #include "more/core/error.h"
 #include "more/core/fault.h"
+#include "more/core/hash.h"
+#include "more/core/log.h"
 #include "more/core/safetensors.h"
 
 namespace fs = std::filesystem;
 
 namespace more {
+
+uint32_t CheckpointManager::StateChecksum(const nlohmann::json& state) {
+  const std::string text = state.dump();  // compact, keys sorted: the same bytes on every build
+  return Crc32(text.data(), text.size());
+}
 
 CheckpointManager::CheckpointManager(std::string root, int64_t keep_last)
     : root_(std::move(root)), keep_last_(keep_last) {}
@@ -26,6 +33,11 @@ std::optional<std::string> CheckpointManager::Latest() const {
   auto name = ReadFileToString(pointer);
   name.erase(std::remove_if(name.begin(), name.end(), [](char c) { return c == '\n' || c == ' '; }), name.end());
   const auto dir = root_ + "/" + name;
+  static const std::regex step_re("step-[0-9]{8}");
+  if (!std::regex_match(name, step_re))
+    throw Error(fmt::format("checkpoint pointer '{}' holds '{}', which is not a checkpoint name (step-NNNNNNNN)",
+                            pointer, name),
+                "restore the pointer (the newest complete step-* directory) or delete it to start fresh");
   if (!fs::is_directory(dir))
     throw Error(fmt::format("checkpoint pointer '{}' names '{}', which does not exist", pointer, dir),
                 "restore the directory or delete the pointer to start fresh");
@@ -71,6 +83,8 @@ std::string CheckpointManager::Commit(int64_t step, nlohmann::json state) const 
   const auto final_dir = root_ + "/" + StepName(step);
   state["format_version"] = kCheckpointFormatVersion;
   state["step"] = step;
+  state.erase(kStateChecksumKey);
+  state[kStateChecksumKey] = StateChecksum(state);
   WriteFileAtomic(tmp + "/state.json", state.dump(1));
   std::error_code ec;
   // A re-run of the same step (resumed from an older one, or saved again after a stop signal):
@@ -111,11 +125,41 @@ CheckpointManager::Loaded CheckpointManager::Load(const std::string& dir) {
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("checkpoint '{}': state.json is not valid JSON ({})", dir, e.what()));
   }
-  const int version = out.state.value("format_version", -1);
-  if (version != kCheckpointFormatVersion)
-    throw Error(fmt::format("checkpoint '{}' has format version {}; this build reads version {}", dir, version,
+  if (!out.state.is_object()) throw Error(fmt::format("checkpoint '{}': state.json is not a JSON object", dir));
+  // the version first: it says whether (and how) the state is checksummed
+  const auto version_field = out.state.find("format_version");
+  const int version = version_field != out.state.end() && version_field->is_number_integer() ? version_field->get<int>() : -1;
+  if (version != kCheckpointFormatVersion && version != 1)
+    throw Error(fmt::format("checkpoint '{}' has format version {}; this build reads versions 1 and {}", dir, version,
                             kCheckpointFormatVersion),
                 "use the trainer version that wrote it");
+  if (version == 1) {
+    spdlog::warn("checkpoint '{}' has format version 1: its state.json carries no checksum, so it is not verified",
+                 dir);
+  } else {
+    const auto it = out.state.find(kStateChecksumKey);
+    if (it == out.state.end() || !it->is_number_unsigned())
+      throw Error(fmt::format("checkpoint '{}': state.json has no '{}' field", dir, kStateChecksumKey),
+                  "the file was damaged or edited; resume from an earlier checkpoint (point 'latest' at it)");
+    const uint32_t stored = it->get<uint32_t>();
+    out.state.erase(it);
+    const uint32_t computed = StateChecksum(out.state);
+    if (stored != computed)
+      throw Error(fmt::format("'{}': checksum mismatch (stored {}, computed {}): the file was damaged or edited",
+                              state_path, stored, computed),
+                  "resume from an earlier checkpoint (point 'latest' at it), or start a new run directory");
+  }
+  // the step recorded inside must be the one the directory is named for
+  const auto step_field = out.state.find("step");
+  if (step_field == out.state.end() || !step_field->is_number_integer())
+    throw Error(fmt::format("checkpoint '{}': state.json has no integer 'step'", dir));
+  const auto name = fs::path(dir).filename().string();
+  static const std::regex step_re("step-([0-9]{8})");
+  std::smatch match;
+  if (std::regex_match(name, match, step_re) && std::stoll(match[1].str()) != step_field->get<int64_t>())
+    throw Error(fmt::format("checkpoint '{}': state.json says step {} but the directory is named for step {}", dir,
+                            step_field->get<int64_t>(), std::stoll(match[1].str())),
+                "the checkpoint was edited or moved; resume from an intact one");
   int stages = 0;
   for (const auto& e : fs::directory_iterator(dir)) {
     const auto name = e.path().filename().string();

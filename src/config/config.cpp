@@ -1,5 +1,6 @@
 #include "more/config/config.h"
 
+#include <cmath>
 #include <map>
 #include <set>
 #include <filesystem>
@@ -224,8 +225,8 @@ void Config::Validate() const {
           "adapter.scaling", "must be paper, none or per_component, not '" + adapter.scaling + "'");
   Require(adapter.selection == "ste" || adapter.selection == "soft", "adapter.selection",
           "must be ste or soft");
-  Require(adapter.lambda_cl >= 0, "adapter.lambda_cl", "must be >= 0");
-  Require(adapter.tau > 0, "adapter.tau", "must be > 0");
+  Require(std::isfinite(adapter.lambda_cl) && adapter.lambda_cl >= 0, "adapter.lambda_cl", "must be finite and >= 0");
+  Require(std::isfinite(adapter.tau) && adapter.tau > 0, "adapter.tau", "must be finite and > 0");
   Require(!TargetModules().empty(), "adapter.targets", "must name at least one module");
   Require(data.bucket >= 1, "data.bucket", "must be >= 1");
   Require(data.sampling == "paper" || data.sampling == "uniform" || data.sampling == "proportional" ||
@@ -236,11 +237,18 @@ void Config::Validate() const {
   Require(train.steps >= 1, "train.steps", "must be >= 1");
   Require(train.micro_batch >= 1, "train.micro_batch", "must be >= 1");
   Require(train.global_batch >= 1, "train.global_batch", "must be >= 1");
-  Require(train.lr > 0, "train.lr", "must be > 0");
+  Require(std::isfinite(train.lr) && train.lr > 0, "train.lr", fmt::format("must be finite and > 0, not {}", train.lr));
+  Require(std::isfinite(train.beta1) && train.beta1 >= 0 && train.beta1 < 1, "train.beta1",
+          fmt::format("must be in [0, 1), not {}", train.beta1));
+  Require(std::isfinite(train.beta2) && train.beta2 >= 0 && train.beta2 < 1, "train.beta2",
+          fmt::format("must be in [0, 1), not {}", train.beta2));
+  Require(std::isfinite(train.eps) && train.eps > 0, "train.eps", fmt::format("must be finite and > 0, not {}", train.eps));
+  Require(std::isfinite(train.weight_decay) && train.weight_decay >= 0, "train.weight_decay",
+          fmt::format("must be finite and >= 0, not {}", train.weight_decay));
   Require(train.warmup >= 0, "train.warmup", "must be >= 0");
   Require(train.recompute_layers >= 0, "train.recompute_layers", "must be >= 0");
-  Require(train.min_lr_ratio >= 0 && train.min_lr_ratio <= 1, "train.min_lr_ratio", "must be in [0, 1]");
-  Require(train.grad_clip >= 0, "train.grad_clip", "must be >= 0");
+  Require(std::isfinite(train.min_lr_ratio) && train.min_lr_ratio >= 0 && train.min_lr_ratio <= 1, "train.min_lr_ratio", "must be in [0, 1]");
+  Require(std::isfinite(train.grad_clip) && train.grad_clip >= 0, "train.grad_clip", "must be finite and >= 0");
   Require(train.log_every >= 1, "train.log_every", "must be >= 1");
   Require(train.nan_policy == "stop" || train.nan_policy == "skip", "train.nan_policy",
           "must be stop or skip");
@@ -248,6 +256,8 @@ void Config::Validate() const {
   Require(ckpt.keep_last >= 1, "ckpt.keep_last", "must be >= 1");
   Require(parallel.tp >= 1 && parallel.pp >= 1 && parallel.dp >= 0, "parallel",
           "tp and pp must be >= 1 and dp >= 0");
+  Require(std::isfinite(parallel.timeout_s) && parallel.timeout_s >= 0, "parallel.timeout_s",
+          "must be >= 0 seconds (0 = watchdog off)");
   Require(parallel.schedule == "1f1b" || parallel.schedule == "gpipe", "parallel.schedule",
           "must be 1f1b or gpipe");
 }

@@ -13,10 +13,12 @@ std::recursive_mutex& Hdf5Mutex() {
 
 void Hdf5Init() {
   static std::once_flag once;
-  std::call_once(once, [] {
-    H5open();
+  std::call_once(once, [] { H5open(); });
+  thread_local bool silenced = false;  // HDF5's error settings are per thread
+  if (!silenced) {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-  });
+    silenced = true;
+  }
 }
 
 namespace {

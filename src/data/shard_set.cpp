@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 
 #include "more/core/error.h"
 #include "more/data/hdf5_util.h"
@@ -36,6 +37,20 @@ h5::Id OpenDataset(hid_t group, const std::string& name, const std::string& wher
                    where + ": cannot open dataset '" + name + "'");
 }
 
+// Version-2 shards carry a Fletcher-32 checksum in every chunk; a dataset without the filter
+// would be read unverified, so it is refused.
+void RequireChecksum(hid_t ds, const std::string& where) {
+  h5::Id dcpl = h5::Check(H5Dget_create_plist(ds), where + ": cannot get its creation properties");
+  unsigned flags = 0;
+  size_t nelmts = 0;
+  unsigned config = 0;
+  if (H5Pget_filter_by_id2(dcpl.get(), H5Z_FILTER_FLETCHER32, &flags, &nelmts, nullptr, 0, nullptr, &config) < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    throw Error(where + ": has no checksum (Fletcher-32 filter) although the shard's format version says so",
+                kHintRebuild);
+  }
+}
+
 Shard OpenShard(const std::string& path) {
   if (!fs::exists(path))
     throw Error("shard file '" + path + "' does not exist", "check the data paths / run shard_data build");
@@ -53,9 +68,9 @@ Shard OpenShard(const std::string& path) {
   const hid_t root = sh.file.get();
   ShardMeta& m = sh.meta;
   m.format_version = static_cast<int>(h5::ReadIntAttr(root, "format_version", where));
-  if (m.format_version != kShardFormatVersion)
-    throw Error(fmt::format("{}: shard format version {} is not supported (this build reads version {})",
-                            where, m.format_version, kShardFormatVersion),
+  if (m.format_version != kShardFormatVersion && m.format_version != kShardFormatVersionNoChecksums)
+    throw Error(fmt::format("{}: shard format version {} is not supported (this build reads versions {} and {})",
+                            where, m.format_version, kShardFormatVersionNoChecksums, kShardFormatVersion),
                 "re-create the shards with this build's shard_data");
   m.tokenizer_hash = h5::ReadStringAttr(root, "tokenizer_hash", where);
   m.max_len = static_cast<int>(h5::ReadIntAttr(root, "max_len", where));
@@ -64,12 +79,24 @@ Shard OpenShard(const std::string& path) {
   m.eos_id = static_cast<int32_t>(h5::ReadIntAttr(root, "eos_id", where));
   m.pad_id = static_cast<int32_t>(h5::ReadIntAttr(root, "pad_id", where));
   if (m.max_len < 2) Fail("{}: max_len {} is invalid (must be >= 2)", where, m.max_len);
+  if (m.vocab_size < 1 || m.vocab_size > std::numeric_limits<int32_t>::max())
+    Fail("{}: vocab_size {} is invalid", where, m.vocab_size);
+  for (int32_t id : {m.bos_id, m.eos_id, m.pad_id})
+    if (id < 0 || id >= m.vocab_size)
+      Fail("{}: special token id {} (bos/eos/pad) outside [0, vocab_size={}) (hint: {})", where, id, m.vocab_size,
+           kHintRebuild);
   m.split = h5::ReadStringAttr(root, "split", where);
   m.shard_index = static_cast<int>(h5::ReadIntAttr(root, "shard_index", where));
   m.num_shards = static_cast<int>(h5::ReadIntAttr(root, "num_shards", where));
   if (m.num_shards < 1 || m.shard_index < 0 || m.shard_index >= m.num_shards)
     Fail("{}: shard_index {} / num_shards {} are inconsistent", where, m.shard_index, m.num_shards);
   m.tasks = TasksFromJson(h5::ReadStringAttr(root, "tasks", where), where);
+  for (const auto& t : m.tasks)
+    for (const auto& cand : t.candidate_ids)
+      for (int32_t id : cand)
+        if (id < 0 || id >= m.vocab_size)
+          Fail("{}, task '{}': candidate token id {} outside [0, vocab_size={}) (hint: {})", where, t.name, id,
+               m.vocab_size, kHintRebuild);
 
   for (auto& info : m.tasks) {
     const std::string gname = "/tasks/" + info.name;
@@ -102,6 +129,10 @@ Shard OpenShard(const std::string& path) {
                                 fmt::join(d, ", "), fmt::join(want, ", ")),
                     kHintRebuild);
     }
+    if (m.format_version >= 2)
+      for (const auto& [name, ds] : checks)
+        RequireChecksum(ds->get(), twhere + ", dataset '" + name + "'");
+    if (m.format_version >= 2) RequireChecksum(td.lengths.get(), twhere + ", dataset 'lengths'");
     info.size = static_cast<int64_t>(n);
     sh.tasks.push_back(std::move(td));
   }
@@ -152,7 +183,15 @@ void ReadRows(hid_t ds, hid_t mem_type, const std::vector<int64_t>& sorted, hsiz
   }
   hsize_t mdims[2] = {static_cast<hsize_t>(sorted.size()), cols};
   h5::Id mspace = h5::Check(H5Screate_simple(rank, mdims, nullptr), what);
-  h5::Check(H5Dread(ds, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out), what + ": read failed");
+  if (H5Dread(ds, mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, out) < 0) {
+    const std::string text = h5::Hdf5ErrorText();
+    if (text.find("Fletcher32") != std::string::npos || text.find("checksum") != std::string::npos)
+      throw Error(fmt::format("{}: checksum mismatch in the chunk(s) holding local rows {}..{}: the file is damaged",
+                              what, sorted.front(), sorted.back()),
+                  "`shard_data verify <dir>` lists every damaged chunk; re-create the shards (shard_data build) or "
+                  "restore them from a copy");
+    throw Error(what + ": read failed: " + text);
+  }
 }
 
 }  // namespace
@@ -373,6 +412,8 @@ MicroBatch ShardSet::Read(int task, const std::vector<int64_t>& rows, int bucket
     }
   }
   const int L = std::min(m.max_len, (longest + bucket - 1) / bucket * bucket);
+  const int64_t vocab = m.metas.front().vocab_size;  // the same in every shard (checked at open)
+  const int32_t bos = m.metas.front().bos_id, eos = m.metas.front().eos_id;
   mb.seq_len = L;
   mb.input_ids.assign(B * static_cast<size_t>(L), pad_id);
   mb.target_mask.assign(B * static_cast<size_t>(L), 0);
@@ -383,6 +424,7 @@ MicroBatch ShardSet::Read(int task, const std::vector<int64_t>& rows, int bucket
     if (g.uniq.empty()) continue;
     const TaskData& td = m.shards[s].tasks[static_cast<size_t>(task)];
     const std::string what = fmt::format("shard '{}', task '{}'", m.shards[s].path, info.name);
+    const bool structured = m.shards[s].meta.format_version >= 2;
     const size_t k = g.uniq.size();
     std::vector<int32_t> ids(k * static_cast<size_t>(L));   // [k, L]
     std::vector<uint8_t> mask(k * static_cast<size_t>(L));  // [k, L]
@@ -396,9 +438,30 @@ MicroBatch ShardSet::Read(int task, const std::vector<int64_t>& rows, int bucket
       const int32_t* src_ids = ids.data() + j * static_cast<size_t>(L);
       const uint8_t* src_mask = mask.data() + j * static_cast<size_t>(L);
       for (int32_t c = 0; c < n; ++c) {
-        if (src_ids[c] < 0 || src_mask[c] > 1)
-          Fail("{}, row {} (local row {}), column {}: bad stored value (id {}, mask {}) (hint: {})", what,
-               off[s] + local, local, c, src_ids[c], src_mask[c], kHintRebuild);
+        // ids past the vocabulary would index outside the embedding (or, split over tp ranks,
+        // match no rank's slice and train on a zero vector without a word)
+        if (src_ids[c] < 0 || src_ids[c] >= vocab)
+          Fail("{}, row {} (local row {}), column {}: token id {} outside [0, vocab_size={}) (hint: the shard is "
+               "corrupt; {})",
+               what, off[s] + local, local, c, src_ids[c], vocab, kHintRebuild);
+        if (src_mask[c] > 1)
+          Fail("{}, row {} (local row {}), column {}: bad stored target_mask value {} (hint: {})", what,
+               off[s] + local, local, c, src_mask[c], kHintRebuild);
+      }
+      // format version 2 rows are BOS + prompt + target + EOS with the mask 1 exactly from the
+      // prompt's end (the writer enforces it): this also catches a chunk zeroed together with its
+      // Fletcher-32 checksum, which the checksum alone cannot see
+      if (structured) {
+        const int32_t p = mb.prompt_lengths[out];
+        if (src_ids[0] != bos || src_ids[n - 1] != eos)
+          Fail("{}, row {} (local row {}): input_ids must start with bos_id {} and end with eos_id {}, not {} ... {} "
+               "(hint: the shard is damaged; `shard_data verify`; {})",
+               what, off[s] + local, local, bos, eos, src_ids[0], src_ids[n - 1], kHintRebuild);
+        for (int32_t c = 0; c < n; ++c)
+          if (src_mask[c] != (c >= p ? 1 : 0))
+            Fail("{}, row {} (local row {}), column {}: target_mask {} but the prompt is {} tokens long (hint: the "
+                 "shard is damaged; `shard_data verify`; {})",
+                 what, off[s] + local, local, c, src_mask[c], p, kHintRebuild);
       }
       std::copy(src_ids, src_ids + n,
                 mb.input_ids.begin() + static_cast<std::ptrdiff_t>(out * static_cast<size_t>(L)));
@@ -407,6 +470,31 @@ MicroBatch ShardSet::Read(int task, const std::vector<int64_t>& rows, int bucket
     }
   }
   return mb;
+}
+
+std::vector<std::string> ShardSet::Verify(int64_t* rows_checked) const {
+  const Impl& m = *impl_;
+  std::vector<std::string> problems;
+  const int64_t chunk = ShardChunkRows(m.max_len);
+  int64_t rows = 0;
+  for (int t = 0; t < num_tasks(); ++t) {
+    const auto& off = m.offsets[static_cast<size_t>(t)];
+    for (size_t s = 0; s + 1 < off.size(); ++s) {
+      // chunk by chunk of the shard's local rows, so each failure names one chunk of each dataset
+      for (int64_t begin = off[s]; begin < off[s + 1]; begin += chunk) {
+        std::vector<int64_t> ids;
+        for (int64_t r = begin; r < std::min(off[s + 1], begin + chunk); ++r) ids.push_back(r);
+        try {
+          Read(t, ids, 1, m.metas.front().pad_id);
+        } catch (const Error& e) {
+          problems.push_back(e.what());
+        }
+        rows += static_cast<int64_t>(ids.size());
+      }
+    }
+  }
+  if (rows_checked) *rows_checked = rows;
+  return problems;
 }
 
 }  // namespace more

@@ -41,6 +41,8 @@ struct ShardWriter::Impl {
     h5::Id space = h5::Check(H5Screate_simple(rank, dims, maxdims), "H5Screate_simple");
     h5::Id dcpl = h5::Check(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate");
     h5::Check(H5Pset_chunk(dcpl.get(), rank, chunk), "H5Pset_chunk");
+    // a checksum per chunk, verified by HDF5 on every read of the chunk (format version 2)
+    h5::Check(H5Pset_fletcher32(dcpl.get()), "H5Pset_fletcher32");
     return h5::Check(H5Dcreate2(group, name, type, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
                      fmt::format("{}: cannot create dataset '{}'", tmp_path, name));
   }
@@ -165,6 +167,18 @@ void ShardWriter::Append(int task, const Sample& s) {
     Fail("{}: prompt_length {} outside [1, {})", where, s.prompt_length, n);
   if (s.label_index < -1 || s.label_index >= static_cast<int>(info.candidates.size()))
     Fail("{}: label_index {} outside [-1, {})", where, s.label_index, info.candidates.size());
+  // the row structure the reader checks (format version 2): BOS + prompt + target + EOS, the
+  // mask 1 exactly from the prompt's end, every id in the vocabulary
+  if (s.ids.front() != m.meta.bos_id || s.ids.back() != m.meta.eos_id)
+    Fail("{}: row must start with bos_id {} and end with eos_id {}, not {} ... {}", where, m.meta.bos_id,
+         m.meta.eos_id, s.ids.front(), s.ids.back());
+  for (int64_t j = 0; j < n; ++j) {
+    if (s.target_mask[static_cast<size_t>(j)] != (j >= s.prompt_length ? 1 : 0))
+      Fail("{}: target_mask[{}] is {}; it must be 0 on BOS + prompt and 1 on target + EOS", where, j,
+           s.target_mask[static_cast<size_t>(j)]);
+    if (m.meta.vocab_size > 0 && (s.ids[static_cast<size_t>(j)] < 0 || s.ids[static_cast<size_t>(j)] >= m.meta.vocab_size))
+      Fail("{}: token id {} outside [0, vocab_size={})", where, s.ids[static_cast<size_t>(j)], m.meta.vocab_size);
+  }
 
   auto& t = m.tasks[static_cast<size_t>(task)];
   const size_t ml = static_cast<size_t>(m.meta.max_len);

@@ -3,12 +3,24 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <mutex>
+#include <string>
+#include <thread>
 #include <utility>
+#include <vector>
+
+#include <fmt/ranges.h>
 
 #include <ATen/ATen.h>
 
 #include "more/core/error.h"
+#include "more/dist/watchdog.h"
 
 namespace more {
 namespace {
@@ -70,13 +82,137 @@ class NcclPendingSend final : public PendingSend {
   CudaStreamFn stream_fn_;
 };
 
+// The NCCL side of the watchdog (dist/watchdog.h). NCCL operations are only enqueued on the
+// host; a stalled peer shows up as CUDA work that never completes while the host waits in a
+// stream synchronisation or a copy. So each operation records a CUDA event after it, and a
+// thread polls the events in flight and ncclCommGetAsyncError of every communicator: an
+// operation older than the timeout, or an asynchronous NCCL error, makes it print the operation
+// and its peer, abort the NCCL communicators (ncclCommAbort: the blocked NCCL kernels return),
+// wait a grace period so the other ranks print their own report, and end the process with exit
+// code 3; mpirun then ends every other rank.
+class NcclWatch {
+ public:
+  NcclWatch(double timeout_s, int world_rank, std::string what_group) :
+      timeout_s_(timeout_s), world_rank_(world_rank), group_(std::move(what_group)) {}
+  ~NcclWatch() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    for (auto& f : inflight_) cudaEventDestroy(f.done);
+  }
+  bool enabled() const { return timeout_s_ > 0; }
+  void AddComm(ncclComm_t c) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    comms_.push_back(c);
+  }
+  // After an operation was enqueued on `stream`; peer_world < 0 for a collective.
+  void Track(const char* op, int peer_world, cudaStream_t stream) {
+    if (!enabled()) return;
+    cudaEvent_t ev = NewEvent();
+    Cuda(cudaEventRecord(ev, stream), "event record");
+    std::lock_guard<std::mutex> lock(mutex_);
+    inflight_.push_back({ev, op, peer_world, std::chrono::steady_clock::now()});
+    if (!thread_.joinable()) {
+      int device = 0;
+      cudaGetDevice(&device);
+      thread_ = std::thread([this, device] { Loop(device); });
+    }
+  }
+
+ private:
+  struct InFlight {
+    cudaEvent_t done;
+    const char* op;
+    int peer_world;
+    std::chrono::steady_clock::time_point t0;
+  };
+
+  void Loop(int device) {
+    cudaSetDevice(device);
+    while (!stop_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::string problem;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        // drop the completed operations (side streams may complete out of order)
+        inflight_.erase(std::remove_if(inflight_.begin(), inflight_.end(),
+                                       [](const InFlight& f) {
+                                         if (cudaEventQuery(f.done) != cudaSuccess) return false;
+                                         cudaEventDestroy(f.done);
+                                         return true;
+                                       }),
+                        inflight_.end());
+        for (ncclComm_t c : comms_) {
+          ncclResult_t async = ncclSuccess;
+          if (ncclCommGetAsyncError(c, &async) == ncclSuccess && async != ncclSuccess
+#if defined(NCCL_VERSION_CODE) && NCCL_VERSION_CODE >= 21400
+              && async != ncclInProgress
+#endif
+          ) {
+            problem = fmt::format("NCCL reported an asynchronous error in the {} group: {}", group_,
+                                  ncclGetErrorString(async));
+            break;
+          }
+        }
+        const auto now = std::chrono::steady_clock::now();
+        for (const auto& f : inflight_) {
+          const double waited = std::chrono::duration<double>(now - f.t0).count();
+          if (problem.empty() && waited > timeout_s_)
+            problem = f.peer_world >= 0
+                          ? fmt::format("NCCL {} with world rank {} in the {} group has not completed after {:.1f} s "
+                                        "(parallel.timeout_s = {}): world rank {} stalled or dead?",
+                                        f.op, f.peer_world, group_, waited, timeout_s_, f.peer_world)
+                          : fmt::format("NCCL {} in the {} group has not completed after {:.1f} s (parallel.timeout_s "
+                                        "= {}): a rank of that group stalled or dead?",
+                                        f.op, group_, waited, timeout_s_);
+        }
+        if (problem.empty()) continue;
+        std::fprintf(stderr, "[rank %d] watchdog: %s; aborting the NCCL communicators\n", world_rank_, problem.c_str());
+        std::fflush(stderr);
+        for (ncclComm_t c : comms_) ncclCommAbort(c);  // the blocked NCCL kernels return
+        comms_.clear();
+      }
+      std::this_thread::sleep_for(std::chrono::duration<double>(std::clamp(timeout_s_ / 2, 1.0, 10.0)));
+      std::fprintf(stderr, "[rank %d] error: watchdog: %s (hint: the job ends so the scheduler can restart it from "
+                   "the last checkpoint; raise parallel.timeout_s if the wait was legitimate)\n",
+                   world_rank_, problem.c_str());
+      std::fflush(stderr);
+      std::_Exit(3);  // no MPI_Finalize: mpirun ends the other ranks
+    }
+  }
+
+  double timeout_s_;
+  int world_rank_;
+  std::string group_;
+  std::mutex mutex_;
+  std::vector<ncclComm_t> comms_;
+  std::vector<InFlight> inflight_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+};
+
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(MPI_Comm group, CudaStreamFn stream_fn) : mpi_(group, false), group_(group), stream_fn_(stream_fn) {
+  NcclCommunicator(MPI_Comm group, CudaStreamFn stream_fn, const Watchdog* watchdog, std::string name)
+      : mpi_(group, false, watchdog, name), group_(group), stream_fn_(stream_fn) {
     rank_ = mpi_.rank();
     size_ = mpi_.size();
+    int world_rank = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    // the world rank of every member, for the watchdog's messages
+    MPI_Group g, world;
+    MPI_Comm_group(group, &g);
+    MPI_Comm_group(MPI_COMM_WORLD, &world);
+    std::vector<int> mine(static_cast<size_t>(size_));
+    for (int i = 0; i < size_; ++i) mine[static_cast<size_t>(i)] = i;
+    members_.assign(static_cast<size_t>(size_), -1);
+    MPI_Group_translate_ranks(g, size_, mine.data(), world, members_.data());
+    MPI_Group_free(&g);
+    MPI_Group_free(&world);
+    watch_ = std::make_unique<NcclWatch>(watchdog ? watchdog->timeout_s() : 0.0, world_rank,
+                                         fmt::format("{} (world ranks {})", name, fmt::join(members_, ", ")));
   }
   ~NcclCommunicator() override {
+    watch_.reset();  // stops the watchdog thread before the communicators go
     for (auto& [key, pair] : p2p_) {
       if (pair.comm) ncclCommDestroy(pair.comm);
       if (pair.stream) cudaStreamDestroy(pair.stream);
@@ -94,6 +230,7 @@ class NcclCommunicator final : public Communicator {
     if (size_ == 1) return;
     CheckContiguous(t, "broadcast");
     Nccl(ncclBroadcast(t.data_ptr(), t.data_ptr(), t.numel(), NcclType(t), root, Comm(), Stream()), "broadcast");
+    watch_->Track("broadcast", -1, Stream());
   }
   void AllGather(const at::Tensor& in, at::Tensor& out) const override {
     if (!in.is_cuda()) return mpi_.AllGather(in, out);
@@ -107,6 +244,7 @@ class NcclCommunicator final : public Communicator {
       return;
     }
     Nccl(ncclAllGather(in.data_ptr(), out.data_ptr(), in.numel(), NcclType(in), Comm(), Stream()), "all_gather");
+    watch_->Track("all_gather", -1, Stream());
   }
   void Send(const at::Tensor& t, int dst, int tag) const override {
     if (!t.is_cuda()) return mpi_.Send(t, dst, tag);
@@ -121,6 +259,7 @@ class NcclCommunicator final : public Communicator {
     Cuda(cudaStreamWaitEvent(pair.stream, ready, 0), "stream wait event");
     cudaEventDestroy(ready);  // released once the wait has been satisfied
     Nccl(ncclSend(buf.data_ptr(), buf.numel(), NcclType(buf), /*peer=*/1, pair.comm, pair.stream), "send");
+    watch_->Track("send", members_[static_cast<size_t>(dst)], pair.stream);
     cudaEvent_t done = NewEvent();
     Cuda(cudaEventRecord(done, pair.stream), "event record");
     return std::make_unique<NcclPendingSend>(std::move(buf), done, stream_fn_);
@@ -130,6 +269,7 @@ class NcclCommunicator final : public Communicator {
     CheckContiguous(t, "recv");
     auto& pair = Pair(src, rank_);
     Nccl(ncclRecv(t.data_ptr(), t.numel(), NcclType(t), /*peer=*/0, pair.comm, Stream()), "recv");
+    watch_->Track("recv", members_[static_cast<size_t>(src)], Stream());
   }
   void Barrier() const override {
     if (comm_ || !p2p_.empty()) Cuda(cudaStreamSynchronize(Stream()), "stream synchronize");  // CUDA work issued
@@ -153,6 +293,7 @@ class NcclCommunicator final : public Communicator {
     if (rank_ == 0) Nccl(ncclGetUniqueId(&id), "get unique id");
     MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, group_);
     Nccl(ncclCommInitRank(&comm_, size_, id, rank_), "comm init");
+    watch_->AddComm(comm_);
     return comm_;
   }
 
@@ -177,6 +318,7 @@ class NcclCommunicator final : public Communicator {
       MPI_Recv(&id, sizeof(id), MPI_BYTE, src, kIdTag, group_, MPI_STATUS_IGNORE);
     }
     Nccl(ncclCommInitRank(&pair.comm, 2, id, sender ? 0 : 1), "p2p comm init");
+    watch_->AddComm(pair.comm);
     return p2p_.emplace(key, pair).first->second;
   }
 
@@ -189,6 +331,7 @@ class NcclCommunicator final : public Communicator {
     if (size_ == 1) return;
     CheckContiguous(t, "all_reduce");
     Nccl(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), NcclType(t), op, Comm(), Stream()), "all_reduce");
+    watch_->Track("all_reduce", -1, Stream());
   }
 
   MpiCommunicator mpi_;
@@ -197,12 +340,15 @@ class NcclCommunicator final : public Communicator {
   mutable ncclComm_t comm_ = nullptr;
   int rank_ = 0, size_ = 1;
   mutable std::map<std::pair<int, int>, DirectedPair> p2p_;
+  std::vector<int> members_;           // world rank of each rank of the group
+  std::unique_ptr<NcclWatch> watch_;   // the watchdog of the CUDA side (off without a timeout)
 };
 
 }  // namespace
 
-std::unique_ptr<Communicator> MakeNcclCommunicator(MPI_Comm group, CudaStreamFn stream_fn) {
-  return std::make_unique<NcclCommunicator>(group, stream_fn);
+std::unique_ptr<Communicator> MakeNcclCommunicator(MPI_Comm group, CudaStreamFn stream_fn, const Watchdog* watchdog,
+                                                   std::string name) {
+  return std::make_unique<NcclCommunicator>(group, stream_fn, watchdog, std::move(name));
 }
 
 }  // namespace more

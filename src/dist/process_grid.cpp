@@ -27,21 +27,23 @@ class SelfCommunicator final : public Communicator {
   void Barrier() const override {}
 };
 
-std::unique_ptr<Communicator> MakeCommunicator(MPI_Comm c, CommBackend backend) {
+std::unique_ptr<Communicator> MakeCommunicator(MPI_Comm c, CommBackend backend, const Watchdog* watchdog,
+                                               const std::string& name) {
   if (backend == CommBackend::kNccl) {
 #ifdef MORE_WITH_NCCL
-    return MakeNcclCommunicator(c, &CurrentCudaStream);
+    return MakeNcclCommunicator(c, &CurrentCudaStream, watchdog, name);
 #else
     throw Error("model.device=cuda needs the NCCL backend, which this build does not have (CPU LibTorch)",
                 "rebuild against a CUDA LibTorch: see docs/gpu.md");
 #endif
   }
-  return std::make_unique<MpiCommunicator>(c, false);
+  return std::make_unique<MpiCommunicator>(c, false, watchdog, name);
 }
 
 }  // namespace
 
-ProcessGrid::ProcessGrid(MPI_Comm world, Layout layout, CommBackend backend) : layout_(layout), backend_(backend) {
+ProcessGrid::ProcessGrid(MPI_Comm world, Layout layout, CommBackend backend, double timeout_s)
+    : layout_(layout), backend_(backend) {
   int size = 0;
   MPI_Comm_rank(world, &world_rank_);
   MPI_Comm_size(world, &size);
@@ -52,17 +54,18 @@ ProcessGrid::ProcessGrid(MPI_Comm world, Layout layout, CommBackend backend) : l
   tp_rank_ = world_rank_ % layout.tp;
   pp_rank_ = (world_rank_ / layout.tp) % layout.pp;
   dp_rank_ = world_rank_ / (layout.tp * layout.pp);
-  auto split = [&](int color, int key) {
+  watchdog_ = std::make_unique<Watchdog>(world, timeout_s);
+  auto split = [&](int color, int key, const std::string& name) {
     MPI_Comm c;
     MPI_Comm_split(world, color, key, &c);
     split_.push_back(c);
-    return MakeCommunicator(c, backend);
+    return MakeCommunicator(c, backend, watchdog_.get(), name);
   };
-  world_ = MakeCommunicator(world, backend);
-  tp_ = split(pp_rank_ + layout.pp * dp_rank_, tp_rank_);
-  pp_ = split(tp_rank_ + layout.tp * dp_rank_, pp_rank_);
-  dp_ = split(tp_rank_ + layout.tp * pp_rank_, dp_rank_);
-  stage_ = split(pp_rank_, tp_rank_ + layout.tp * dp_rank_);
+  world_ = MakeCommunicator(world, backend, watchdog_.get(), "world");
+  tp_ = split(pp_rank_ + layout.pp * dp_rank_, tp_rank_, "tp");
+  pp_ = split(tp_rank_ + layout.tp * dp_rank_, pp_rank_, "pp");
+  dp_ = split(tp_rank_ + layout.tp * pp_rank_, dp_rank_, "dp");
+  stage_ = split(pp_rank_, tp_rank_ + layout.tp * dp_rank_, "stage");
 }
 
 ProcessGrid::~ProcessGrid() {
@@ -85,7 +88,8 @@ std::unique_ptr<ProcessGrid> MakeRunGrid(const Config& cfg, const LlamaConfig& m
                       static_cast<int>(cfg.dp_size(size))};
   // GPU: this rank's device is made current first, so the NCCL communicators are created on it
   const int gpu = SelectDevice(cfg.model.device, world);
-  return std::make_unique<ProcessGrid>(world, layout, gpu >= 0 ? CommBackend::kNccl : CommBackend::kMpi);
+  return std::make_unique<ProcessGrid>(world, layout, gpu >= 0 ? CommBackend::kNccl : CommBackend::kMpi,
+                                       cfg.parallel.timeout_s);
 }
 
 std::unique_ptr<ProcessGrid> ProcessGrid::Single() {
@@ -99,9 +103,11 @@ std::unique_ptr<ProcessGrid> ProcessGrid::Single() {
 }
 
 std::string ProcessGrid::Describe() const {
-  return fmt::format("world {} = tp {} x pp {} x dp {} (rank = tp_rank + tp*(pp_rank + pp*dp_rank)), {} backend",
+  return fmt::format("world {} = tp {} x pp {} x dp {} (rank = tp_rank + tp*(pp_rank + pp*dp_rank)), {} backend, {}",
                      world_size(), layout_.tp, layout_.pp, layout_.dp,
-                     backend_ == CommBackend::kNccl ? "nccl (CPU tensors over MPI)" : "mpi");
+                     backend_ == CommBackend::kNccl ? "nccl (CPU tensors over MPI)" : "mpi",
+                     watchdog_ && watchdog_->enabled() ? fmt::format("watchdog {} s", watchdog_->timeout_s())
+                                                       : std::string("no watchdog"));
 }
 
 }  // namespace more

@@ -33,6 +33,7 @@
 #include "more/dist/process_grid.h"
 #include "more/model/hf_config.h"
 #include "more/model/llama.h"
+#include "more/train/metrics_log.h"
 #include "more/train/optimizer.h"
 #include "more/train/trainer.h"
 
@@ -203,9 +204,10 @@ int Pretrain(const Options& o) {
   };
 
   fs::create_directories(o.out);
-  std::ofstream log((fs::path(o.out) / "pretrain.jsonl").string());
+  MetricsLog log;  // checked writes: a full disk is warned about and the file stays valid JSONL
+  log.Open((fs::path(o.out) / "pretrain.jsonl").string(), 0);
   double first_eval = eval_loss(), last_eval = first_eval, run_loss = 0;
-  log << nlohmann::json{{"step", 0}, {"eval_loss", first_eval}}.dump() << "\n";
+  log.Append({{"step", 0}, {"eval_loss", first_eval}});
   for (int64_t step = 1; step <= o.steps; ++step) {
     const double lr = LearningRate(step - 1, o.steps, o.warmup, o.lr, 0.1);
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
@@ -223,9 +225,7 @@ int Pretrain(const Options& o) {
       const double avg = run_loss / static_cast<double>((step - 1) % o.log_every + 1);
       run_loss = 0;
       spdlog::info("step {}/{}: train loss {:.4f}, eval loss {:.4f}, lr {:.2e}", step, o.steps, avg, last_eval, lr);
-      log << nlohmann::json{{"step", step}, {"train_loss", avg}, {"eval_loss", last_eval}, {"lr", lr},
-                            {"grad_norm", gn}}.dump() << "\n";
-      log.flush();
+      log.Append({{"step", step}, {"train_loss", avg}, {"eval_loss", last_eval}, {"lr", lr}, {"grad_norm", gn}});
     }
   }
 

@@ -3,6 +3,7 @@
 //   shard_data build --manifest M --tokenizer T.model --out DIR --max-len L
 //                    [--rows-per-shard R] [--overlong truncate|skip|error] [--splits train,eval]
 //   shard_data inspect DIR_or_FILE
+//   shard_data verify DIR_or_FILE
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -13,6 +14,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,9 @@ constexpr const char* kUsage = R"(usage:
       pack every task of each split into DIR/<split>-00000-of-0000K.h5 ...
   shard_data inspect DIR_or_FILE
       print the metadata and per-task sizes of shards
+  shard_data verify DIR_or_FILE
+      read every chunk of every dataset: checks each chunk's checksum (format version 2) and
+      every stored value; lists each damaged chunk and exits 1 if there is one
 )";
 
 // --key value pairs after the subcommand.
@@ -243,7 +248,7 @@ int CmdBuild(const std::map<std::string, std::string>& f) {
 
 void PrintShardSet(const ShardSet& set) {
   fmt::print("split '{}': {} shard(s), format_version {}, max_len {}, tokenizer_hash {}\n", set.split(),
-             set.files().size(), kShardFormatVersion, set.max_len(), set.tokenizer_hash());
+             set.files().size(), set.shards().at(0).format_version, set.max_len(), set.tokenizer_hash());
   for (const auto& f : set.files()) fmt::print("  {}\n", f);
   fmt::print("  {:<4} {:<16} {:<9} {:>8}  {:<24} {}\n", "id", "task", "metric", "rows", "rows per shard",
              "candidates");
@@ -256,6 +261,17 @@ void PrintShardSet(const ShardSet& set) {
   }
 }
 
+std::vector<std::string> SplitsIn(const std::string& dir) {  // the "<split>-" prefixes present, sorted
+  std::vector<std::string> splits;
+  for (const auto& file : ShardSet::ResolveFiles({dir}, "")) {
+    const std::string name = fs::path(file).filename().string();
+    const std::string split = name.substr(0, name.find('-'));
+    if (std::find(splits.begin(), splits.end(), split) == splits.end()) splits.push_back(split);
+  }
+  std::sort(splits.begin(), splits.end());
+  return splits;
+}
+
 int CmdInspect(const std::string& path) {
   if (!fs::exists(path)) throw Error("'" + path + "' does not exist");
   if (!fs::is_directory(path)) {
@@ -264,14 +280,33 @@ int CmdInspect(const std::string& path) {
     PrintShardSet(one);
     return 0;
   }
-  std::vector<std::string> splits;  // the "<split>-" prefixes present, in name order
-  for (const auto& file : ShardSet::ResolveFiles({path}, "")) {
-    const std::string name = fs::path(file).filename().string();
-    const std::string split = name.substr(0, name.find('-'));
-    if (std::find(splits.begin(), splits.end(), split) == splits.end()) splits.push_back(split);
+  for (const auto& s : SplitsIn(path)) PrintShardSet(ShardSet({path}, s));
+  return 0;
+}
+
+int CmdVerify(const std::string& path) {
+  if (!fs::exists(path)) throw Error("'" + path + "' does not exist");
+  std::vector<std::unique_ptr<ShardSet>> sets;
+  if (fs::is_directory(path))
+    for (const auto& s : SplitsIn(path)) sets.push_back(std::make_unique<ShardSet>(std::vector<std::string>{path}, s));
+  else
+    sets.push_back(std::make_unique<ShardSet>(std::vector<std::string>{path}, "", "", /*allow_partial=*/true));
+  size_t bad = 0;
+  for (const auto& set : sets) {
+    int64_t rows = 0;
+    const auto problems = set->Verify(&rows);
+    const bool checksummed = set->shards().at(0).format_version >= 2;
+    for (const auto& p : problems) fmt::print(stderr, "DAMAGED {}\n", p);
+    fmt::print("split '{}': {} shard(s), {} rows of {} task(s) read: {}{}\n", set->split(), set->files().size(), rows,
+               set->num_tasks(), problems.empty() ? "ok" : fmt::format("{} damaged chunk(s)", problems.size()),
+               checksummed ? "" : " (format version 1: no checksums, only the stored values were checked)");
+    bad += problems.size();
   }
-  std::sort(splits.begin(), splits.end());
-  for (const auto& s : splits) PrintShardSet(ShardSet({path}, s));
+  if (bad > 0) {
+    fmt::print(stderr, "error: {} damaged chunk(s) in '{}' (hint: re-create the shards with shard_data build, or "
+               "restore them from a copy)\n", bad, path);
+    return 1;
+  }
   return 0;
 }
 
@@ -297,7 +332,11 @@ int Main(int argc, char** argv) {
     if (argc != 3) throw Error("inspect takes one path: shard_data inspect DIR_or_FILE");
     return CmdInspect(argv[2]);
   }
-  throw Error("unknown subcommand '" + cmd + "'", "use tokenizer, build or inspect (see --help)");
+  if (cmd == "verify") {
+    if (argc != 3) throw Error("verify takes one path: shard_data verify DIR_or_FILE");
+    return CmdVerify(argv[2]);
+  }
+  throw Error("unknown subcommand '" + cmd + "'", "use tokenizer, build, inspect or verify (see --help)");
 }
 
 }  // namespace

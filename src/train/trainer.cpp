@@ -104,10 +104,16 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   train_ = std::make_shared<ShardSet>(SplitList(cfg_.data.train), "train", tok_hash);
   const auto& meta = train_->shards().at(0);
   pad_id_ = meta.pad_id;
-  if (meta.vocab_size > model_cfg_.vocab_size)
-    throw Error(fmt::format("shards '{}' use a tokenizer of {} pieces but the model's vocab_size is {}",
-                            cfg_.data.train, meta.vocab_size, model_cfg_.vocab_size),
-                "shard the data with the tokenizer.model that belongs to the model");
+  // ShardSet::Read refuses ids >= the shards' vocab_size, so this makes every id a row of the
+  // model's embedding (a model may pad its vocabulary beyond the tokenizer's, never the reverse)
+  auto check_vocab = [&](const ShardSet& set, const std::string& paths) {
+    const int64_t v = set.shards().at(0).vocab_size;
+    if (v > model_cfg_.vocab_size)
+      throw Error(fmt::format("shards '{}' use a tokenizer of {} pieces but the model's vocab_size is {}", paths, v,
+                              model_cfg_.vocab_size),
+                  "shard the data with the tokenizer.model that belongs to the model");
+  };
+  check_vocab(*train_, cfg_.data.train);
   if (meta.max_len > model_cfg_.max_position_embeddings)
     throw Error(fmt::format("shards '{}' hold samples of up to {} tokens but the model's max_position_embeddings "
                             "is {}", cfg_.data.train, meta.max_len, model_cfg_.max_position_embeddings),
@@ -142,6 +148,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   std::vector<std::string> eval_paths = cfg_.data.eval.empty() ? SplitList(cfg_.data.train) : SplitList(cfg_.data.eval);
   if (!cfg_.data.eval.empty() || ShardSet::HasSplit(eval_paths, "eval")) {
     eval_ = std::make_unique<ShardSet>(eval_paths, "eval", tok_hash);
+    check_vocab(*eval_, fmt::format("{}", fmt::join(eval_paths, ",")));
     std::vector<int> ids;
     for (const auto& t : eval_->tasks()) {
       auto it = std::find(task_names_.begin(), task_names_.end(), t.name);
@@ -195,17 +202,24 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
     fs::create_directories(cfg_.train.out_dir);
     WriteFileAtomic(cfg_.train.out_dir + "/config.resolved.toml", ConfigToToml(cfg_));
     spdlog::info("resolved config:\n{}", ConfigToToml(cfg_));
-    metrics_.open(cfg_.train.out_dir + "/metrics.jsonl", std::ios::app);
   }
 }
 
 Trainer::~Trainer() = default;
 
+void Trainer::OpenMetrics() {
+  if (!grid_.is_world_root() || metrics_.is_open()) return;
+  const auto path = cfg_.train.out_dir + "/metrics.jsonl";
+  const int64_t dropped = metrics_.Open(path, step_);
+  if (dropped > 0)
+    spdlog::info("{}: dropped {} row(s) of steps after {} (this run logs them again) or torn by a crash", path,
+                 dropped, step_);
+}
+
 void Trainer::Log(const nlohmann::json& j) {
-  if (metrics_.is_open()) {
-    metrics_ << j.dump() << "\n";
-    metrics_.flush();
-  }
+  if (!grid_.is_world_root()) return;
+  OpenMetrics();
+  metrics_.Append(j);  // checked: a lost row is warned about (once) and the file stays valid JSONL
 }
 
 nlohmann::json Trainer::ModelFingerprint() const {
@@ -439,6 +453,7 @@ std::vector<TaskScore> Trainer::Run() {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGUSR1, &sa, nullptr);
   MaybeResume();
+  OpenMetrics();
   std::vector<TaskScore> last;
   if (step_ == 0 && cfg_.eval.at_start) last = Evaluate();
   while (step_ < cfg_.train.steps) {
@@ -475,6 +490,9 @@ std::vector<TaskScore> Trainer::Run() {
   }
   const auto dir = SaveCheckpoint();
   last = Evaluate();
+  if (metrics_.dropped_rows() > 0)
+    spdlog::warn("{} metric row(s) could not be written to '{}' (see the first warning)", metrics_.dropped_rows(),
+                 metrics_.path());
   if (grid_.is_world_root()) {
     // from the checkpoint just written: it holds every pipeline stage's adapters
     ExportCheckpoint(dir, cfg_.train.out_dir + "/export", cfg_.model.path);

@@ -57,6 +57,9 @@ if [ "${MORE_HAVE_GPU:-0}" = 0 ]; then
   expect_fail cuda_without_gpu "model.device=cuda but" --model.device=cuda
 fi
 expect_fail recompute_negative "train.recompute_layers" --train.recompute_layers=-1
+expect_fail optimizer_beta2 "config: train.beta2 must be in \[0, 1), not 1.5" --train.beta2=1.5
+expect_fail optimizer_eps "config: train.eps must be finite and > 0, not -1" --train.eps=-1
+expect_fail optimizer_lr_inf "config: train.lr must be finite and > 0, not inf" --train.lr=inf
 
 # --- data ----------------------------------------------------------------------------------
 mkdir -p "$OUT/empty_dir"
@@ -74,7 +77,29 @@ expect_fail shard_other_tokenizer "were made with another tokenizer" --model.pat
 m=$(model_copy short_context_model)
 sed -i 's/"max_position_embeddings": *[0-9]*/"max_position_embeddings": 32/' "$m/config.json"
 expect_fail overlong_for_model "max_position_embeddings is 32" --model.path="$m"
-# shard building: an empty task, and an over-long sample under --overlong error
+# a token id past the vocabulary: with tp=2 it used to match no rank's embedding slice and train
+# on a zero vector with exit 0
+POKE="$BUILD/tests/h5poke"
+d=$(shards_copy out_of_vocab_shards); f=$(ls "$d"/train-*.h5 | head -1)
+"$POKE" set "$f" /tasks/sentiment/input_ids 0 1 600
+expect_fail token_id_out_of_vocab "token id 600 outside \[0, vocab_size=512)" --data.train="$d" --parallel.tp=2 \
+  --data.tasks=sentiment --train.steps=40
+m=$(model_copy small_vocab_model)
+sed -i 's/"vocab_size": *[0-9]*/"vocab_size": 256/' "$m/config.json"
+expect_fail shard_vocab_above_model "use a tokenizer of 512 pieces but the model's vocab_size is 256" --model.path="$m"
+# the data of the first chunk of a task's input_ids zeroed on disk (same size; the chunk's last 4
+# bytes are its checksum): the checksum catches it when the loader reads the chunk, with the
+# trainer's message only (no HDF5-DIAG blocks), and `shard_data verify` lists it
+d=$(shards_copy zeroed_chunk_shards); f=$(ls "$d"/train-*.h5 | head -1)
+read -r addr size < <("$POKE" chunk "$f" /tasks/sentiment/input_ids)
+dd if=/dev/zero of="$f" bs=1 seek="$addr" count=$((size - 4)) conv=notrunc 2> /dev/null
+expect_fail shard_chunk_zeroed "checksum mismatch in the chunk(s) holding local rows" --data.train="$d" \
+  --data.tasks=sentiment --train.steps=40
+if [[ shard_chunk_zeroed =~ $ONLY ]] && grep -q "HDF5-DIAG" "$OUT/shard_chunk_zeroed.log"; then
+  report shard_chunk_zeroed_no_hdf5_diag 1 "HDF5-DIAG lines in the log"
+fi
+expect_tool_fail shard_verify_damaged "DAMAGED .*input_ids: checksum mismatch" "$BUILD/shard_data" verify "$d"
+
 mkdir -p "$OUT/mf/empty" "$OUT/mf/long"
 : > "$OUT/mf/empty/train.jsonl"
 cp "$SRC/shard_data/bundled/sentiment/train.jsonl" "$OUT/mf/long/train.jsonl"
@@ -132,11 +157,26 @@ f="$OUT/ckpt_truncated/checkpoints/step-00000002/optimizer.stage-0.safetensors"
 head -c 5000 "$f" > "$f.x" && mv "$f.x" "$f"
 expect_fail ckpt_truncated "optimizer.stage-0.safetensors" --train.steps=4
 with_checkpoint ckpt_unknown_version
-sed -i 's/"format_version": *1/"format_version": 99/' "$OUT/ckpt_unknown_version/checkpoints/step-00000002/state.json"
+sed -i 's/"format_version": *[0-9]*/"format_version": 99/' "$OUT/ckpt_unknown_version/checkpoints/step-00000002/state.json"
 expect_fail ckpt_unknown_version "format version 99" --train.steps=4
 with_checkpoint ckpt_latest_dangling
 echo step-00000077 > "$OUT/ckpt_latest_dangling/checkpoints/latest"
 expect_fail ckpt_latest_dangling "step-00000077" --train.steps=4
+# state.json edited: the step (a step would be skipped) or the optimizer's step count
+with_checkpoint state_step_edited
+sed -i 's/"step": *2,/"step": 3,/' "$OUT/state_step_edited/checkpoints/step-00000002/state.json"
+expect_fail state_step_edited "state.json': checksum mismatch" --train.steps=4
+with_checkpoint state_optimizer_edited
+sed -i 's/"optimizer_t": *2,/"optimizer_t": 9,/' "$OUT/state_optimizer_edited/checkpoints/step-00000002/state.json"
+expect_fail state_optimizer_edited "state.json': checksum mismatch" --train.steps=4
+# a checkpoint directory renamed (and latest pointed at it): its state says another step
+with_checkpoint ckpt_dir_renamed
+mv "$OUT/ckpt_dir_renamed/checkpoints/step-00000002" "$OUT/ckpt_dir_renamed/checkpoints/step-00000003"
+echo step-00000003 > "$OUT/ckpt_dir_renamed/checkpoints/latest"
+expect_fail ckpt_dir_renamed "state.json says step 2 but the directory is named for step 3" --train.steps=4
+with_checkpoint ckpt_latest_garbage
+echo "../../etc" > "$OUT/ckpt_latest_garbage/checkpoints/latest"
+expect_fail ckpt_latest_garbage "holds '../../etc', which is not a checkpoint name" --train.steps=4
 
 # disk full during a save: the checkpoint directory sits on a tmpfs (private mount namespace)
 # just large enough for the step-2 checkpoint it holds; the step-3 save cannot fit. Without the
@@ -187,6 +227,85 @@ PY
   report nan_skip_counts $ok "exit $rc: step 2 skipped on both stages, run completes"
 fi
 MPIARGS="-x MORE_FAIL_AT=1:2" expect_fail rank1_throws_dp "injected failure" --train.steps=5
+
+# --- metrics --------------------------------------------------------------------------------
+# a killed run relaunched from its step-2 checkpoint logs steps 3.. again: each step once in the log
+if [[ metrics_resume_no_duplicates =~ $ONLY ]]; then
+  margs=(--config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" --data.train="$DATA/shards"
+         --train.out_dir="$OUT/metrics_resume" --train.steps=5 --ckpt.every=2 --train.log_every=1
+         --eval.at_start=false --eval.max_samples=8 --train.threads=1 --train.progress=false)
+  timeout 120 mpirun -np 2 -x MORE_FAIL_AT=1:4:kill "$BUILD/more_train" "${margs[@]}" > "$OUT/metrics_resume_no_duplicates.log" 2>&1
+  rc1=$?
+  timeout 120 mpirun -np 2 "$BUILD/more_train" "${margs[@]}" >> "$OUT/metrics_resume_no_duplicates.log" 2>&1
+  rc2=$?
+  $PY - "$OUT/metrics_resume/metrics.jsonl" <<'PY'
+import json, sys
+steps = [json.loads(l)["step"] for l in open(sys.argv[1]) if '"train"' in l]
+assert steps == [1, 2, 3, 4, 5], steps
+PY
+  ok=$?; [ $rc1 -ne 0 ] && [ $rc2 -eq 0 ] || ok=1
+  report metrics_resume_no_duplicates $ok "killed at step 4 (exit $rc1), resumed at 2 (exit $rc2): steps 1-5 once each"
+fi
+# the run directory's disk fills: one warning, metrics.jsonl stays valid JSONL, training goes on
+# and the first write that cannot be dropped (the export) ends the run with a message
+if [[ metrics_disk_full =~ $ONLY ]]; then
+  MNT="$OUT/metrics_full_mnt"; mkdir -p "$MNT"
+  if [ -z "${MORE_TEST_NO_UNSHARE:-}" ] && unshare -m true 2> /dev/null; then
+    timeout 120 unshare -m bash -c "mount -t tmpfs -o size=12k none '$MNT' &&
+      mpirun -np 2 '$BUILD/more_train' --config '$SRC/launch/demo.toml' --model.path='$DATA/tiny' \
+        --data.train='$DATA/shards' --train.out_dir='$MNT/run' --ckpt.dir='$OUT/metrics_full_ckpt' --train.steps=30 \
+        --train.log_every=1 --eval.at_start=false --eval.every=0 --eval.max_samples=8 --train.threads=1 --train.progress=false;
+      rc=\$?; cp '$MNT/run/metrics.jsonl' '$OUT/metrics_full.jsonl'; exit \$rc" > "$OUT/metrics_disk_full.log" 2>&1
+    rc=$?
+    $PY - "$OUT/metrics_full.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]  # every line must parse
+steps = [r["step"] for r in rows if r["type"] == "train"]
+assert 0 < len(steps) < 30 and steps == list(range(1, len(steps) + 1)), steps
+PY
+    ok=$?
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ "$(grep -c "cannot write to metrics log" "$OUT/metrics_disk_full.log")" = 1 ] &&
+      grep -q "metric row(s) could not be written" "$OUT/metrics_disk_full.log" &&
+      grep -q "writing .*export.*No space left on device" "$OUT/metrics_disk_full.log" || ok=1
+    report metrics_disk_full $ok "exit $rc: one warning, valid JSONL, the export fails loudly"
+  else
+    echo "skip metrics_disk_full (no mount namespace here (unshare -m), so no small file system to fill)"
+  fi
+fi
+
+# --- a stalled rank (watchdog) -----------------------------------------------------------------
+# One rank is stopped (SIGSTOP) after step 3: the others wait in a collective (dp) or a pipeline
+# receive (pp). With parallel.timeout_s=3 every waiting rank says what it waits for and which
+# rank is silent, and the job ends non-zero (the stopped rank too) instead of hanging.
+stalled_rank() {  # name, what rank 0 waits in (regex), args...
+  local name=$1 what=$2; shift 2
+  [[ $name =~ $ONLY ]] || return 0
+  timeout 120 mpirun -np 2 "$BUILD/more_train" --config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" \
+    --data.train="$DATA/shards" --train.out_dir="$OUT/$name" --train.steps=100000 --train.log_every=1 \
+    --ckpt.every=0 --eval.at_start=false --eval.every=0 --train.threads=1 --train.progress=false \
+    --parallel.timeout_s=3 "$@" > "$OUT/$name.log" 2>&1 &
+  local tpid=$! mpid="" victim="" i p
+  for i in $(seq 1 600); do grep -q "step 3/" "$OUT/$name.log" && break; sleep 0.1; done
+  mpid=$(pgrep -P "$tpid" | head -1)
+  for p in $(pgrep -P "$mpid"); do
+    tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && victim=$p
+  done
+  local t0=$SECONDS
+  [ -n "$victim" ] && kill -STOP "$victim"
+  wait "$tpid"; local rc=$?
+  local took=$((SECONDS - t0))
+  [ -n "$victim" ] && [ $rc -ne 0 ] && [ $rc -ne 124 ] &&
+    grep -q "\[rank 0\] watchdog: .* has not completed after" "$OUT/$name.log" &&
+    grep -q "\[rank 0\] watchdog: no word from world rank(s) 1: stalled or dead" "$OUT/$name.log" &&
+    grep -q "\[rank 0\] error: watchdog: $what" "$OUT/$name.log" && [ $took -lt 60 ]
+  report "$name" $? "rank 1 (pid ${victim:-none}) stopped; job ended with exit $rc ${took} s later"
+  [ -n "$victim" ] && kill -KILL "$victim" 2> /dev/null
+  return 0
+}
+# where rank 0 waits depends on the moment of the stop: a collective of some group, or (pp) a
+# pipeline transfer with rank 1
+stalled_rank stalled_rank_dp "all_reduce[a-z_]* in the [a-z]* group (world ranks 0, 1)" --parallel.dp=2
+stalled_rank stalled_rank_pp "[a-z_]* \(with world rank 1\|in the [a-z]* group (world ranks 0, 1)\)" --parallel.pp=2
 MPIARGS="-x MORE_FAIL_AT=1:2" expect_fail rank1_throws_pp "injected failure" --train.steps=5 --parallel.pp=2
 MPIARGS="-x MORE_FAIL_AT=0:3" expect_fail rank0_throws_tp "injected failure" --train.steps=5 --parallel.tp=2
 echo "$pass passed, $fail failed"

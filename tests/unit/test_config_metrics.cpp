@@ -1,5 +1,10 @@
 // Config (TOML + overrides + validation), metrics (by hand) and the optimizer/schedule.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <filesystem>
+#include <sstream>
 #include <torch/torch.h>
 
 #include "more/config/config.h"
@@ -7,6 +12,7 @@
 #include "more/core/safetensors.h"
 #include "more/eval/metrics.h"
 #include "more/model/hf_config.h"
+#include "more/train/metrics_log.h"
 #include "more/train/optimizer.h"
 #include "torch_test_util.h"
 
@@ -46,6 +52,88 @@ TEST(Config, ErrorsNameTheKey) {
   c = LoadConfig("", {"model.path=x", "data.train=y", "adapter.targets=q,zz"});
   EXPECT_TRUE(has([&] { c.Validate(); }, "zz"));
   EXPECT_TRUE(has([] { LoadConfig("", {}).Validate(); }, "model.path"));
+}
+
+// Optimizer settings outside their domain are refused at start-up, naming the key (issue 16).
+TEST(Config, OptimizerSettingsValidated) {
+  auto message = [](const std::string& override_) -> std::string {
+    try {
+      LoadConfig("", {"model.path=x", "data.train=y", override_}).Validate();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const std::pair<const char*, const char*> bad[] = {
+      {"train.beta1=1.0", "train.beta1"}, {"train.beta1=-0.1", "train.beta1"}, {"train.beta2=1.5", "train.beta2"},
+      {"train.beta2=nan", "train.beta2"}, {"train.eps=-1", "train.eps"},     {"train.eps=0", "train.eps"},
+      {"train.lr=inf", "train.lr"},       {"train.lr=0", "train.lr"},       {"train.weight_decay=-1", "train.weight_decay"},
+      {"train.grad_clip=inf", "train.grad_clip"}, {"train.min_lr_ratio=nan", "train.min_lr_ratio"},
+      {"parallel.timeout_s=-1", "parallel.timeout_s"}, {"adapter.tau=inf", "adapter.tau"}};
+  for (const auto& [o, key] : bad) EXPECT_NE(message(o).find(std::string("config: ") + key), std::string::npos) << o;
+  for (const char* ok : {"train.beta1=0", "train.beta2=0.95", "train.eps=1e-6", "train.lr=1", "parallel.timeout_s=0"})
+    EXPECT_EQ(message(ok), "") << ok;
+}
+
+std::vector<nlohmann::json> JsonlRows(const std::string& path) {  // throws on a line that is not JSON
+  std::vector<nlohmann::json> rows;
+  std::istringstream in(ReadFileToString(path));
+  std::string line;
+  while (std::getline(in, line)) rows.push_back(nlohmann::json::parse(line));
+  return rows;
+}
+
+// A full disk mid-row: the row is lost, counted, the file stays valid JSONL and writing resumes
+// once there is room again (issue 16: the old log went on silently with a torn last line).
+TEST(MetricsLog, FullDiskKeepsTheFileValidAndCountsLostRows) {
+  const auto dir = testing::ScratchDir("metrics_full");
+  const auto path = dir + "/metrics.jsonl";
+  std::filesystem::remove(path);
+  MetricsLog log;
+  EXPECT_EQ(log.Open(path, 0), 0);
+  ASSERT_TRUE(log.Append({{"type", "train"}, {"step", 1}, {"loss", 1.5}}));
+  const auto size = std::filesystem::file_size(path);
+  ::signal(SIGXFSZ, SIG_IGN);  // a file-size limit stands in for the full disk: write() fails with EFBIG
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  rlimit small = old;
+  small.rlim_cur = size + 10;  // room for 10 bytes of the next row only
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  const bool wrote2 = log.Append({{"type", "train"}, {"step", 2}, {"loss", 1.25}});
+  const bool wrote3 = log.Append({{"type", "train"}, {"step", 3}, {"loss", 1.0}});
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  EXPECT_FALSE(wrote2);
+  EXPECT_FALSE(wrote3);
+  EXPECT_EQ(std::filesystem::file_size(path), size);  // the torn part of row 2 was cut off
+  EXPECT_TRUE(log.Append({{"type", "train"}, {"step", 4}, {"loss", 0.5}}));
+  EXPECT_EQ(log.dropped_rows(), 2);
+  const auto rows = JsonlRows(path);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["step"], 1);
+  EXPECT_EQ(rows[1]["step"], 4);
+}
+
+// Opening for a run that resumes at step S drops rows of steps after S and a torn last line;
+// a fresh start (S = 0) drops every old row.
+TEST(MetricsLog, ResumeDropsRowsOfStepsThatRunAgain) {
+  const auto dir = testing::ScratchDir("metrics_resume");
+  const auto path = dir + "/metrics.jsonl";
+  const std::string text =
+      "{\"type\":\"eval\",\"step\":0}\n{\"type\":\"train\",\"step\":1}\n{\"type\":\"train\",\"step\":2}\n"
+      "{\"type\":\"eval\",\"step\":2}\n{\"type\":\"train\",\"step\":3}\n{\"type\":\"train\",\"step\":4}\n{\"type\":\"tr";
+  WriteFileAtomic(path, text);
+  {
+    MetricsLog log;
+    EXPECT_EQ(log.Open(path, 2), 3);  // steps 3, 4 and the torn line
+    EXPECT_TRUE(log.Append({{"type", "train"}, {"step", 3}}));
+  }
+  auto rows = JsonlRows(path);
+  std::vector<int> steps;
+  for (const auto& r : rows) steps.push_back(r["step"].get<int>());
+  EXPECT_EQ(steps, (std::vector<int>{0, 1, 2, 2, 3}));
+  MetricsLog fresh;
+  EXPECT_EQ(fresh.Open(path, 0), 5);
+  EXPECT_TRUE(JsonlRows(path).empty());
 }
 
 TEST(Config, LayoutValidation) {

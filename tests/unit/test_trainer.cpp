@@ -9,6 +9,7 @@
 
 #include "more/ckpt/checkpoint.h"
 #include "more/core/error.h"
+#include "more/core/hash.h"
 #include "more/core/safetensors.h"
 #include "more/train/trainer.h"
 #include "torch_test_util.h"
@@ -185,6 +186,50 @@ TEST(Trainer, CheckpointsAreAtomicPrunedAndChecked) {
   // a half-written checkpoint directory is never "latest"
   fs::create_directories(root + "/.tmp-step-00000004");
   EXPECT_EQ(*CheckpointManager(root, 2).Latest(), root + "/step-00000003");
+}
+
+// state.json is checksummed, and its step must match the directory's name (issue 16).
+TEST(Trainer, StateJsonIsCheckedAgainstItsChecksumAndDirectory) {
+  auto grid = ProcessGrid::Single();
+  const auto dir = ScratchDir("statejson");
+  auto c = TinyConfig(dir);
+  Trainer t(c, *grid);
+  t.Step();
+  t.Step();
+  t.SaveCheckpoint();
+  const auto root = dir + "/checkpoints";
+  const auto ck = root + "/step-00000002";
+  const auto good = ReadFileToString(ck + "/state.json");
+  EXPECT_NO_THROW(CheckpointManager::Load(ck));
+  // the stored checksum is the CRC-32 of the compact JSON without it
+  auto parsed = nlohmann::json::parse(good);
+  const uint32_t stored = parsed.at("state_crc32").get<uint32_t>();
+  parsed.erase("state_crc32");
+  const std::string text = parsed.dump();
+  EXPECT_EQ(stored, Crc32(text.data(), text.size()));
+  auto edit = [&](const std::string& from, const std::string& to) {
+    auto s = good;
+    const auto at = s.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    s.replace(at, from.size(), to);
+    WriteFileAtomic(ck + "/state.json", s);
+  };
+  edit("\"step\": 2", "\"step\": 3");  // would resume one step late
+  ExpectError([&] { CheckpointManager::Load(ck); }, {"state.json", "checksum mismatch"});
+  edit("\"optimizer_t\": 2", "\"optimizer_t\": 7");
+  ExpectError([&] { CheckpointManager::Load(ck); }, {"state.json", "checksum mismatch"});
+  // a consistent checksum but a step that is not the directory's
+  auto moved = nlohmann::json::parse(good);
+  moved.erase("state_crc32");
+  moved["step"] = 3;
+  moved["state_crc32"] = CheckpointManager::StateChecksum(moved);
+  WriteFileAtomic(ck + "/state.json", moved.dump(1));
+  ExpectError([&] { CheckpointManager::Load(ck); }, {"says step 3", "named for step 2"});
+  // `latest` naming something that is not a checkpoint directory name
+  WriteFileAtomic(ck + "/state.json", good);
+  fs::create_directories(root + "/elsewhere");
+  WriteFileAtomic(root + "/latest", "elsewhere\n");
+  ExpectError([&] { CheckpointManager(root, 3).Latest(); }, {"latest", "not a checkpoint name"});
 }
 
 TEST(Trainer, CheckpointWithAnotherAdapterShapeIsRejected) {

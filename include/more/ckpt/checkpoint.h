@@ -10,7 +10,8 @@
 //
 // state.json: format_version, step, model fingerprint (config.json fields), adapter settings,
 // task names, task->rank map, sampler state, resolved config, and a CRC-32 of every
-// tensor (verified on load).
+// tensor (verified on load). state.json carries "state_crc32": the CRC-32 of its own compact
+// JSON text without that field; Load verifies it, and that "step" matches the directory name.
 #pragma once
 #include <map>
 #include <optional>
@@ -22,7 +23,9 @@
 
 namespace more {
 
-inline constexpr int kCheckpointFormatVersion = 1;
+// Version 2 adds "state_crc32" to state.json; version 1 checkpoints are still read (unverified).
+inline constexpr int kCheckpointFormatVersion = 2;
+inline constexpr const char* kStateChecksumKey = "state_crc32";
 
 class CheckpointManager {
  public:
@@ -52,8 +55,11 @@ class CheckpointManager {
     std::map<std::string, torch::Tensor> adapters;   // all stages merged
     std::map<std::string, torch::Tensor> optimizer;  // all stages merged
   };
-  // Reads a checkpoint directory; checks format version and checksums.
+  // Reads a checkpoint directory; checks format version, checksums (tensors and state.json) and
+  // that the step inside state.json is the one the directory is named for.
   static Loaded Load(const std::string& dir);
+  // CRC-32 of state.dump() (state without kStateChecksumKey).
+  static uint32_t StateChecksum(const nlohmann::json& state);
 
   const std::string& root() const { return root_; }
 

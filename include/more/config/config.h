@@ -84,6 +84,7 @@ struct ParallelConfig {
   int64_t pp = 1;
   int64_t dp = 0;                  // 0 = world / (tp * pp)
   std::string schedule = "1f1b";   // 1f1b | gpipe
+  double timeout_s = 600;          // watchdog on every collective / p2p wait (dist/watchdog.h); 0 = off
 };
 
 struct Config {

@@ -60,6 +60,9 @@ void VisitConfig(C& c, F&& f) {
   f("parallel.pp", c.parallel.pp, "pipeline-parallel size");
   f("parallel.dp", c.parallel.dp, "data-parallel size; 0 = world / (tp * pp)");
   f("parallel.schedule", c.parallel.schedule, "pipeline schedule: 1f1b | gpipe");
+  f("parallel.timeout_s", c.parallel.timeout_s,
+    "watchdog: a collective or point-to-point transfer that waits longer than this many seconds ends the job "
+    "with a message naming the operation and the ranks that did not answer; 0 = off");
 }
 
 }  // namespace more

@@ -2,7 +2,7 @@
 //
 // Debian's serial HDF5 is not thread-safe: every HDF5 call in this project must hold
 // Hdf5Mutex() (a recursive mutex, so helpers may nest). Hdf5Init() turns off HDF5's automatic
-// error printing once; failures are turned into more::Error carrying the text of the HDF5
+// error printing (per thread); failures are turned into more::Error carrying the text of the HDF5
 // error stack (Hdf5ErrorText) instead.
 #pragma once
 #include <hdf5.h>
@@ -17,10 +17,21 @@ namespace more::h5 {
 
 // The one lock around every HDF5 call of the process.
 std::recursive_mutex& Hdf5Mutex();
-using Lock = std::lock_guard<std::recursive_mutex>;
 
-// Silences HDF5's default error printer (once per process). Call with the lock held.
+// Silences HDF5's default error printer for the calling thread. This build of HDF5 keeps its
+// error settings per thread (H5_HAVE_THREADSAFE), so a thread that never called this (the
+// loader's prefetch thread) would print "HDF5-DIAG" blocks before the trainer's own message.
+// Call with the lock held; Lock does it for every thread that takes the lock.
 void Hdf5Init();
+
+// Holds Hdf5Mutex() and makes sure the calling thread's HDF5 error printer is off.
+class Lock {
+ public:
+  explicit Lock(std::recursive_mutex& m) : guard_(m) { Hdf5Init(); }
+
+ private:
+  std::lock_guard<std::recursive_mutex> guard_;
+};
 
 // The messages of the current HDF5 error stack ("func: desc; ..."), then clears it.
 std::string Hdf5ErrorText();

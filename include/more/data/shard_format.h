@@ -1,4 +1,4 @@
-// HDF5 shard format (version 1). One file per shard, named <split>-<iiiii>-of-<nnnnn>.h5; every
+// HDF5 shard format (version 2; version 1 is still read, without checksums). One file per shard, named <split>-<iiiii>-of-<nnnnn>.h5; every
 // shard of a split holds a group for every task (possibly with 0 rows): task t's rows are cut
 // into num_shards contiguous pieces, shard k holding rows [k*N_t/K, (k+1)*N_t/K) (integer
 // division), so the global row order of a task is the shard order then the local row order.
@@ -20,7 +20,9 @@
 // /tasks/<name>/label_value    float32 [N] numeric label (NaN: none; "pearson" tasks)
 // Every dataset is chunked by rows (extendible along N): [ShardChunkRows(max_len), max_len]
 // for the 2-D ones and [ShardChunkRows(max_len)] for the 1-D ones, so reading a few rows
-// touches a few chunks only. Strings are fixed-length UTF-8 (variable-length also read).
+// touches a few chunks only. Version 2: every dataset has HDF5's Fletcher-32 filter, a checksum
+// stored with each chunk and verified by the library whenever the chunk is read (a damaged
+// chunk fails the read; `shard_data verify` reads them all). Strings are fixed-length UTF-8 (variable-length also read).
 // Task metric: "accuracy" | "mcc" | "pearson". Candidates: the label strings scored at eval.
 #pragma once
 #include <cstdint>
@@ -30,7 +32,8 @@
 
 namespace more {
 
-inline constexpr int kShardFormatVersion = 1;
+inline constexpr int kShardFormatVersion = 2;
+inline constexpr int kShardFormatVersionNoChecksums = 1;  // still read, unverified
 
 struct TaskInfo {
   std::string name;

@@ -48,6 +48,11 @@ class ShardSet {
   // naming file, task and row on an out-of-range row, an HDF5 failure or bad stored data.
   MicroBatch Read(int task, const std::vector<int64_t>& rows, int bucket, int32_t pad_id) const;
 
+  // Reads every row of every task, one HDF5 chunk of rows at a time, so every chunk's checksum
+  // (format version 2) and every stored value is checked. Returns one message per damaged or
+  // invalid chunk (file, task, dataset, rows); empty when all is well.
+  std::vector<std::string> Verify(int64_t* rows_checked = nullptr) const;
+
   // The shard files `paths` resolve to (what the constructor opens).
   static std::vector<std::string> ResolveFiles(const std::vector<std::string>& paths,
                                                const std::string& split);

@@ -6,6 +6,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <mpi.h>
 
@@ -39,11 +40,16 @@ class Communicator {
   virtual void Barrier() const = 0;
 };
 
+class Watchdog;
+
 // MPI backend over an MPI_Comm (not owned unless `owned`). CPU tensors of float32, float64,
-// int32, int64, uint8; bf16/f16 are reduced through a float32 copy.
+// int32, int64, uint8; bf16/f16 are reduced through a float32 copy. With a watchdog (not
+// owned; it outlives the communicator) whose timeout is > 0, every operation is issued
+// non-blocking and waited for with that timeout (dist/watchdog.h); `name` ("tp", "pp", ...)
+// names the group in its messages.
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator(MPI_Comm comm, bool owned);
+  MpiCommunicator(MPI_Comm comm, bool owned, const Watchdog* watchdog = nullptr, std::string name = "world");
   ~MpiCommunicator() override;
   int rank() const override { return rank_; }
   int size() const override { return size_; }
@@ -59,9 +65,16 @@ class MpiCommunicator final : public Communicator {
   MPI_Comm comm() const { return comm_; }
 
  private:
+  // Waits for a request through the watchdog (plain MPI_Wait without one).
+  void Wait(MPI_Request* req, MPI_Status* status, const char* op, int peer) const;
+  bool Watched() const;
+
   MPI_Comm comm_;
   bool owned_;
   int rank_ = 0, size_ = 1;
+  const Watchdog* watchdog_ = nullptr;
+  std::string name_;
+  std::vector<int> members_;  // world rank of each rank of this group
 };
 
 }  // namespace more

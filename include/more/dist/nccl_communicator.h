@@ -30,7 +30,13 @@ namespace more {
 using CudaStreamFn = void* (*)();  // returns the cudaStream_t to enqueue on
 
 // `group` is not owned (the ProcessGrid frees it after the communicator).
-std::unique_ptr<Communicator> MakeNcclCommunicator(MPI_Comm group, CudaStreamFn stream_fn);
+// With a watchdog whose timeout is > 0, a thread polls the CUDA events of the NCCL operations in
+// flight and ncclCommGetAsyncError; an operation older than the timeout (or an asynchronous NCCL
+// error) makes it print the operation and its peer on this rank, abort the NCCL communicators
+// (ncclCommAbort) and end the process non-zero, so mpirun ends the job. CPU tensors go through
+// the MPI backend with the same watchdog.
+std::unique_ptr<Communicator> MakeNcclCommunicator(MPI_Comm group, CudaStreamFn stream_fn,
+                                                   const Watchdog* watchdog = nullptr, std::string name = "world");
 
 #ifdef MORE_WITH_NCCL
 // LibTorch's current CUDA stream (src/dist/cuda_stream_cuda.cpp, CUDA builds only).

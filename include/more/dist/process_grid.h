@@ -16,6 +16,7 @@
 #include <mpi.h>
 
 #include "more/dist/communicator.h"
+#include "more/dist/watchdog.h"
 
 namespace more {
 
@@ -36,7 +37,8 @@ class ProcessGrid {
  public:
   // Splits `world` (not owned) into the axis groups. Throws more::Error when tp*pp*dp does not
   // equal the world size, or when NCCL is asked of a build without it.
-  ProcessGrid(MPI_Comm world, Layout layout, CommBackend backend = CommBackend::kMpi);
+  // timeout_s > 0: every wait of every group is bounded by the watchdog (dist/watchdog.h).
+  ProcessGrid(MPI_Comm world, Layout layout, CommBackend backend = CommBackend::kMpi, double timeout_s = 0);
   ~ProcessGrid();
   ProcessGrid(const ProcessGrid&) = delete;
   ProcessGrid& operator=(const ProcessGrid&) = delete;
@@ -72,12 +74,14 @@ class ProcessGrid {
   CommBackend backend_ = CommBackend::kMpi;
   int world_rank_ = 0, tp_rank_ = 0, pp_rank_ = 0, dp_rank_ = 0;
   std::vector<MPI_Comm> split_;  // the axis groups' MPI communicators, freed after the Communicators
+  std::unique_ptr<Watchdog> watchdog_;  // outlives the Communicators (declared before them)
   std::unique_ptr<Communicator> world_, tp_, pp_, dp_, stage_;
 };
 
 // The grid of a training run: checks the layout against the model and the job's size
 // (cfg.ValidateAgainstModel), selects this rank's device (model.device; SelectDevice) and builds
-// the grid on the matching backend: NCCL for cuda, MPI for cpu. One place for more_train and
+// the grid on the matching backend: NCCL for cuda, MPI for cpu, with the watchdog timeout
+// parallel.timeout_s. One place for more_train and
 // more_bench.
 std::unique_ptr<ProcessGrid> MakeRunGrid(const Config& cfg, const LlamaConfig& model, MPI_Comm world);
 

@@ -25,6 +25,7 @@
 #include "more/eval/evaluator.h"
 #include "more/model/hf_config.h"
 #include "more/model/llama.h"
+#include "more/train/metrics_log.h"
 #include "more/train/optimizer.h"
 #include "more/train/pipeline.h"
 
@@ -75,6 +76,8 @@ class Trainer {
 
  private:
   void Log(const nlohmann::json& j);
+  // World rank 0: opens metrics.jsonl for a run at step_, dropping rows of steps it will re-run.
+  void OpenMetrics();
   nlohmann::json ModelFingerprint() const;    // what a checkpoint must match to be resumed
   nlohmann::json AdapterFingerprint() const;
   void Progress(const StepResult& r);
@@ -107,7 +110,7 @@ class Trainer {
   int64_t n_micro_ = 1;
   int64_t step_ = 0;
   int64_t skipped_in_row_ = 0, skipped_total_ = 0;
-  std::ofstream metrics_;
+  MetricsLog metrics_;  // world rank 0: <out_dir>/metrics.jsonl, opened by OpenMetrics
 };
 
 }  // namespace more

@@ -21,14 +21,15 @@ namespace fs = std::filesystem;
 
 using more::testing::TempDir;
 
-// A random row: length in [2, max_len], prompt in [1, length), ids in [3, 500), mask 1 from
-// the prompt on, a label index in [-1, n_candidates) and a label value.
+// A random row: length in [2, max_len], prompt in [1, length), BOS (1), ids in [3, 500), EOS
+// (2), mask 1 from the prompt on, a label index in [-1, n_candidates) and a label value.
 inline Sample RandomSample(std::mt19937& rng, int max_len, int n_candidates) {
   Sample s;
   const int n = 2 + static_cast<int>(rng() % static_cast<unsigned>(max_len - 1));
   s.prompt_length = 1 + static_cast<int>(rng() % static_cast<unsigned>(n - 1));
   for (int j = 0; j < n; ++j) {
-    s.ids.push_back(3 + static_cast<int32_t>(rng() % 497));
+    // BOS (1) first, EOS (2) last, as packing makes them (the writer enforces it)
+    s.ids.push_back(j == 0 ? 1 : j == n - 1 ? 2 : 3 + static_cast<int32_t>(rng() % 497));
     s.target_mask.push_back(j >= s.prompt_length ? 1 : 0);
   }
   s.label_index = static_cast<int32_t>(rng() % static_cast<unsigned>(n_candidates + 1)) - 1;
@@ -45,6 +46,7 @@ inline ShardMeta MakeMeta(const std::vector<TaskInfo>& tasks, int max_len, const
   m.shard_index = index;
   m.num_shards = count;
   m.tasks = tasks;
+  m.vocab_size = 512;  // RandomSample's ids are < 500
   return m;
 }
 
@@ -66,6 +68,45 @@ inline void PokeInt(const std::string& file, const std::string& task, const std:
   H5Dclose(ds);
   H5Fclose(f);
   if (st < 0) throw std::runtime_error("PokeInt: write failed");
+}
+
+// Overwrites input_ids[row, col] of task `task` through HDF5 (so any checksum is updated too).
+inline void PokeId(const std::string& file, const std::string& task, hsize_t row, hsize_t col, int32_t value) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  if (f < 0) { H5Eprint2(H5E_DEFAULT, stderr); throw std::runtime_error("PokeId: cannot open " + file); }
+  const std::string ds_name = "/tasks/" + task + "/input_ids";
+  const hid_t ds = H5Dopen2(f, ds_name.c_str(), H5P_DEFAULT);
+  const hid_t space = H5Dget_space(ds);
+  hsize_t start[2] = {row, col}, count[2] = {1, 1};
+  H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr);
+  const hid_t mem = H5Screate_simple(2, count, nullptr);
+  const herr_t st = H5Dwrite(ds, H5T_NATIVE_INT32, mem, space, H5P_DEFAULT, &value);
+  H5Sclose(mem);
+  H5Sclose(space);
+  H5Dclose(ds);
+  H5Fclose(f);
+  if (st < 0) throw std::runtime_error("PokeId: write failed");
+}
+
+// File offset and size of the first stored chunk of /tasks/<task>/<name> (for raw corruption
+// that bypasses HDF5, as a bad disk would).
+inline std::pair<haddr_t, hsize_t> FirstChunk(const std::string& file, const std::string& task, const std::string& name) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) throw std::runtime_error("FirstChunk: cannot open " + file);
+  const std::string ds_name = "/tasks/" + task + "/" + name;
+  const hid_t ds = H5Dopen2(f, ds_name.c_str(), H5P_DEFAULT);
+  hsize_t offset[2] = {0, 0}, size = 0;
+  unsigned mask = 0;
+  haddr_t addr = 0;
+  const hid_t space = H5Dget_space(ds);
+  const herr_t st = H5Dget_chunk_info(ds, space, 0, offset, &mask, &addr, &size);
+  H5Sclose(space);
+  H5Dclose(ds);
+  H5Fclose(f);
+  if (st < 0) { H5Eprint2(H5E_DEFAULT, stderr); throw std::runtime_error("FirstChunk: no chunk info"); }
+  return {addr, size};
 }
 
 // Replaces the int64 root attribute `name` of an existing file.

@@ -198,6 +198,17 @@ TEST(Shards, WriterRejectsBadRows) {
   Sample bad_label = s;
   bad_label.label_index = 2;  // alpha has 2 candidates
   EXPECT_THROW(w.Append(0, bad_label), Error);
+  // the structure the reader relies on: BOS first, EOS last, mask exactly from the prompt's end,
+  // ids inside the vocabulary (512)
+  for (auto broken : {std::vector<int32_t>{5, 5, 6, 2}, std::vector<int32_t>{1, 5, 6, 5},
+                      std::vector<int32_t>{1, 512, 6, 2}}) {
+    Sample b = s;
+    b.ids = broken;
+    EXPECT_THROW(w.Append(0, b), Error) << broken[0] << " " << broken[1] << " " << broken[3];
+  }
+  Sample bad_structure = s;
+  bad_structure.target_mask = {0, 1, 0, 1};
+  EXPECT_THROW(w.Append(0, bad_structure), Error);
   EXPECT_THROW(w.Append(3, s), Error);
   EXPECT_THROW(ShardWriter(dir / "no_such_dir/x.h5", MakeMeta(kTasks, 8, "train", 0, 1)), Error);
   auto dup = kTasks;
@@ -310,4 +321,86 @@ TEST(ShardsValidation, BadStoredRowIsReportedOnRead) {
   EXPECT_NE(msg.find("'alpha'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("row 6"), std::string::npos) << msg;
   EXPECT_NE(ErrorOf([&] { set.Read(0, {7}, 8, 0); }).find("row 7"), std::string::npos);
+}
+
+// A token id past the tokenizer's vocabulary is refused on read, naming file, task, row and
+// column (issue 16: with tp=2 it used to train on a zero embedding without a word).
+TEST(ShardsValidation, TokenIdOutsideTheVocabularyIsReported) {
+  TempDir dir("vocab");
+  WriteShards(dir.str(), {{4, 1, 1}}, 5);
+  const std::string file = dir / ShardFileName("train", 0, 1);
+  PokeId(file, "alpha", 2, 0, 600);  // MakeMeta's vocab_size is 512
+  {
+    ShardSet set({dir.str()});
+    EXPECT_NO_THROW(set.Read(0, {0, 1, 3}, 8, 0));
+    const std::string msg = ErrorOf([&] { set.Read(0, {1, 2}, 8, 0); });
+    EXPECT_NE(msg.find("token id 600 outside [0, vocab_size=512)"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(file), std::string::npos) << msg;
+    EXPECT_NE(msg.find("row 2"), std::string::npos) << msg;
+  }
+  PokeId(file, "alpha", 2, 0, 1);  // BOS again
+  EXPECT_NO_THROW(ShardSet({dir.str()}).Read(0, {2}, 8, 0));
+}
+
+// Every dataset carries a checksum per chunk: a chunk's data zeroed on disk (same file size,
+// bypassing HDF5) fails the read with a message naming file, task and dataset, and Verify lists it.
+TEST(ShardsValidation, DamagedChunkFailsItsChecksum) {
+  TempDir dir("checksum");
+  WriteShards(dir.str(), {{5, 3, 2}}, 7);
+  const std::string file = dir / ShardFileName("train", 0, 1);
+  {
+    ShardSet set({dir.str()});
+    int64_t rows = 0;
+    EXPECT_TRUE(set.Verify(&rows).empty());
+    EXPECT_EQ(rows, 10);
+  }
+  const auto size = fs::file_size(file);
+  const auto [addr, bytes] = FirstChunk(file, "alpha", "input_ids");
+  ASSERT_GT(bytes, 0u);
+  {
+    std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(static_cast<std::streamoff>(addr));
+    const std::string zeros(bytes - 4, '\0');  // the data; the chunk's last 4 bytes hold its checksum
+    io.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+  }
+  ASSERT_EQ(fs::file_size(file), size);
+  ShardSet set({dir.str()});
+  EXPECT_NO_THROW(set.Read(1, {0, 1, 2}, 8, 0));  // other tasks' chunks are intact
+  const std::string msg = ErrorOf([&] { set.Read(0, {3}, 8, 0); });
+  EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'alpha', input_ids"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+  const auto problems = set.Verify();
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_NE(problems[0].find("'alpha', input_ids: checksum mismatch"), std::string::npos) << problems[0];
+  // from another thread (the loader's prefetch thread reads there): the error is ours alone,
+  // HDF5 prints no "HDF5-DIAG" block of its own (its printer setting is per thread)
+  std::string from_thread;
+  ::testing::internal::CaptureStderr();
+  std::thread([&] { from_thread = ErrorOf([&] { set.Read(0, {4}, 8, 0); }); }).join();
+  const std::string printed = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(from_thread.find("checksum mismatch"), std::string::npos) << from_thread;
+  EXPECT_EQ(printed.find("HDF5-DIAG"), std::string::npos) << printed;
+}
+
+// Fletcher-32 cannot see a chunk zeroed together with its stored checksum (zeros sum to zero);
+// the row structure of format version 2 (BOS first, EOS last, mask from the prompt's end) can.
+TEST(ShardsValidation, ChunkZeroedWithItsChecksumFailsTheRowChecks) {
+  TempDir dir("zeroall");
+  WriteShards(dir.str(), {{5, 3, 2}}, 7);
+  const std::string file = dir / ShardFileName("train", 0, 1);
+  for (const char* name : {"input_ids", "target_mask"}) {
+    const auto [addr, bytes] = FirstChunk(file, name == std::string("input_ids") ? "alpha" : "beta", name);
+    std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekp(static_cast<std::streamoff>(addr));
+    const std::string zeros(bytes, '\0');  // data and checksum
+    io.write(zeros.data(), static_cast<std::streamsize>(zeros.size()));
+  }
+  ShardSet set({dir.str()});
+  std::string msg = ErrorOf([&] { set.Read(0, {0}, 8, 0); });
+  EXPECT_NE(msg.find("input_ids must start with bos_id 1 and end with eos_id 2, not 0"), std::string::npos) << msg;
+  msg = ErrorOf([&] { set.Read(1, {0}, 8, 0); });
+  EXPECT_NE(msg.find("target_mask 0 but the prompt is"), std::string::npos) << msg;
+  EXPECT_NO_THROW(set.Read(2, {0, 1}, 8, 0));
+  EXPECT_EQ(set.Verify().size(), 2u);
 }
