@@ -134,6 +134,12 @@ void CheckBaseDir(const std::string& base_dir) {
 
 void CopyFile(const std::string& from, const std::string& to) { WriteFileAtomic(to, ReadFileToString(from)); }
 
+std::string HumanBytes(uint64_t n) {
+  if (n >= 1000000000ull) return fmt::format("{:.2f} GB", n / 1e9);
+  if (n >= 1000000ull) return fmt::format("{:.1f} MB", n / 1e6);
+  return fmt::format("{} kB", (n + 999) / 1000);
+}
+
 std::string AbsPath(const std::string& p) {
   std::error_code ec;
   auto a = fs::weakly_canonical(fs::absolute(p), ec);
@@ -199,9 +205,9 @@ std::string MergeTask(const LoadedExport& ex, const LlamaConfig& model, const st
   // refuse early when the merged files cannot fit (a full disk later is still caught by the writer)
   const auto space = fs::space(tmp);
   if (space.available < need + (1u << 20))
-    throw Error(fmt::format("merging task '{}' into '{}': not enough disk space: the merged model needs {:.2f} GB, "
-                            "{:.2f} GB are free; nothing was written",
-                            task, out_dir, need / 1e9, space.available / 1e9),
+    throw Error(fmt::format("merging task '{}' into '{}': not enough disk space: the merged model needs {}, "
+                            "{} are free; nothing was written",
+                            task, out_dir, HumanBytes(need), HumanBytes(space.available)),
                 "free space or give another --out");
   for (const auto& [file, names] : by_file) {
     const auto& src = st.FileFor(names.front());
