@@ -3,7 +3,7 @@
 # ~13.5 GB): make_tiny_llama at 7B dimensions, random MoRE adapters of rank 8
 # (tests/hf/synthetic_export.py), then `more_export --export ... --merge` under
 # /usr/bin/time -v. Prints peak RSS and wall time; checks the merged shard layout and index;
-# removes everything at the end (KEEP=1 keeps it).
+# removes everything at the end (KEEP=1 keeps it). Measured results: docs/formats.md (merged models).
 # Usage: bash launch/merge_7b.sh [BUILD] [WORKDIR]     (needs ~28 GB free disk, .venv)
 set -euo pipefail
 SRC=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,7 +14,8 @@ mkdir -p "$W"
 trap '[ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
 # LLaMA-2-7B (more_plan --preset llama2-7b): vocab 32000, hidden 4096, intermediate 11008,
 # 32 layers, 32 heads (no GQA)
-/usr/bin/time -v "$BUILD/make_tiny_llama" --out "$W/base" --vocab-size 32000 --hidden-size 4096 \
+# the test tokenizer (vocabulary padded to 32000) so the merged model carries tokenizer files
+/usr/bin/time -v "$BUILD/make_tiny_llama" --out "$W/base" --tokenizer "$BUILD/testdata/tok.model" --vocab-size 32000 --hidden-size 4096 \
   --intermediate-size 11008 --layers 32 --heads 32 --kv-heads 32 --dtype bf16 --num-shards 3 \
   --max-position 4096 --init-std 0.02 2> "$W/make.time"
 grep -E "Maximum resident|Elapsed" "$W/make.time" | sed 's/^/make_tiny_llama: /'
@@ -44,6 +45,6 @@ for f in files:
             else:
                 assert x.equal(y), f"{k} changed"; same += 1
 print(f"merged layout ok: {len(files)} shards + index as the base; {changed} adapted tensor(s) changed, {same} others identical (spot checks)")
-for f in ("config.json", "tokenizer_config.json", "generation_config.json"):
+for f in ("config.json", "tokenizer.model", "tokenizer_config.json", "generation_config.json"):
     print(f, "present" if os.path.exists(f"{merged}/{f}") else "MISSING")
 PY

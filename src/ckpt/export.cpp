@@ -229,7 +229,9 @@ std::string MergeTask(const LoadedExport& ex, const LlamaConfig& model, const st
         // W_t = W0 + dW_t in fp32, rounded once to the base dtype
         torch::NoGradGuard ng;
         auto w0 = torch::from_blob(const_cast<void*>(data), in.shape, torch::TensorOptions().dtype(TorchDType(in.dtype)));
-        auto merged = (w0.to(torch::kFloat32) + ad->second->MergedDelta(t)).to(w0.scalar_type()).contiguous();
+        auto w32 = w0.to(torch::kFloat32, /*non_blocking=*/false, /*copy=*/true);  // never the read-only map
+        w32.add_(ad->second->MergedDelta(t));
+        auto merged = w32.to(w0.scalar_type()).contiguous();
         w.Append(info.name, merged.data_ptr(), merged.nbytes());
       }
       src.Release(info.name);  // keep resident memory at about one tensor
