@@ -115,6 +115,32 @@ std::string CheckpointManager::Commit(int64_t step, nlohmann::json state) const 
   return final_dir;
 }
 
+std::string CheckpointManager::Resolve(const std::string& path) {
+  if (!fs::exists(path))
+    throw Error(fmt::format("checkpoint '{}' does not exist", path),
+                "give a checkpoint directory (step-N), the checkpoints root, or its 'latest' file");
+  if (fs::is_regular_file(path)) {
+    if (fs::path(path).filename() != "latest")
+      throw Error(fmt::format("checkpoint '{}' is a file, not a checkpoint directory", path),
+                  "give a checkpoint directory (step-N), the checkpoints root, or its 'latest' file");
+    auto parent = fs::path(path).parent_path().string();
+    auto dir = CheckpointManager(parent.empty() ? "." : parent, 0).Latest();
+    return *dir;  // Latest() throws for a dangling pointer
+  }
+  if (fs::exists(fs::path(path) / "state.json")) return path;
+  if (fs::exists(fs::path(path) / "latest")) return *CheckpointManager(path, 0).Latest();
+  std::vector<std::string> steps;
+  for (const auto& e : fs::directory_iterator(path))
+    if (e.is_directory() && e.path().filename().string().rfind("step-", 0) == 0) steps.push_back(e.path().filename());
+  if (!steps.empty())
+    throw Error(fmt::format("'{}' holds checkpoints ({}) but no 'latest' pointer", path, fmt::join(steps, ", ")),
+                "name one of them, e.g. " + path + "/" + steps.back());
+  throw Error(fmt::format("'{}' is not a checkpoint: it has no state.json (an incomplete or foreign directory) "
+                          "and no 'latest' pointer (not a checkpoints root)",
+                          path),
+              "give a checkpoint directory (step-N), the checkpoints root, or its 'latest' file");
+}
+
 CheckpointManager::Loaded CheckpointManager::Load(const std::string& dir) {
   Loaded out;
   const auto state_path = dir + "/state.json";

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include <mpi.h>
 
@@ -21,6 +22,15 @@ int RunTool(int argc, char** argv, const std::function<int(int, char**)>& body) 
 }
 
 int RunMain(int argc, char** argv, const std::function<int(int, char**)>& body) {
+  // --help: the body prints its usage and returns before any MPI call, so MPI is not started
+  // (no launcher banner, no MPI_Abort noise; works without mpirun).
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      InitLogging(0, 1);
+      return RunTool(argc, argv, body);
+    }
+  }
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
   int rank = 0, size = 1;

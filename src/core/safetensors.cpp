@@ -321,6 +321,18 @@ const TensorInfo& SafetensorsFile::Info(const std::string& name) const {
 
 const void* SafetensorsFile::Data(const std::string& name) const { return data_ + Info(name).begin; }
 
+void SafetensorsFile::Release(const std::string& name) const {
+  const auto& info = Info(name);
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto base = reinterpret_cast<uintptr_t>(map_);
+  // whole pages inside [begin, end): a page shared with a neighbour is left alone
+  uintptr_t lo = reinterpret_cast<uintptr_t>(data_ + info.begin);
+  uintptr_t hi = reinterpret_cast<uintptr_t>(data_ + info.end);
+  lo = base + (lo - base + page - 1) / page * page;
+  hi = base + (hi - base) / page * page;
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);  // advice only
+}
+
 std::vector<std::string> SafetensorsFile::Names() const {
   std::vector<std::string> out;
   out.reserve(tensors_.size());
@@ -485,6 +497,118 @@ uint64_t SafetensorsWriter::Write(const std::string& path) const {
     if (!e->bytes.empty()) chunks.push_back({e->bytes.data(), e->bytes.size()});
   WriteChunksAtomic(path, chunks);
   return 8 + text.size() + offset;
+}
+
+// ---- SafetensorsStreamWriter -----------------------------------------------------------
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(std::string path, std::vector<TensorInfo> tensors,
+                                                 const std::map<std::string, std::string>& metadata)
+    : path_(std::move(path)), tmp_(path_ + ".tmp"), tensors_(std::move(tensors)) {
+  std::sort(tensors_.begin(), tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) { return a.name < b.name; });
+  nlohmann::json header = nlohmann::json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    auto& t = tensors_[i];
+    if (t.name == "__metadata__" || (i > 0 && tensors_[i - 1].name == t.name))
+      throw Error(fmt::format("safetensors writer '{}': tensor name '{}' reserved or repeated", path_, t.name));
+    const int64_t numel = CheckedNumel(t.shape);
+    if (numel < 0) throw Error(fmt::format("safetensors writer '{}': tensor '{}' is too large", path_, t.name));
+    t.begin = offset;
+    t.end = offset + static_cast<uint64_t>(numel) * DTypeSize(t.dtype);
+    offset = t.end;
+    header[t.name] = {{"dtype", DTypeName(t.dtype)}, {"shape", t.shape}, {"data_offsets", {t.begin, t.end}}};
+  }
+  std::string text = header.dump();
+  while (text.size() % 8 != 0) text.push_back(' ');
+  total_ = 8 + text.size() + offset;
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
+    const int e = errno;
+    throw Error(fmt::format("cannot create '{}' (to write '{}'): {}", tmp_, path_, Errno(e)),
+                "check that the directory exists and is writable");
+  }
+  uint8_t len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
+  data_start_ = 8 + text.size();
+  written_.assign(tensors_.size(), 0);
+  WriteAll(len, 8, 0);
+  WriteAll(text.data(), text.size(), 8);
+}
+
+SafetensorsStreamWriter::~SafetensorsStreamWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+void SafetensorsStreamWriter::Fail(const std::string& step, int e) {
+  ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  const std::string hint = (e == ENOSPC || e == EDQUOT)
+                               ? "the disk (or quota) is full: free space or write somewhere else"
+                               : "check the file system (space, permissions, I/O errors)";
+  throw Error(fmt::format("writing '{}' failed at {} ({} of {} bytes written): {}; nothing was replaced", path_,
+                          step, done_, total_, Errno(e)),
+              hint);
+}
+
+void SafetensorsStreamWriter::WriteAll(const void* data, size_t n, uint64_t at) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd_, p, std::min<size_t>(n, size_t{1} << 30), static_cast<off_t>(at));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      Fail("write", errno);
+    }
+    if (w == 0) Fail("write", ENOSPC);
+    p += w;
+    n -= static_cast<size_t>(w);
+    at += static_cast<uint64_t>(w);
+    done_ += static_cast<uint64_t>(w);
+  }
+}
+
+void SafetensorsStreamWriter::Append(const std::string& name, const void* data, size_t nbytes) {
+  if (fd_ < 0) throw Error(fmt::format("safetensors writer '{}': append after the file was closed", path_));
+  auto it = std::lower_bound(tensors_.begin(), tensors_.end(), name,
+                             [](const TensorInfo& t, const std::string& n) { return t.name < n; });
+  if (it == tensors_.end() || it->name != name)
+    throw Error(fmt::format("safetensors writer '{}': tensor '{}' was not declared", path_, name));
+  auto& written = written_[static_cast<size_t>(it - tensors_.begin())];
+  if (written + nbytes > it->end - it->begin)
+    throw Error(fmt::format("safetensors writer '{}': tensor '{}' given {} bytes, needs {}", path_, name,
+                            written + nbytes, it->end - it->begin));
+  WriteAll(data, nbytes, data_start_ + it->begin + written);
+  written += nbytes;
+}
+
+uint64_t SafetensorsStreamWriter::Finish() {
+  if (fd_ < 0) throw Error(fmt::format("safetensors writer '{}': finished twice", path_));
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    if (written_[i] != tensors_[i].end - tensors_[i].begin)
+      throw Error(fmt::format("safetensors writer '{}': tensor '{}' has {} of its {} bytes at Finish", path_,
+                              tensors_[i].name, written_[i], tensors_[i].end - tensors_[i].begin));
+  if (::fsync(fd_) != 0) Fail("fsync", errno);
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    const int e = errno;
+    ::unlink(tmp_.c_str());
+    throw Error(fmt::format("writing '{}' failed at close: {}; nothing was replaced", path_, Errno(e)),
+                "check the file system (space, I/O errors)");
+  }
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp_.c_str());
+    throw Error(fmt::format("cannot rename '{}' to '{}': {}", tmp_, path_, Errno(e)),
+                "is the destination a directory, or on another file system?");
+  }
+  fs::path parent = fs::path(path_).parent_path();
+  FsyncDirectory(parent.empty() ? std::string(".") : parent.string());
+  return total_;
 }
 
 // ---- whole files -----------------------------------------------------------------------

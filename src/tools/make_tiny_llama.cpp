@@ -300,18 +300,21 @@ int Run(int argc, char** argv) {
   nlohmann::json weight_map = nlohmann::json::object();
   size_t next = 0;
   for (int64_t s = 0; s < num_shards; ++s) {
-    more::SafetensorsWriter w;
-    w.SetMetadata("format", "pt");
+    // streamed tensor by tensor (drawn in HF order, placed in name order): memory stays at
+    // about one tensor, so a 7B-shaped model can be made on a small machine
+    std::vector<more::TensorInfo> infos;
+    for (size_t i = next; i < specs.size() && shard_of[i] == s; ++i) infos.push_back({specs[i].name, dtype, specs[i].shape});
+    more::SafetensorsStreamWriter w((out / file_name(s)).string(), infos, {{"format", "pt"}});
     for (; next < specs.size() && shard_of[next] == s; ++next) {
       const Spec& spec = specs[next];
       std::vector<float> values(static_cast<size_t>(spec.numel()));
       for (auto& x : values) x = spec.is_norm ? 1.0f : static_cast<float>(gen.Next() * init_std);
       std::vector<uint8_t> bytes(values.size() * esize);
       more::ConvertFromF32(dtype, values.data(), bytes.data(), static_cast<int64_t>(values.size()));
-      w.Add(spec.name, dtype, spec.shape, bytes.data(), bytes.size());
+      w.Append(spec.name, bytes.data(), bytes.size());
       weight_map[spec.name] = file_name(s);
     }
-    w.Write((out / file_name(s)).string());
+    w.Finish();
   }
   if (num_shards > 1) {
     nlohmann::json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};

@@ -65,9 +65,27 @@ struct Args {
   double Real(const std::string& k, double d) const { return bench.count(k) ? std::stod(bench.at(k)) : d; }
 };
 
+constexpr const char* kUsage = R"(usage: more_bench MODE [--config F] [--section.key=value ...] [--bench.key=value ...]
+
+modes:
+  matmul [--bench.threads=T] [--bench.device=cuda] [--bench.dtype=D]
+                                     libtorch matmul ceiling (fp32 CPU, bf16 GPU)
+  train  --config F [overrides]      step time, tokens/s, MFU, peak RSS vs plan (any layout, under mpirun)
+  ratio  --config F [overrides]      MoRE vs LoRA step time, same batches
+  loader --config F [overrides]      HDF5 loader samples/s vs consumption
+  ckpt   --config F [overrides]      checkpoint write/read MB/s vs the disk
+
+bench options: --bench.warmup=N (2), --bench.steps=N (5), --bench.threads=T (matmul),
+  --bench.lora_rank=R (8), --bench.seconds=S (3, loader), --bench.out=FILE (append JSON lines),
+  --bench.profile=PREFIX (train: one extra step under the autograd profiler, chrome trace per rank),
+  --bench.tag=NAME (a label copied into the JSON line).
+Every mode prints a human summary and, on world rank 0, one JSON line "BENCH {...}".
+See docs/benchmarks.md.
+)";
+
 Args Parse(int argc, char** argv) {
   Args a;
-  if (argc < 2) throw Error("usage: more_bench matmul|train|ratio|loader|ckpt [--config F] [--k=v ...]");
+  if (argc < 2) throw Error("usage: more_bench matmul|train|ratio|loader|ckpt [--config F] [--k=v ...]", "see more_bench --help");
   a.mode = argv[1];
   for (int i = 2; i < argc; ++i) {
     std::string s = argv[i];
@@ -429,6 +447,11 @@ int Ckpt(const Args& a) {
 
 int main(int argc, char** argv) {
   return more::RunMain(argc, argv, [](int argc, char** argv) {
+    for (int i = 1; i < argc; ++i)
+      if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+        std::cout << more::kUsage;
+        return 0;
+      }
     const auto a = more::Parse(argc, argv);
     spdlog::set_level(spdlog::level::warn);  // the trainer's start-up report would bury the figures
     if (a.mode == "matmul") return more::Matmul(a);

@@ -13,6 +13,7 @@
 #include <torch/version.h>
 
 #include "more/ckpt/export.h"
+#include "more/ckpt/peft_import.h"
 #include "more/ckpt/tensor_file.h"
 #include "more/core/error.h"
 #include "more/core/fault.h"
@@ -173,6 +174,11 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   device_ = cuda ? torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(SelectDevice("cuda", MPI_COMM_WORLD)))
                  : torch::Device(torch::kCPU);
   adapters_ = BuildAdapters(model_cfg_, ao, targets, grid_, device_);
+  if (!cfg_.adapter.init_from.empty()) {  // every rank reads it; a resumed checkpoint overrides it
+    const int n = ImportPeftLora(cfg_.adapter.init_from, model_cfg_, targets, *adapters_);
+    spdlog::info("adapters: started from the PEFT LoRA '{}' ({} of {} modules of this stage)", cfg_.adapter.init_from,
+                 n, adapters_->size());
+  }
   num_modules_ = ao.more ? model_cfg_.num_hidden_layers * static_cast<int64_t>(targets.size()) : 0;
 
   const auto dtype = BaseDtype(cfg_.model.dtype, cfg_.model.device);

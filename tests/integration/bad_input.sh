@@ -178,6 +178,59 @@ with_checkpoint ckpt_latest_garbage
 echo "../../etc" > "$OUT/ckpt_latest_garbage/checkpoints/latest"
 expect_fail ckpt_latest_garbage "holds '../../etc', which is not a checkpoint name" --train.steps=4
 
+# --- export, merge and PEFT import (rows 50-59) ------------------------------------------------
+# each export case must also leave no output behind: no merged/<task> and no .tmp-* directory
+no_partial() {  # dir: nothing merged, nothing half-written
+  [ ! -e "$1/merged" ] || [ -z "$(ls -A "$1/merged")" ]
+}
+expect_export_fail() {  # name, expected text, more_export args...
+  local name=$1 text=$2; shift 2
+  [[ $name =~ $ONLY ]] || return 0
+  timeout 120 "$BUILD/more_export" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q -- "$text" "$OUT/$name.log" && no_partial "$OUT/$name.out"
+  report "$name" $? "exit $rc, no partial output"
+}
+CKPT="$OUT/good/checkpoints"
+expect_export_fail export_missing_base "base model '.*no/such/model' does not exist" \
+  --checkpoint "$CKPT" --out "$OUT/export_missing_base.out" --merge all --model "$OUT/no/such/model"
+expect_export_fail export_unknown_task "unknown task 'nosuchtask'" \
+  --checkpoint "$CKPT" --out "$OUT/export_unknown_task.out" --merge sentiment,nosuchtask
+mkdir -p "$OUT/not_a_checkpoint"
+expect_export_fail export_not_a_checkpoint "is not a checkpoint: it has no state.json" \
+  --checkpoint "$OUT/not_a_checkpoint" --out "$OUT/export_not_a_checkpoint.out"
+expect_export_fail export_other_base "has shape\|shape" \
+  --checkpoint "$CKPT" --out "$OUT/export_other_base.out" --merge all --model "$OUT/other_model"
+# merge onto a full disk: a tmpfs with room for the adapters, not for a merged model
+if [[ merge_disk_full =~ $ONLY ]]; then
+  if [ -z "${MORE_TEST_NO_UNSHARE:-}" ] && unshare -m true 2> /dev/null; then
+    mkdir -p "$OUT/merge_disk_full.mnt"
+    timeout 120 unshare -m bash -c "mount -t tmpfs -o size=600k none '$OUT/merge_disk_full.mnt' &&
+      '$BUILD/more_export' --checkpoint '$CKPT' --out '$OUT/merge_disk_full.mnt/ex' --merge sentiment;
+      rc=\$?; ls -A '$OUT/merge_disk_full.mnt/ex' > '$OUT/merge_disk_full.ls'; ls -A '$OUT/merge_disk_full.mnt/ex/merged' >> '$OUT/merge_disk_full.ls' 2>&1; exit \$rc" \
+      > "$OUT/merge_disk_full.log" 2>&1
+    rc=$?
+    ok=1
+    if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "not enough disk space\|No space left on device" "$OUT/merge_disk_full.log" &&
+       ! grep -q "sentiment\|\.tmp-" "$OUT/merge_disk_full.ls"; then ok=0; fi
+    report merge_disk_full $ok "exit $rc, tmpfs of 600 KiB, no merged/sentiment and no .tmp-* left"
+  else
+    echo "skip merge_disk_full (SKIPPED: no mount namespace here (unshare -m))"
+  fi
+fi
+# PEFT adapters of the good run to start from (adapter.init_from)
+"$BUILD/more_export" --checkpoint "$CKPT" --out "$OUT/peft_src" --peft sentiment --peft-uniform > "$OUT/peft_src.log" 2>&1 \
+  || { echo "FAIL exporting PEFT adapters for the import cases"; tail "$OUT/peft_src.log"; exit 1; }
+PEFT="$OUT/peft_src/peft-uniform/sentiment"  # rank 8 in every module
+expect_fail init_from_missing "adapter.init_from: '.*no/such/adapter' is not a directory" \
+  --adapter.init_from="$OUT/no/such/adapter"
+expect_fail init_from_rank_too_large "has rank 8 but adapter.rank is 4" --adapter.init_from="$PEFT" --adapter.rank=4
+expect_fail init_from_other_model "this model needs" --adapter.init_from="$PEFT" --model.path="$OUT/other_model"
+mkdir -p "$OUT/ia3"; cp "$PEFT"/adapter_* "$OUT/ia3/"
+sed -i 's/"peft_type": *"LORA"/"peft_type": "IA3"/' "$OUT/ia3/adapter_config.json"
+expect_fail init_from_not_lora "peft_type is IA3, not LORA" --adapter.init_from="$OUT/ia3"
+expect_fail init_from_untargeted_module "adapts a module this run does not" --adapter.init_from="$PEFT" --adapter.targets=q,v
+
 # disk full during a save: the checkpoint directory sits on a tmpfs (private mount namespace)
 # just large enough for the step-2 checkpoint it holds; the step-3 save cannot fit. Without the
 # right to mount (unshare -m) the case is reported as skipped.

@@ -4,7 +4,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <signal.h>
+#include <sys/resource.h>
+
 #include <cstdlib>
+#include <filesystem>
+#include <set>
 #include <fstream>
 
 #include "more/ckpt/export.h"
@@ -192,6 +197,78 @@ TEST(Llama, MergedModelForTaskEqualsAdapterModel) {
   // the export's task->rank map is stored and checked on load
   auto loaded = LoadExport(ex, cfg);
   EXPECT_EQ(loaded.tasks.size(), 5u);
+}
+
+TEST(Llama, MergeOfShardedBf16KeepsLayoutAndFailedMergeLeavesNothing) {
+  auto grid = ProcessGrid::Single();
+  const auto base = TestData("tiny_bf16_sharded");
+  auto cfg = LoadLlamaConfig(base);
+  Config run = testing::TinyConfig(ScratchDir("merge_bf16_run"));
+  AdapterOptions ao;
+  ao.rank = 4;
+  ao.num_tasks = 2;
+  ao.seed = 7;
+  auto adapters = RandomAdapters(cfg, ao, *grid, 1, 0.2);
+  const auto ex = ScratchDir("merge_bf16_export");
+  ExportAdapters(ex, *adapters, {"a", "b"}, run, cfg);
+  const auto out = ScratchDir("merge_bf16_out") + "/merged/a";
+  MergeTask(ex, base, "a", out);
+  // same shard files and index as the base, bf16 kept, tokenizer/generation files present
+  SafetensorsCollection bst(base), mst(out);
+  EXPECT_EQ(bst.Files(), mst.Files());
+  EXPECT_EQ(bst.Files().size(), 2u);
+  EXPECT_EQ(ReadFileToString(base + "/model.safetensors.index.json"), ReadFileToString(out + "/model.safetensors.index.json"));
+  for (const auto& n : bst.Names()) EXPECT_EQ(mst.FileFor(n).Info(n).dtype, DType::kBF16) << n;
+  for (const char* f : {"config.json", "tokenizer.model", "tokenizer_config.json", "generation_config.json"})
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + f)) << f;
+  {  // every adapted weight is bf16(fp32(W0) + dW_t) exactly; the rest are the base's bytes
+    auto tensor = [](const SafetensorsCollection& c, const std::string& n) {
+      const auto& f = c.FileFor(n);
+      const auto& i = f.Info(n);
+      return torch::from_blob(const_cast<void*>(f.Data(n)), i.shape, torch::kBFloat16).clone();
+    };
+    std::set<std::string> adapted;
+    torch::NoGradGuard ng;
+    for (const auto& a : adapters->adapters()) {
+      auto dot = a->name().rfind('.');
+      const auto n = "model." + a->name().substr(0, dot) + "." + HfModuleName(a->name().substr(dot + 1)) + ".weight";
+      adapted.insert(n);
+      auto want = (tensor(bst, n).to(torch::kFloat32) + a->MergedDelta(0)).to(torch::kBFloat16);
+      EXPECT_TRUE(tensor(mst, n).equal(want)) << n;
+      EXPECT_FALSE(tensor(mst, n).equal(tensor(bst, n))) << n;
+    }
+    EXPECT_EQ(adapted.size(), 14u);
+    for (const auto& n : bst.Names())
+      if (!adapted.count(n)) EXPECT_TRUE(tensor(mst, n).equal(tensor(bst, n))) << n;
+  }
+  // a write failure part-way (file-size limit: EFBIG, as a full disk gives ENOSPC) leaves
+  // neither the output nor the temporary directory, and an earlier output untouched
+  const auto before = ReadFileToString(out + "/model-00001-of-00002.safetensors");
+  struct rlimit old {};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  auto old_handler = signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 20000;
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  std::string msg;
+  try {
+    MergeTask(ex, base, "a", out);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  signal(SIGXFSZ, old_handler);
+  EXPECT_NE(msg.find("failed at write"), std::string::npos) << msg;
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(out).parent_path() / ".tmp-a"));
+  EXPECT_EQ(ReadFileToString(out + "/model-00001-of-00002.safetensors"), before);
+  // a missing base says so
+  try {
+    MergeTask(ex, base + "_gone", "a", out + "_2");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(out + "_2"));
 }
 
 TEST(Llama, ExportWithTamperedRankMapIsRejected) {

@@ -55,6 +55,11 @@ class CheckpointManager {
     std::map<std::string, torch::Tensor> adapters;   // all stages merged
     std::map<std::string, torch::Tensor> optimizer;  // all stages merged
   };
+  // What a user may name as "the checkpoint": a checkpoint directory (holds state.json), the
+  // checkpoints root (holds `latest`), or the `latest` pointer file itself. Returns the
+  // checkpoint directory; an error says which of the three `path` was taken for and what is
+  // missing.
+  static std::string Resolve(const std::string& path);
   // Reads a checkpoint directory; checks format version, checksums (tensors and state.json) and
   // that the step inside state.json is the one the directory is named for.
   static Loaded Load(const std::string& dir);

@@ -38,8 +38,38 @@ struct ExportedCheckpoint {
 ExportedCheckpoint ExportCheckpoint(const std::string& ckpt_dir, const std::string& out_dir,
                                     const std::string& model_dir = "");
 
+// Index of `task` in the export; an error lists the tasks it holds.
+int TaskIndex(const LoadedExport& ex, const std::string& task);
+
 // Writes the merged model for `task` into out_dir (a HF directory). Returns the path.
+// Streaming: each base shard is written as the same shard (same file names, index, dtypes),
+// tensor by tensor: an adapted weight is read from the memory map, merged in fp32 and rounded
+// once to the base dtype; the others are copied byte for byte; each tensor's pages are released
+// after use, so resident memory stays at a few tensors. Everything goes into
+// "<parent>/.tmp-<name>", renamed onto out_dir at the end: a failure (disk full, missing base,
+// a bad tensor) leaves no partial output and no earlier out_dir damaged.
 std::string MergeTask(const std::string& export_dir, const std::string& base_model_dir, const std::string& task,
                       const std::string& out_dir);
+std::string MergeTask(const LoadedExport& ex, const LlamaConfig& model, const std::string& base_model_dir,
+                      const std::string& task, const std::string& out_dir, const std::string& source);
+
+// Writes `task` as a standard Hugging Face PEFT LoRA directory (docs/formats.md):
+//   adapter_config.json        peft_type LORA, task_type CAUSAL_LM, r, lora_alpha, target_modules,
+//                              rank_pattern / alpha_pattern {"model.layers.<i>.<mod>": r_t / alpha_m}
+//   adapter_model.safetensors  base_model.model.model.layers.<i>.<mod>.lora_A.weight [r_t, d_in]
+//                              and .lora_B.weight [d_out, r_t], fp32
+// PEFT computes  h = W0 x + (alpha_m / r_t) B (A x).  With one factor c = s(r_t) alpha/r per
+// module (hard selection, "paper"/"none" scaling; LoRA) alpha_m = c r_t and A, B are stored as
+// trained; with per-component factors w [r_t] (per_component scaling, soft selection) B is stored
+// as B diag(w) and alpha_m = r_t. uniform = true: every module zero-padded to rank r with B
+// diag(w) and lora_alpha = r (scaling 1, no patterns), for consumers that ignore rank_pattern.
+// Also copies the tokenizer files. Written into a temporary directory renamed at the end.
+std::string ExportPeft(const LoadedExport& ex, const LlamaConfig& model, const std::string& base_model_dir,
+                       const std::string& task, const std::string& out_dir, bool uniform);
+
+// Copies the tokenizer and generation files of base_dir that HF loaders read (tokenizer.model,
+// tokenizer.json, tokenizer_config.json, special_tokens_map.json, generation_config.json) and
+// writes tokenizer_config.json / generation_config.json when the base has none.
+void WriteHfSideFiles(const std::string& base_dir, const LlamaConfig& model, const std::string& out_dir);
 
 }  // namespace more

@@ -30,6 +30,7 @@ struct AdapterConfig {
   std::string selection = "ste";   // ste (hard argmax + straight-through) | soft (ablation)
   double lambda_cl = 0.1;          // weight of the contrastive loss
   double tau = 0.05;               // contrastive temperature
+  std::string init_from = "";      // a PEFT LoRA directory to start from (ckpt/peft_import.h)
 };
 
 struct DataConfig {

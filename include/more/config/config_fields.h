@@ -19,6 +19,8 @@ void VisitConfig(C& c, F&& f) {
   f("adapter.selection", c.adapter.selection, "ste (hard + straight-through) | soft (ablation)");
   f("adapter.lambda_cl", c.adapter.lambda_cl, "contrastive loss weight lambda (0 disables it)");
   f("adapter.tau", c.adapter.tau, "contrastive temperature tau");
+  f("adapter.init_from", c.adapter.init_from,
+    "start from this PEFT LoRA directory (A, B into the first ranks; ignored when resuming)");
   f("data.train", c.data.train, "training shard directory or files (comma separated)");
   f("data.eval", c.data.eval, "eval shard directory; empty = data.train, split 'eval'");
   f("data.tokenizer", c.data.tokenizer, "SentencePiece model; empty = <model.path>/tokenizer.model");

@@ -1,7 +1,8 @@
 // Entry-point guard for every MPI binary: initialises MPI (thread level FUNNELED: only the
 // main thread calls MPI), installs logging, runs `body`, and turns any exception on any rank
 // into: a message naming the rank, then MPI_Abort(MPI_COMM_WORLD, 1) so every other rank ends
-// too with a non-zero exit (none is left waiting in a collective).
+// too with a non-zero exit (none is left waiting in a collective). With --help / -h among the
+// arguments MPI is not initialised: the body must print its usage before any MPI call.
 #pragma once
 #include <functional>
 

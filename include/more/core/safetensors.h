@@ -51,6 +51,10 @@ class SafetensorsFile {
   std::vector<std::string> Names() const;
   const std::map<std::string, std::string>& Metadata() const { return metadata_; }
   size_t file_size() const { return map_size_; }
+  // Drops this tensor's pages from the process (madvise MADV_DONTNEED on the whole pages it
+  // covers): a streaming reader calls it when done with a tensor, so resident memory stays at
+  // about one tensor however large the file. Data() stays valid (pages are read again if touched).
+  void Release(const std::string& name) const;
 
  private:
   std::string path_;
@@ -104,6 +108,37 @@ class SafetensorsWriter {
   };
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;
+};
+
+// Writes a safetensors file tensor by tensor without holding the data (for files larger than
+// memory): the tensors (name, dtype, shape) are declared up front, which fixes the header and
+// the layout (sorted by name, as the Hugging Face writer lays them out; Order() has the
+// offsets); Append then takes each tensor's bytes, in any order and in any number of pieces,
+// written in place (pwrite); Finish() checks every tensor is complete, fsyncs and renames
+// `path`.tmp onto `path`.
+// Errors name the path, the step and the bytes written (as SafetensorsWriter::Write); a writer
+// destroyed before Finish (an exception) removes its .tmp file, leaving `path` untouched.
+class SafetensorsStreamWriter {
+ public:
+  SafetensorsStreamWriter(std::string path, std::vector<TensorInfo> tensors,
+                          const std::map<std::string, std::string>& metadata);
+  ~SafetensorsStreamWriter();
+  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
+  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+
+  const std::vector<TensorInfo>& Order() const { return tensors_; }  // with data offsets
+  // Appends the next piece of tensor `name`'s bytes.
+  void Append(const std::string& name, const void* data, size_t nbytes);
+  uint64_t Finish();  // returns the file size
+
+ private:
+  void WriteAll(const void* data, size_t n, uint64_t at);
+  [[noreturn]] void Fail(const std::string& step, int err);
+  std::string path_, tmp_;
+  int fd_ = -1;
+  std::vector<TensorInfo> tensors_;   // sorted by name
+  std::vector<uint64_t> written_;     // bytes of each tensor written so far
+  uint64_t data_start_ = 0, done_ = 0, total_ = 0;
 };
 
 // Writes a whole file atomically: tmp + fsync + rename. Throws naming the path on failure.

@@ -167,6 +167,49 @@ TEST(Safetensors, WriterRejectsBadInput) {
   ExpectError([&] { w.Add("__metadata__", DType::kF32, {4}, x, sizeof(x)); }, {"reserved"});
 }
 
+TEST(Safetensors, StreamWriterEqualsWholeFileWriterInAnyAppendOrder) {
+  TempDir dir("stream");
+  std::vector<float> a(6), b(3);
+  std::vector<uint16_t> c(5);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = 0.5f * static_cast<float>(i);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = -1.0f - static_cast<float>(i);
+  for (size_t i = 0; i < c.size(); ++i) c[i] = static_cast<uint16_t>(0x3F80 + i);
+  SafetensorsWriter whole;
+  whole.SetMetadata("format", "pt");
+  whole.Add("z.b", DType::kF32, {3}, b.data(), b.size() * 4);
+  whole.Add("a.w", DType::kF32, {2, 3}, a.data(), a.size() * 4);
+  whole.Add("m.c", DType::kBF16, {5}, c.data(), c.size() * 2);
+  whole.Write(dir / "whole.safetensors");
+  {
+    SafetensorsStreamWriter w(dir / "stream.safetensors",
+                              {{"z.b", DType::kF32, {3}}, {"a.w", DType::kF32, {2, 3}}, {"m.c", DType::kBF16, {5}}},
+                              {{"format", "pt"}});
+    w.Append("m.c", c.data(), c.size() * 2);         // any order, in pieces
+    w.Append("a.w", a.data(), 8);
+    w.Append("z.b", b.data(), b.size() * 4);
+    w.Append("a.w", a.data() + 2, a.size() * 4 - 8);
+    ExpectError([&] { w.Append("a.w", a.data(), 4); }, {"'a.w' given 28 bytes, needs 24"});
+    ExpectError([&] { w.Append("nope", a.data(), 4); }, {"'nope' was not declared"});
+    EXPECT_FALSE(fs::exists(dir / "stream.safetensors"));  // only the .tmp until Finish
+    w.Finish();
+  }
+  EXPECT_EQ(ReadFileToString(dir / "stream.safetensors"), ReadFileToString(dir / "whole.safetensors"));
+  EXPECT_FALSE(fs::exists(dir / "stream.safetensors.tmp"));
+}
+
+TEST(Safetensors, StreamWriterLeavesNothingWhenNotFinished) {
+  TempDir dir("stream_unfinished");
+  std::vector<float> a(4, 1.0f);
+  WriteFileAtomic(dir / "f.safetensors", "old");
+  {
+    SafetensorsStreamWriter w(dir / "f.safetensors", {{"a", DType::kF32, {4}}, {"b", DType::kF32, {4}}}, {});
+    w.Append("a", a.data(), 16);
+    ExpectError([&] { w.Finish(); }, {"tensor 'b' has 0 of its 16 bytes at Finish"});
+  }  // destroyed unfinished (as when an exception unwinds): the .tmp goes, the old file stays
+  EXPECT_FALSE(fs::exists(dir / "f.safetensors.tmp"));
+  EXPECT_EQ(ReadFileToString(dir / "f.safetensors"), "old");
+}
+
 TEST(Safetensors, OverwritesAtomicallyAndKeepsOldFileOnFailure) {
   TempDir dir("atomic");
   const std::string path = dir / "f.txt";
