@@ -85,6 +85,9 @@ export CPATH=$_u/include${CPATH:+:$CPATH}
 export OPAL_PREFIX=$_u OPAL_LIBDIR=$_l/openmpi/lib PMIX_INSTALL_PREFIX=$_u
 export OMPI_MCA_mca_base_component_show_load_errors=0
 export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1
+# mpirun's launcher insists on an rsh/ssh agent even for one node; without ssh, name one that
+# exists and is never called for local ranks
+command -v ssh >/dev/null || command -v rsh >/dev/null || export OMPI_MCA_plm_rsh_agent=false
 # cmake hints for the packages whose finders do not follow CMAKE_PREFIX_PATH alone
 export MORE_KIT_CMAKE_ARGS="-DMPI_C_COMPILER=$_u/bin/mpicc -DHDF5_C_COMPILER_EXECUTABLE=/nonexistent -DHDF5_ROOT=$_u -DHDF5_INCLUDE_DIRS=$_u/include/hdf5/serial -DHDF5_C_INCLUDE_DIR=$_u/include/hdf5/serial -DHDF5_hdf5_LIBRARY_RELEASE=$_l/hdf5/serial/libhdf5.so -DBoost_INCLUDE_DIR=$_u/include -DBoost_NO_BOOST_CMAKE=ON -DBoost_NO_SYSTEM_PATHS=ON -DMORE_TCMALLOC_LIB=$_l/libtcmalloc_minimal.so.4"
 mkdir -p "$MORE_KIT/pkgconfig"

@@ -35,8 +35,9 @@ mkdir -p "$WHEELS"
 # resolver would otherwise pull torch's nvidia-* wheels, or a newer torch for peft/accelerate.
 # pip download skips wheels already in the folder.
 "$PY" -m pip download -q --disable-pip-version-check --no-deps -d "$WHEELS" -r "$REQS" >&2
-rm -rf "$VENV"
-"$PY" -m venv "$VENV"
+# An existing venv is updated in place (pip skips what is already installed at its pin), so a
+# changed pin does not delete the torch that a build tree links against.
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-index --no-deps \
   --find-links "$WHEELS" -r "$REQS" >&2
 "$VENV/bin/python" - >&2 <<'PYEOF'

@@ -40,14 +40,19 @@ cleanup() { for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done
 trap cleanup EXIT
 mkdir -p "$R/proc" && mount -t proc proc "$R/proc" && mounts=("$R/proc")
 bind /dev /dev
-bind "$SRC" /src ro
+bind /sys /sys ro                        # hwloc (Open MPI) reads the CPU topology there
 bind "$SITE" /opt/torch-site ro          # the wheel's files: torch/ and nvidia/{cusparselt,nvshmem,cu13}
 bind "$CUDA" /usr/local/cuda ro          # the toolkit, as on the GPU machine
-rm -rf "$R/build" "$R/opt/more-kit"
+rm -rf "$R/build" "$R/opt/more-kit" "$R/src"
+# a snapshot of the tracked files as they are now (a live bind would let edits made during the
+# build mix two versions of a header into one binary)
+mkdir -p "$R/src"
+git -C "$SRC" ls-files -z | (cd "$SRC" && tar --null -T - -cf -) | tar -x -C "$R/src"
+cp "$SRC/gpu-kit/kit.tar.xz" "$R/opt/"
 
 chroot "$R" /usr/bin/env -i HOME=/root PATH=/usr/local/cuda/bin:/usr/bin:/bin TERM=dumb \
   NPROC="$(nproc)" /bin/bash -euo pipefail -c '
-  tar -xJf /src/gpu-kit/kit.tar.xz -C /opt
+  tar -xJf /opt/kit.tar.xz -C /opt
   source /opt/more-kit/env.sh
   export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda/lib64
   T=/opt/torch-site/torch
