@@ -32,7 +32,11 @@ MoreAdapter::MoreAdapter(std::string name, int64_t d_in, int64_t d_out, const Ad
   A = torch::empty({opt.rank, d_in}, torch::kFloat32).uniform_(-bound, bound, gen);
   B = torch::zeros({d_out, opt.rank}, torch::kFloat32);
   if (opt.more) {
-    E = torch::empty({opt.num_tasks, d_in}, torch::kFloat32).normal_(0.0, 0.01, gen);
+    MORE_CHECK(opt.task_emb_init == "kaiming" || opt.task_emb_init == "normal",
+               "adapter {}: task_emb_init '{}' (kaiming | normal)", name_, opt.task_emb_init);
+    // kaiming: He-normal over fan_in = d_in (gain sqrt(2)): std = sqrt(2 / d_in)
+    const double e_std = opt.task_emb_init == "kaiming" ? std::sqrt(2.0 / static_cast<double>(d_in)) : opt.task_emb_std;
+    E = torch::empty({opt.num_tasks, d_in}, torch::kFloat32).normal_(0.0, e_std, gen);
     gate_w = torch::empty({opt.rank, d_in}, torch::kFloat32).uniform_(-bound, bound, gen);
     gate_b = torch::empty({opt.rank}, torch::kFloat32).uniform_(-bound, bound, gen);
   }

@@ -224,6 +224,9 @@ void Config::Validate() const {
           "must be ste or soft");
   Require(adapter.lambda_cl >= 0, "adapter.lambda_cl", "must be >= 0");
   Require(adapter.tau > 0, "adapter.tau", "must be > 0");
+  Require(adapter.task_emb_init == "kaiming" || adapter.task_emb_init == "normal", "adapter.task_emb_init",
+          "must be kaiming or normal, not '" + adapter.task_emb_init + "'");
+  Require(adapter.task_emb_std > 0, "adapter.task_emb_std", "must be > 0");
   Require(!TargetModules().empty(), "adapter.targets", "must name at least one module");
   Require(data.bucket >= 1, "data.bucket", "must be >= 1");
   Require(data.sampling == "paper" || data.sampling == "uniform" || data.sampling == "proportional" ||

@@ -66,6 +66,8 @@ AdapterOptions AdapterOptionsFromConfig(const Config& cfg, int64_t num_tasks) {
   ao.soft = cfg.adapter.selection == "soft";
   ao.num_tasks = num_tasks;
   ao.tau = cfg.adapter.tau;
+  ao.task_emb_init = cfg.adapter.task_emb_init;
+  ao.task_emb_std = cfg.adapter.task_emb_std;
   ao.seed = static_cast<uint64_t>(cfg.train.seed);
   return ao;
 }

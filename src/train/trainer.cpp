@@ -119,6 +119,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   for (const auto& name : SplitList(cfg_.data.tasks)) use[train_->TaskId(name)] = true;
   std::vector<int64_t> used_sizes = sizes;
   for (size_t t = 0; t < sizes.size(); ++t) {
+    if (use[t]) trained_tasks_.push_back(static_cast<int>(t));
     if (!use[t]) used_sizes[t] = 0;
     else if (sizes[t] == 0)
       throw Error(fmt::format("task '{}' has no training rows in '{}'", task_names_[t], cfg_.data.train),
@@ -293,6 +294,13 @@ std::vector<TaskScore> Trainer::Evaluate() {
   return scores;
 }
 
+void Trainer::LogTaskRanks() {
+  auto ranks = GatherTaskRanks();
+  Log({{"type", "ranks"}, {"step", step_}, {"task_names", task_names_}, {"trained_tasks", trained_tasks_},
+       {"task_ranks", ranks}, {"task_dependent_modules", AdapterSet::CountTaskDependent(ranks, trained_tasks_)},
+       {"modules", ranks.size()}});
+}
+
 std::string Trainer::SaveCheckpoint() {
   const auto t0 = std::chrono::steady_clock::now();
   std::map<std::string, torch::Tensor> optim;
@@ -431,6 +439,7 @@ std::vector<TaskScore> Trainer::Run() {
   sigaction(SIGUSR1, &sa, nullptr);
   MaybeResume();
   std::vector<TaskScore> last;
+  if (step_ == 0 && num_modules_ > 0) LogTaskRanks();
   if (step_ == 0 && cfg_.eval.at_start) last = Evaluate();
   while (step_ < cfg_.train.steps) {
     auto r = Step();
@@ -452,6 +461,7 @@ std::vector<TaskScore> Trainer::Run() {
            {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens / std::max(r.seconds, 1e-9)},
            {"step_s", r.seconds}, {"tasks", r.tasks}, {"mean_rank", ranks}, {"skipped", r.skipped},
            {"skipped_total", skipped_total_}, {"rss_mib", rss[0].item<double>()}, {"peak_rss_mib", rss[1].item<double>()}});
+      if (num_modules_ > 0) LogTaskRanks();
       if (!isatty(STDERR_FILENO) || !cfg_.train.progress)
         spdlog::info("step {}/{} loss {:.4f} (gen {:.4f} cl {:.4f}) lr {:.2e} |g| {:.3f} {:.0f} tok/s", r.step,
                      cfg_.train.steps, r.loss, r.gen, r.cl, r.lr, r.grad_norm, r.tokens / std::max(r.seconds, 1e-9));

@@ -5,7 +5,9 @@
 //
 // Parameters (fp32, full copies replicated on every rank of the stage):
 //   A [r, d_in]  Kaiming-uniform       B [d_out, r]  zeros
-//   E [T, d_in]  N(0, 0.01^2)          gate_w [r, d_in], gate_b [r]  (nn.Linear init)
+//   E [T, d_in]  task_emb_init: "kaiming" N(0, 2/d_in) (the paper, Sec. 4.1; PyTorch's
+//                kaiming_normal_ defaults: fan_in = d_in, gain sqrt(2)) | "normal" N(0, std^2)
+//   gate_w [r, d_in], gate_b [r]  (nn.Linear init)
 // Forward for a micro-batch of task t (batches are single-task):
 //   p_t = softmax(gate_w e_t + gate_b)                         [r]
 //   k   = argmax p_t,  r_t = k + 1
@@ -52,6 +54,8 @@ struct AdapterOptions {
   bool soft = false;              // soft selection ablation (no STE)
   int64_t num_tasks = 1;
   double tau = 0.05;
+  std::string task_emb_init = "kaiming";  // kaiming | normal
+  double task_emb_std = 0.01;             // std of "normal"
   uint64_t seed = 0;              // init seed; each module mixes in its name, so init does not
                                   // depend on the parallel layout
 };

@@ -29,6 +29,8 @@ struct AdapterConfig {
   std::string selection = "ste";   // ste (hard argmax + straight-through) | soft (ablation)
   double lambda_cl = 0.1;          // weight of the contrastive loss
   double tau = 0.05;               // contrastive temperature
+  std::string task_emb_init = "kaiming";  // kaiming (N(0, 2/d_in), the paper) | normal (N(0, std^2))
+  double task_emb_std = 0.01;      // std of task_emb_init = normal
 };
 
 struct DataConfig {

@@ -17,6 +17,9 @@ void VisitConfig(C& c, F&& f) {
   f("adapter.selection", c.adapter.selection, "ste (hard + straight-through) | soft (ablation)");
   f("adapter.lambda_cl", c.adapter.lambda_cl, "contrastive loss weight lambda (0 disables it)");
   f("adapter.tau", c.adapter.tau, "contrastive temperature tau");
+  f("adapter.task_emb_init", c.adapter.task_emb_init,
+    "task embedding init: kaiming (N(0, 2/d_in), the paper's) | normal (N(0, task_emb_std^2))");
+  f("adapter.task_emb_std", c.adapter.task_emb_std, "std of adapter.task_emb_init = normal");
   f("data.train", c.data.train, "training shard directory or files (comma separated)");
   f("data.eval", c.data.eval, "eval shard directory; empty = data.train, split 'eval'");
   f("data.tokenizer", c.data.tokenizer, "SentencePiece model; empty = <model.path>/tokenizer.model");

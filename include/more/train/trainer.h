@@ -86,6 +86,9 @@ class Trainer {
   // {module: [rank per task]} of the whole model, complete on world rank 0 (stage maps sent
   // over the pipeline group).
   nlohmann::json GatherTaskRanks() const;
+  // One "ranks" metrics line: the whole task->rank map and how many modules choose
+  // task-dependent ranks (collective over the pipeline group, like GatherTaskRanks).
+  void LogTaskRanks();
 
   Config cfg_;
   const ProcessGrid& grid_;
@@ -103,6 +106,7 @@ class Trainer {
   std::unique_ptr<CheckpointManager> ckpt_;
   std::unique_ptr<Evaluator> evaluator_;
   std::vector<std::string> task_names_;
+  std::vector<int> trained_tasks_;  // ids of the tasks being trained (data.tasks; all if empty)
   int64_t num_modules_ = 0;
   int64_t n_micro_ = 1;
   int64_t step_ = 0;
