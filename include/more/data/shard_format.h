@@ -21,7 +21,9 @@
 // Every dataset is chunked by rows (extendible along N): [ShardChunkRows(max_len), max_len]
 // for the 2-D ones and [ShardChunkRows(max_len)] for the 1-D ones, so reading a few rows
 // touches a few chunks only. Strings are fixed-length UTF-8 (variable-length also read).
-// Task metric: "accuracy" | "mcc" | "pearson". Candidates: the label strings scored at eval.
+// Task metric: "accuracy" | "mcc" | "f1" (binary; exactly two candidates, the second is the
+// positive class, as GLUE's label 1) | "pearson" | "spearman" (numeric labels and candidates).
+// Candidates: the label strings scored at eval.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -62,6 +64,8 @@ std::string ShardFileName(const std::string& split, int index, int count);
 std::pair<int64_t, int64_t> ShardRowRange(int64_t size, int index, int count);
 
 bool IsKnownMetric(const std::string& metric);
+// pearson | spearman: numeric labels, scored by the expected value over numeric candidates.
+bool IsRegressionMetric(const std::string& metric);
 // Throws more::Error naming `where` for an empty/duplicate/invalid task name (it becomes an HDF5
 // group name: no '/', not "." or "..") or an unknown metric.
 void ValidateTasks(const std::vector<TaskInfo>& tasks, const std::string& where);
