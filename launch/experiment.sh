@@ -32,8 +32,13 @@ declare -A CFG=(
   [more_no_cl]="--adapter.method=more --adapter.rank=8 --adapter.lambda_cl=0"
   [more_uniform]="--adapter.method=more --adapter.rank=8 --data.sampling=uniform"
   [more_no_scaling]="--adapter.method=more --adapter.rank=8 --adapter.scaling=none"
+  # Table 5 "w/o task embeddings": the gate reads one learned input shared by all tasks (so every
+  # task gets the same expert); the contrastive loss needs per-task embeddings and is off
+  [more_no_task_emb]="--adapter.method=more --adapter.rank=8 --adapter.gate_input=shared --adapter.lambda_cl=0"
+  # Table 5 "w/ subset experts" (our reading, docs/method.md): only the even ranks are experts
+  [more_subset_experts]="--adapter.method=more --adapter.rank=8 --adapter.experts=2,4,6,8"
 )
-ORDER=${CONFIGS:-lora_r8 lora_r16 more_r8 more_normal_init more_soft more_no_cl more_uniform more_no_scaling}
+ORDER=${CONFIGS:-lora_r8 lora_r16 more_r8 more_normal_init more_soft more_no_cl more_uniform more_no_scaling more_no_task_emb more_subset_experts}
 for c in $ORDER; do
   for s in $SEEDS; do
     out=$EXP/$c-s$s

@@ -1,6 +1,7 @@
 """How many adapted modules choose task-dependent ranks (not the same rank for every trained
 task), read from the "ranks" lines the trainer writes to metrics.jsonl at step 0 and at every
-log step. Prints a Markdown table: per config, mean and per-seed counts at each step.
+log step. Prints two Markdown tables: per config, the mean and per-seed counts at each step;
+and the mean over modules and seeds of the number of distinct ranks the trained tasks choose.
 Usage: python3 launch/rank_counts.py EXP_DIR CONFIG [CONFIG ...] [--steps 0 60 600 2000]"""
 import argparse
 import glob
@@ -18,7 +19,9 @@ def counts(path):
             except ValueError:
                 continue
             if j.get("type") == "ranks":
-                out[j["step"]] = (j["task_dependent_modules"], j["modules"])
+                tasks = j["trained_tasks"]
+                distinct = [len({r[t] for t in tasks}) for r in j["task_ranks"].values()]
+                out[j["step"]] = (j["task_dependent_modules"], j["modules"], sum(distinct) / len(distinct))
     return out
 
 
@@ -36,18 +39,25 @@ def main():
         if not per_run:
             continue
         modules = next(iter(per_run[0].values()))[1]
-        cells = []
+        cells, dcells = [], []
         for s in a.steps:
             xs = [p[s][0] for p in per_run if s in p]
             cells.append(f"{statistics.mean(xs):.1f} ({', '.join(map(str, xs))})" if xs else "-")
-        rows.append((c, len(per_run), modules, cells))
+            ds = [p[s][2] for p in per_run if s in p]
+            dcells.append(f"{statistics.mean(ds):.2f}" if ds else "-")
+        rows.append((c, len(per_run), modules, cells, dcells))
     if not rows:
         return
     print(f"\nModules with task-dependent ranks, mean (per seed), of all adapted modules:\n")
     print("| config | seeds | modules | " + " | ".join(f"step {s}" for s in a.steps) + " |")
     print("|---" * (len(a.steps) + 3) + "|")
-    for c, n, m, cells in rows:
+    for c, n, m, cells, _ in rows:
         print(f"| {c} | {n} | {m} | " + " | ".join(cells) + " |")
+    print(f"\nDistinct ranks chosen by the trained tasks, mean over modules and seeds:\n")
+    print("| config | " + " | ".join(f"step {s}" for s in a.steps) + " |")
+    print("|---" * (len(a.steps) + 1) + "|")
+    for c, n, m, _, dcells in rows:
+        print(f"| {c} | " + " | ".join(dcells) + " |")
 
 
 if __name__ == "__main__":
