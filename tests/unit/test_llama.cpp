@@ -194,6 +194,51 @@ TEST(Llama, MergedModelForTaskEqualsAdapterModel) {
   EXPECT_EQ(loaded.tasks.size(), 5u);
 }
 
+// The run's adapter settings: E has a row per task of the shards; |T| of s(r_t) and the
+// contrastive classes are the trained tasks (data.tasks); the ablations' settings map through.
+TEST(Llama, AdapterOptionsUseTheTrainedTasks) {
+  Config c;
+  const std::vector<std::string> names = {"sentiment", "topic", "nli", "acceptability"};
+  auto ao = AdapterOptionsFromConfig(c, names);
+  EXPECT_EQ(ao.num_tasks, 4);
+  EXPECT_EQ(ao.scale_tasks, 4);
+  EXPECT_EQ(ao.active_tasks, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(ao.task_emb_init, "kaiming");
+  c.data.tasks = "nli,sentiment,nli";
+  c.adapter.experts = "2,4";
+  c.adapter.gate_input = "shared";
+  c.adapter.task_emb_init = "normal";
+  c.adapter.task_emb_std = 0.2;
+  ao = AdapterOptionsFromConfig(c, names);
+  EXPECT_EQ(ao.num_tasks, 4);
+  EXPECT_EQ(ao.scale_tasks, 2);
+  EXPECT_EQ(ao.active_tasks, (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(ao.experts, (std::vector<int64_t>{2, 4}));
+  EXPECT_TRUE(ao.shared_gate_input);
+  EXPECT_EQ(ao.task_emb_init, "normal");
+  EXPECT_DOUBLE_EQ(ao.task_emb_std, 0.2);
+  c.data.tasks = "nli,nosuch";
+  testing::ExpectError([&] { AdapterOptionsFromConfig(c, names); }, {"data.tasks", "'nosuch'"});
+  // the ablations' settings are validated with the key named
+  Config v;
+  v.model.path = "m";
+  v.data.train = "d";
+  v.adapter.gate_input = "shared";
+  testing::ExpectError([&] { v.Validate(); }, {"adapter.gate_input", "adapter.lambda_cl=0"});
+  v.adapter.lambda_cl = 0;
+  v.Validate();
+  v.adapter.experts = "4,2";
+  testing::ExpectError([&] { v.Validate(); }, {"adapter.experts", "ascending"});
+  v.adapter.experts = "2,x";
+  testing::ExpectError([&] { v.Validate(); }, {"adapter.experts", "'x'"});
+  v.adapter.experts = "";
+  v.transfer.tasks = "review=sentiment";
+  testing::ExpectError([&] { v.Validate(); }, {"transfer.tasks", "transfer.from"});
+  v.transfer.from = "ckpt";
+  v.transfer.tasks = "review";
+  testing::ExpectError([&] { v.Validate(); }, {"transfer.tasks", "new_task=source_task"});
+}
+
 TEST(Llama, ExportWithTamperedRankMapIsRejected) {
   auto grid = ProcessGrid::Single();
   auto cfg = LoadLlamaConfig(TestData("tiny"));
