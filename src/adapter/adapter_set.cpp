@@ -56,6 +56,16 @@ nlohmann::json AdapterSet::TaskRankMap(int num_tasks) const {
   return j;
 }
 
+int64_t AdapterSet::CountTaskDependent(const nlohmann::json& task_ranks, const std::vector<int>& tasks) {
+  int64_t n = 0;
+  for (const auto& [module, per_task] : task_ranks.items()) {
+    bool differs = false;
+    for (int t : tasks) differs = differs || per_task.at(t) != per_task.at(tasks.front());
+    n += differs ? 1 : 0;
+  }
+  return n;
+}
+
 std::map<std::string, torch::Tensor> AdapterSet::NamedTensors() const {
   std::map<std::string, torch::Tensor> m;
   for (const auto& e : entries_) m[e.name] = flat_.narrow(0, e.offset, e.numel).view(e.shape);

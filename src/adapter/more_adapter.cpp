@@ -1,5 +1,7 @@
 #include "more/adapter/more_adapter.h"
 
+#include <algorithm>
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "more/core/error.h"
@@ -20,6 +22,13 @@ MoreAdapter::MoreAdapter(std::string name, int64_t d_in, int64_t d_out, const Ad
     : name_(std::move(name)), d_in_(d_in), d_out_(d_out), opt_(opt), kind_(kind), tp_rank_(tp_rank),
       tp_size_(tp_size) {
   MORE_CHECK(opt.rank >= 1, "adapter {}: rank must be >= 1", name_);
+  experts_ = opt.experts;
+  if (experts_.empty())
+    for (int64_t k = 1; k <= opt.rank; ++k) experts_.push_back(k);
+  for (size_t i = 0; i < experts_.size(); ++i)
+    MORE_CHECK(experts_[i] >= 1 && experts_[i] <= opt.rank && (i == 0 || experts_[i] > experts_[i - 1]),
+               "adapter {}: experts must be ascending ranks in [1, {}]", name_, opt.rank);
+  const auto n_exp = static_cast<int64_t>(experts_.size());
   MORE_CHECK(kind != ParallelKind::kColumn || d_out % tp_size == 0, "adapter {}: d_out {} % tp {}", name_,
              d_out, tp_size);
   MORE_CHECK(kind != ParallelKind::kRow || d_in % tp_size == 0, "adapter {}: d_in {} % tp {}", name_, d_in,
@@ -32,9 +41,13 @@ MoreAdapter::MoreAdapter(std::string name, int64_t d_in, int64_t d_out, const Ad
   A = torch::empty({opt.rank, d_in}, torch::kFloat32).uniform_(-bound, bound, gen);
   B = torch::zeros({d_out, opt.rank}, torch::kFloat32);
   if (opt.more) {
-    E = torch::empty({opt.num_tasks, d_in}, torch::kFloat32).normal_(0.0, 0.01, gen);
-    gate_w = torch::empty({opt.rank, d_in}, torch::kFloat32).uniform_(-bound, bound, gen);
-    gate_b = torch::empty({opt.rank}, torch::kFloat32).uniform_(-bound, bound, gen);
+    MORE_CHECK(opt.task_emb_init == "kaiming" || opt.task_emb_init == "normal",
+               "adapter {}: task_emb_init '{}' (kaiming | normal)", name_, opt.task_emb_init);
+    // kaiming: He-normal over fan_in = d_in (gain sqrt(2)): std = sqrt(2 / d_in)
+    const double e_std = opt.task_emb_init == "kaiming" ? std::sqrt(2.0 / static_cast<double>(d_in)) : opt.task_emb_std;
+    E = torch::empty({opt.shared_gate_input ? 1 : opt.num_tasks, d_in}, torch::kFloat32).normal_(0.0, e_std, gen);
+    gate_w = torch::empty({n_exp, d_in}, torch::kFloat32).uniform_(-bound, bound, gen);
+    gate_b = torch::empty({n_exp}, torch::kFloat32).uniform_(-bound, bound, gen);
   }
 }
 
@@ -56,14 +69,14 @@ MoreAdapter::Selection MoreAdapter::Select(int task) const {
   }
   MORE_CHECK(task >= 0 && task < opt_.num_tasks, "adapter {}: task id {} outside [0, {})", name_, task,
              opt_.num_tasks);
-  // p_t = softmax(W_g e_t + b_g)                                            [r]
-  sel.probs = torch::softmax(torch::mv(gate_w, E[task]) + gate_b, 0);
+  // p_t = softmax(W_g e_t + b_g)                                            [n_experts]
+  sel.probs = torch::softmax(torch::mv(gate_w, E[opt_.shared_gate_input ? 0 : task]) + gate_b, 0);
   if (opt_.soft) {
     sel.rank = opt_.rank;
     return sel;
   }
   auto [pk, k] = sel.probs.max(0);                                        // p_k and k = argmax (0-dim)
-  sel.rank = k.item<int64_t>() + 1;
+  sel.rank = experts_.at(static_cast<size_t>(k.item<int64_t>()));
   sel.weight = pk - pk.detach() + 1.0;  // straight-through: value 1, d/dp = 1
   return sel;
 }
@@ -81,7 +94,7 @@ torch::Tensor MoreAdapter::ComponentWeights(const Selection& sel) const {
   const int64_t rt = sel.rank;
   const bool paper = opt_.scaling == "paper";
   if (!opt_.soft && opt_.scaling != "per_component") {  // one factor for every component: 0-dim
-    return sel.weight * (base * (paper ? static_cast<double>(rt) / static_cast<double>(opt_.num_tasks) : 1.0));
+    return sel.weight * (base * (paper ? static_cast<double>(rt) / ScaleTasks() : 1.0));
   }
   // per-component factor ((j+1)/r)^2, j = 0..rt-1 (applied to both A and B)
   auto comp = torch::ones({rt}, fo);
@@ -90,13 +103,15 @@ torch::Tensor MoreAdapter::ComponentWeights(const Selection& sel) const {
     comp = comp * comp;
   }
   if (opt_.soft) {
-    // w_j = sum_{k >= j} p_k s(k+1): reverse cumulative sum over experts
-    auto s = paper ? torch::arange(1, r + 1, fo) / static_cast<double>(opt_.num_tasks) : torch::ones({r}, fo);
-    auto sp = sel.probs * s;
-    auto w = torch::flip(torch::cumsum(torch::flip(sp, {0}), 0), {0});
+    // w_j = sum_{i: S_i > j} p_i s(S_i) = (p * s(S)) @ M, M[i][j] = [j < S_i]   ([n_experts] x [n_experts, r])
+    const auto n_exp = static_cast<int64_t>(experts_.size());
+    auto sizes = torch::tensor(experts_, torch::kLong).to(fo.dtype()).to(A.device());             // [n_experts]
+    auto s = paper ? sizes / ScaleTasks() : torch::ones({n_exp}, fo);
+    auto m = (torch::arange(r, fo).unsqueeze(0) < sizes.unsqueeze(1)).to(fo.dtype());               // [n_experts, r]
+    auto w = torch::matmul(sel.probs * s, m);                                                     // [r]
     return w * comp * base;
   }
-  const double s = paper ? static_cast<double>(rt) / static_cast<double>(opt_.num_tasks) : 1.0;
+  const double s = paper ? static_cast<double>(rt) / ScaleTasks() : 1.0;
   return sel.weight * (comp * (base * s));
 }
 
@@ -145,6 +160,7 @@ torch::Tensor MoreAdapter::ContrastiveLoss(const torch::Tensor& x, const torch::
 torch::Tensor MoreAdapter::ContrastiveLossPooled(const torch::Tensor& pooled, int task,
                                                  const Communicator& tp) const {
   MORE_CHECK(opt_.more, "adapter {}: contrastive loss needs task embeddings (method = more)", name_);
+  MORE_CHECK(!opt_.shared_gate_input, "adapter {}: no contrastive loss with a shared gate input (one E row)", name_);
   auto z = pooled.to(A.scalar_type());                                     // [B, d(/tp)]
   auto e = E;                                                              // [T, d]
   const bool row_split = kind_ == ParallelKind::kRow && tp_size_ > 1;
@@ -162,8 +178,15 @@ torch::Tensor MoreAdapter::ContrastiveLossPooled(const torch::Tensor& pooled, in
     zn2 = packed.narrow(0, b * t, b);
     en2 = packed.narrow(0, b * t + b, t);
   }
-  auto cos = dots / (zn2.sqrt().unsqueeze(1) * en2.sqrt().unsqueeze(0)).clamp_min(1e-8);
-  auto labels = torch::full({cos.size(0)}, static_cast<int64_t>(task), torch::kLong);
+  auto cos = dots / (zn2.sqrt().unsqueeze(1) * en2.sqrt().unsqueeze(0)).clamp_min(1e-8);  // [B, T]
+  int64_t label = task;
+  if (!opt_.active_tasks.empty()) {  // classes: the tasks being trained only
+    auto it = std::find(opt_.active_tasks.begin(), opt_.active_tasks.end(), static_cast<int64_t>(task));
+    MORE_CHECK(it != opt_.active_tasks.end(), "adapter {}: task {} is not among the trained tasks", name_, task);
+    label = it - opt_.active_tasks.begin();
+    cos = cos.index_select(1, torch::tensor(opt_.active_tasks, torch::kLong).to(cos.device()));  // [B, T_active]
+  }
+  auto labels = torch::full({cos.size(0)}, label, torch::TensorOptions(torch::kLong).device(cos.device()));
   auto loss = torch::nn::functional::cross_entropy(cos / opt_.tau, labels);
   if (kind_ == ParallelKind::kColumn && tp_size_ > 1) {
     // computed identically on every TP rank: gradient 1/tp each, value unchanged

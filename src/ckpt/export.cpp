@@ -30,6 +30,9 @@ void ExportAdapters(const std::string& out_dir, const AdapterSet& adapters, cons
                       {"alpha", o.alpha},
                       {"scaling", o.scaling},
                       {"selection", o.soft ? "soft" : "ste"},
+                      {"scale_tasks", o.scale_tasks > 0 ? o.scale_tasks : o.num_tasks},  // |T| of s(r_t)
+                      {"experts", adapters.adapters().front()->experts()},
+                      {"gate_input", o.shared_gate_input ? "shared" : "task"},
                       {"targets", cfg.TargetModules()},
                       {"tasks", tasks},
                       {"task_ranks", adapters.TaskRankMap(static_cast<int>(tasks.size()))},
@@ -48,7 +51,7 @@ ExportedCheckpoint ExportCheckpoint(const std::string& ckpt_dir, const std::stri
   auto model = LoadLlamaConfig(cfg.model.path);
   auto tasks = loaded.state.at("task_names").get<std::vector<std::string>>();
   auto grid = ProcessGrid::Single();
-  auto adapters = BuildAdapters(model, AdapterOptionsFromConfig(cfg, static_cast<int64_t>(tasks.size())),
+  auto adapters = BuildAdapters(model, AdapterOptionsFromConfig(cfg, tasks),
                                 cfg.TargetModules(), *grid);
   adapters->LoadNamed(loaded.adapters, ckpt_dir);
   ExportAdapters(out_dir, *adapters, tasks, cfg, model);
@@ -73,6 +76,9 @@ LoadedExport LoadExport(const std::string& export_dir, const LlamaConfig& model)
   ao.scaling = out.config.at("scaling").get<std::string>();
   ao.soft = out.config.at("selection") == "soft";
   ao.num_tasks = static_cast<int64_t>(out.tasks.size());
+  ao.scale_tasks = out.config.value("scale_tasks", ao.num_tasks);  // exports before it was stored: all tasks
+  if (out.config.contains("experts")) ao.experts = out.config.at("experts").get<std::vector<int64_t>>();
+  ao.shared_gate_input = out.config.value("gate_input", std::string("task")) == "shared";
   auto grid = ProcessGrid::Single();
   out.adapters = BuildAdapters(model, ao, out.config.at("targets").get<std::vector<std::string>>(), *grid);
   out.adapters->LoadNamed(LoadTensorFile(export_dir + "/adapters.safetensors"), export_dir);

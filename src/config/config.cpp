@@ -1,6 +1,7 @@
 #include "more/config/config.h"
 
 #include <cmath>
+#include <algorithm>
 #include <map>
 #include <set>
 #include <filesystem>
@@ -77,7 +78,7 @@ std::string Suggest(const std::string& key) {
   std::string out;
   for (const auto& k : KnownKeys())
     if (k.rfind(section + ".", 0) == 0) out += (out.empty() ? "" : ", ") + k;
-  return out.empty() ? "sections: model, adapter, data, train, eval, ckpt, parallel" : "known: " + out;
+  return out.empty() ? "sections: model, adapter, data, train, eval, ckpt, transfer, parallel" : "known: " + out;
 }
 
 void ApplyOne(Config& c, const std::string& key, const std::string& value, const std::string& origin) {
@@ -187,6 +188,14 @@ std::string ConfigHelp() {
   return out;
 }
 
+const std::vector<std::string>& ResumeGuardedKeys() {
+  static const std::vector<std::string> kKeys = {
+      "adapter.scaling", "adapter.selection",     "adapter.alpha",    "adapter.lambda_cl",
+      "adapter.tau",     "adapter.task_emb_init", "adapter.task_emb_std", "data.sampling",
+      "data.temperature", "data.tasks"};
+  return kKeys;
+}
+
 std::vector<std::string> Config::TargetModules() const {
   static const std::set<std::string> kKnown = {"q", "k", "v", "o", "gate", "up", "down"};
   std::vector<std::string> out;
@@ -197,6 +206,38 @@ std::vector<std::string> Config::TargetModules() const {
     Require(kKnown.count(item) != 0, "adapter.targets", "has unknown module '" + item +
                                                             "' (choose from q,k,v,o,gate,up,down)");
     out.push_back(item);
+  }
+  return out;
+}
+
+std::vector<int64_t> Config::ExpertRanks() const {
+  std::vector<int64_t> out;
+  std::stringstream ss(adapter.experts);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    size_t pos = 0;
+    int64_t k = 0;
+    try { k = std::stoll(item, &pos); } catch (...) { pos = 0; }
+    Require(pos == item.size() && pos > 0, "adapter.experts", "has '" + item + "', which is not an integer rank");
+    Require(k >= 1 && k <= adapter.rank, "adapter.experts",
+            fmt::format("has rank {} outside [1, adapter.rank = {}]", k, adapter.rank));
+    Require(out.empty() || k > out.back(), "adapter.experts", "must list ranks in ascending order, each once");
+    out.push_back(k);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> Config::TransferPairs() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::stringstream ss(transfer.tasks);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    const auto eq = item.find('=');
+    Require(eq != std::string::npos && eq > 0 && eq + 1 < item.size(), "transfer.tasks",
+            "has '" + item + "': write new_task=source_task");
+    out.emplace_back(item.substr(0, eq), item.substr(eq + 1));
   }
   return out;
 }
@@ -227,6 +268,14 @@ void Config::Validate() const {
           "must be ste or soft");
   Require(std::isfinite(adapter.lambda_cl) && adapter.lambda_cl >= 0, "adapter.lambda_cl", "must be finite and >= 0");
   Require(std::isfinite(adapter.tau) && adapter.tau > 0, "adapter.tau", "must be finite and > 0");
+  ExpertRanks();
+  Require(adapter.gate_input == "task" || adapter.gate_input == "shared", "adapter.gate_input",
+          "must be task or shared, not '" + adapter.gate_input + "'");
+  Require(adapter.gate_input == "task" || adapter.lambda_cl == 0, "adapter.gate_input",
+          "= shared has no per-task embeddings for the contrastive loss: set adapter.lambda_cl=0");
+  Require(adapter.task_emb_init == "kaiming" || adapter.task_emb_init == "normal", "adapter.task_emb_init",
+          "must be kaiming or normal, not '" + adapter.task_emb_init + "'");
+  Require(adapter.task_emb_std > 0, "adapter.task_emb_std", "must be > 0");
   Require(!TargetModules().empty(), "adapter.targets", "must name at least one module");
   Require(data.bucket >= 1, "data.bucket", "must be >= 1");
   Require(data.sampling == "paper" || data.sampling == "uniform" || data.sampling == "proportional" ||
@@ -254,6 +303,17 @@ void Config::Validate() const {
           "must be stop or skip");
   Require(eval.batch >= 1, "eval.batch", "must be >= 1");
   Require(ckpt.keep_last >= 1, "ckpt.keep_last", "must be >= 1");
+  Require(TransferPairs().empty() || !transfer.from.empty(), "transfer.tasks", "needs transfer.from (a checkpoint)");
+  Require(transfer.from.empty() || adapter.method == "more", "transfer.from", "needs adapter.method = more");
+  {
+    std::stringstream ss(ckpt.allow_changes);
+    std::string item;
+    const auto& keys = ResumeGuardedKeys();
+    while (std::getline(ss, item, ','))
+      Require(item.empty() || item == "all" || std::find(keys.begin(), keys.end(), item) != keys.end(),
+              "ckpt.allow_changes", "names '" + item + "', which is not a guarded setting (choose from " +
+                                        fmt::format("{}", fmt::join(keys, ", ")) + ", or all)");
+  }
   Require(parallel.tp >= 1 && parallel.pp >= 1 && parallel.dp >= 0, "parallel",
           "tp and pp must be >= 1 and dp >= 0");
   Require(std::isfinite(parallel.timeout_s) && parallel.timeout_s >= 0, "parallel.timeout_s",

@@ -161,14 +161,14 @@ ExampleLabels LabelsOf(const TaskInfo& task, const TextExample& ex, const std::s
                   "fix the row or add the label to the task's candidates in the manifest");
     l.index = static_cast<int32_t>(it - task.candidates.begin());
   }
-  if (task.metric == "pearson") {
+  if (IsRegressionMetric(task.metric)) {
     std::optional<double> v = ex.label_num;
     if (!v && ex.label_str) v = ParseNumber(*ex.label_str);
     if (!v && !ex.label_str) v = ParseNumber(ex.target);
     if (!v || !std::isfinite(*v))
       throw Error(
-          fmt::format("{}: task '{}' (metric pearson) needs a numeric label; got label '{}' / target '{}'",
-                      where, task.name, ex.label_str.value_or(""), ex.target));
+          fmt::format("{}: task '{}' (metric {}) needs a numeric label; got label '{}' / target '{}'",
+                      where, task.name, task.metric, ex.label_str.value_or(""), ex.target));
     l.value = static_cast<float>(*v);
   }
   return l;

@@ -24,8 +24,10 @@ std::pair<int64_t, int64_t> ShardRowRange(int64_t size, int index, int count) {
 }
 
 bool IsKnownMetric(const std::string& metric) {
-  return metric == "accuracy" || metric == "mcc" || metric == "pearson";
+  return metric == "accuracy" || metric == "mcc" || metric == "f1" || IsRegressionMetric(metric);
 }
+
+bool IsRegressionMetric(const std::string& metric) { return metric == "pearson" || metric == "spearman"; }
 
 void ValidateTasks(const std::vector<TaskInfo>& tasks, const std::string& where) {
   if (tasks.empty()) throw Error(where + ": no tasks", "the manifest / shard lists no task");
@@ -37,7 +39,11 @@ void ValidateTasks(const std::vector<TaskInfo>& tasks, const std::string& where)
     if (!seen.insert(t.name).second) throw Error(where + ": task '" + t.name + "' listed twice");
     if (!IsKnownMetric(t.metric))
       throw Error(where + ": task '" + t.name + "' has unknown metric '" + t.metric + "'",
-                  "use accuracy, mcc or pearson");
+                  "use accuracy, mcc, f1, pearson or spearman");
+    if (t.metric == "f1" && t.candidates.size() != 2)
+      throw Error(fmt::format("{}: task '{}' uses metric f1 (binary) but has {} candidates", where, t.name,
+                              t.candidates.size()),
+                  "f1 needs exactly two candidates; the second is the positive class");
   }
 }
 

@@ -1,6 +1,8 @@
 #include "more/eval/metrics.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "more/core/error.h"
 
@@ -49,6 +51,38 @@ double PearsonCorrelation(const std::vector<double>& x, const std::vector<double
     syy += (y[i] - my) * (y[i] - my);
   }
   return (sxx == 0 || syy == 0) ? 0.0 : sxy / std::sqrt(sxx * syy);
+}
+
+double F1Binary(const std::vector<int>& pred, const std::vector<int>& gold, int positive) {
+  MORE_CHECK(pred.size() == gold.size(), "f1: {} predictions for {} labels", pred.size(), gold.size());
+  double tp = 0, fp = 0, fn = 0;
+  for (size_t i = 0; i < pred.size(); ++i) {
+    const bool p = pred[i] == positive, g = gold[i] == positive;
+    tp += p && g;
+    fp += p && !g;
+    fn += !p && g;
+  }
+  return tp + fp + fn == 0 ? 0.0 : 2 * tp / (2 * tp + fp + fn);
+}
+
+std::vector<double> MeanRanks(const std::vector<double>& x) {
+  std::vector<size_t> order(x.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return x[a] < x[b]; });
+  std::vector<double> rank(x.size());
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i;
+    while (j + 1 < order.size() && x[order[j + 1]] == x[order[i]]) ++j;
+    const double mean = (static_cast<double>(i) + static_cast<double>(j)) / 2.0 + 1.0;  // ranks i+1..j+1
+    for (size_t k = i; k <= j; ++k) rank[order[k]] = mean;
+    i = j + 1;
+  }
+  return rank;
+}
+
+double SpearmanCorrelation(const std::vector<double>& x, const std::vector<double>& y) {
+  MORE_CHECK(x.size() == y.size(), "spearman: {} predictions for {} labels", x.size(), y.size());
+  return PearsonCorrelation(MeanRanks(x), MeanRanks(y));
 }
 
 }  // namespace more

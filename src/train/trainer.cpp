@@ -128,6 +128,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   for (const auto& name : SplitList(cfg_.data.tasks)) use[train_->TaskId(name)] = true;
   std::vector<int64_t> used_sizes = sizes;
   for (size_t t = 0; t < sizes.size(); ++t) {
+    if (use[t]) trained_tasks_.push_back(static_cast<int>(t));
     if (!use[t]) used_sizes[t] = 0;
     else if (sizes[t] == 0)
       throw Error(fmt::format("task '{}' has no training rows in '{}'", task_names_[t], cfg_.data.train),
@@ -163,7 +164,16 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
     spdlog::warn("no eval shards found next to '{}': evaluation disabled", cfg_.data.train);
   }
 
-  const auto ao = AdapterOptionsFromConfig(cfg_, static_cast<int64_t>(task_names_.size()));
+  auto ao = AdapterOptionsFromConfig(cfg_, task_names_);
+  if (!cfg_.transfer.from.empty()) {
+    transfer_dir_ = ResolveCheckpoint(cfg_.transfer.from);
+    const auto st = nlohmann::json::parse(ReadFileToString(transfer_dir_ + "/state.json"));
+    // |T| of s(r_t) stays the source run's: the transferred adapters compute for a new task
+    // exactly what they computed for its source task
+    ao.scale_tasks = static_cast<int64_t>(
+        TrainedTaskIds(ConfigFromJson(st.at("config")), st.at("task_names").get<std::vector<std::string>>()).size());
+    spdlog::info("transfer from {}: |T| of s(r_t) = {} (the source run's trained tasks)", transfer_dir_, ao.scale_tasks);
+  }
   const auto targets = cfg_.TargetModules();
   // model.device=cuda: this rank's GPU is its node-local rank (made current before the grid's
   // NCCL communicators were created); base weights bf16 by default, adapters and optimizer fp32
@@ -238,7 +248,11 @@ nlohmann::json Trainer::ModelFingerprint() const {
 }
 
 nlohmann::json Trainer::AdapterFingerprint() const {
-  return {{"method", cfg_.adapter.method}, {"rank", cfg_.adapter.rank}, {"targets", cfg_.adapter.targets}};
+  nlohmann::json j = {{"method", cfg_.adapter.method}, {"rank", cfg_.adapter.rank}, {"targets", cfg_.adapter.targets}};
+  // the ablations' shapes, only when set (checkpoints of default runs keep their fingerprint)
+  if (!cfg_.adapter.experts.empty()) j["experts"] = cfg_.ExpertRanks();
+  if (cfg_.adapter.gate_input != "task") j["gate_input"] = cfg_.adapter.gate_input;
+  return j;
 }
 
 StepResult Trainer::Step() {
@@ -322,6 +336,13 @@ std::vector<TaskScore> Trainer::Evaluate() {
   return scores;
 }
 
+void Trainer::LogTaskRanks() {
+  auto ranks = GatherTaskRanks();
+  Log({{"type", "ranks"}, {"step", step_}, {"task_names", task_names_}, {"trained_tasks", trained_tasks_},
+       {"task_ranks", ranks}, {"task_dependent_modules", AdapterSet::CountTaskDependent(ranks, trained_tasks_)},
+       {"modules", ranks.size()}});
+}
+
 std::string Trainer::SaveCheckpoint() {
   const auto t0 = std::chrono::steady_clock::now();
   std::map<std::string, torch::Tensor> optim;
@@ -353,14 +374,91 @@ std::string Trainer::SaveCheckpoint() {
   return dir;
 }
 
+void Trainer::CheckResumeConfig(const nlohmann::json& saved, const std::string& ckpt) const {
+  const auto now = ConfigToJson(cfg_);
+  const auto allowed = SplitList(cfg_.ckpt.allow_changes);
+  const bool all = std::find(allowed.begin(), allowed.end(), "all") != allowed.end();
+  for (const auto& key : ResumeGuardedKeys()) {
+    const auto dot = key.find('.');
+    const auto sec = key.substr(0, dot), k = key.substr(dot + 1);
+    if (!saved.contains(sec) || !saved[sec].contains(k)) continue;  // written before the key existed
+    const auto& was = saved[sec][k];
+    const auto& is = now[sec][k];
+    if (was == is) continue;
+    if (all || std::find(allowed.begin(), allowed.end(), key) != allowed.end()) {
+      spdlog::warn("resuming '{}' with {} = {} (the checkpoint was trained with {}): allowed by ckpt.allow_changes",
+                   ckpt, key, is.dump(), was.dump());
+      continue;
+    }
+    throw Error(fmt::format("checkpoint '{}' was trained with {} = {} but this run sets {} = {}: resuming would "
+                            "silently change the run", ckpt, key, was.dump(), key, is.dump()),
+                fmt::format("resume with {} = {}, start a new run directory, or pass --ckpt.allow_changes={} to "
+                            "change it deliberately", key, was.dump(), key));
+  }
+}
+
+std::string Trainer::ResolveCheckpoint(const std::string& path) {
+  if (fs::exists(path + "/state.json")) return path;
+  if (fs::is_directory(path))
+    if (auto latest = CheckpointManager(path, 1).Latest()) return *latest;
+  throw Error(fmt::format("transfer.from '{}' is neither a checkpoint (a step directory with state.json) nor a "
+                          "checkpoint root with a 'latest' pointer", path),
+              "point it at <run>/checkpoints or <run>/checkpoints/step-N of a MoRE run");
+}
+
+void Trainer::LoadTransfer() {
+  auto loaded = CheckpointManager::Load(transfer_dir_);
+  const auto& st = loaded.state;
+  if (st.at("model") != ModelFingerprint())
+    throw Error(fmt::format("transfer.from '{}' was written for another model ({}) than '{}' ({})", transfer_dir_,
+                            st.at("model").dump(), cfg_.model.path, ModelFingerprint().dump()));
+  if (st.at("adapter") != AdapterFingerprint())
+    throw Error(fmt::format("transfer.from '{}' was written for adapters {} but this run configures {}", transfer_dir_,
+                            st.at("adapter").dump(), AdapterFingerprint().dump()),
+                "use the adapter.method/rank/targets of the source run");
+  const auto src = st.at("task_names").get<std::vector<std::string>>();
+  const auto pairs = cfg_.TransferPairs();
+  std::vector<int64_t> rows;  // source row of E for each task of this run
+  for (const auto& name : task_names_) {
+    std::string from = name;
+    for (const auto& [n, s] : pairs)
+      if (n == name) from = s;
+    auto it = std::find(src.begin(), src.end(), from);
+    if (it == src.end())
+      throw Error(from == name ? fmt::format("task '{}' of this run is not in the transfer checkpoint '{}' (it holds "
+                                             "[{}]) and transfer.tasks names no source for it",
+                                             name, transfer_dir_, fmt::join(src, ", "))
+                               : fmt::format("transfer.tasks: source task '{}' (for '{}') is not in checkpoint '{}' "
+                                             "(it holds [{}])", from, name, transfer_dir_, fmt::join(src, ", ")),
+                  fmt::format("add --transfer.tasks={}=<one of {}>", name, fmt::join(src, ",")));
+    rows.push_back(it - src.begin());
+    spdlog::info("transfer: task '{}' starts from the embeddings of '{}'", name, from);
+  }
+  for (const auto& [n, s] : pairs)
+    if (std::find(task_names_.begin(), task_names_.end(), n) == task_names_.end())
+      throw Error(fmt::format("transfer.tasks names new task '{}' but this run's shards hold [{}]", n,
+                              fmt::join(task_names_, ", ")));
+  const auto index = torch::tensor(rows, torch::kLong);
+  for (auto& [name, t] : loaded.adapters)
+    if (name.size() > 2 && name.compare(name.size() - 2, 2, ".E") == 0 && cfg_.adapter.gate_input == "task")
+      t = t.index_select(0, index);  // [T_this_run, d]
+  adapters_->LoadNamed(loaded.adapters, transfer_dir_);
+  spdlog::info("transfer: adapters and gates from {} (optimizer, schedule and sampler start fresh)", transfer_dir_);
+}
+
 int64_t Trainer::MaybeResume() {
-  if (!cfg_.ckpt.resume) return 0;
-  if (grid_.is_world_root())
-    for (const auto& d : ckpt_->RemoveIncomplete())
-      spdlog::warn("removed '{}': an incomplete checkpoint of a save that did not finish", d);
-  grid_.world().Barrier();
-  auto latest = ckpt_->Latest();
-  if (!latest) return 0;
+  std::optional<std::string> latest;
+  if (cfg_.ckpt.resume) {
+    if (grid_.is_world_root())
+      for (const auto& d : ckpt_->RemoveIncomplete())
+        spdlog::warn("removed '{}': an incomplete checkpoint of a save that did not finish", d);
+    grid_.world().Barrier();
+    latest = ckpt_->Latest();
+  }
+  if (!latest) {  // a fresh run: from the transfer checkpoint, if one is given
+    if (!transfer_dir_.empty()) LoadTransfer();
+    return 0;
+  }
   auto loaded = CheckpointManager::Load(*latest);
   const auto& st = loaded.state;
   if (st.at("model") != ModelFingerprint())
@@ -376,6 +474,7 @@ int64_t Trainer::MaybeResume() {
     throw Error(fmt::format("checkpoint '{}' was trained on tasks [{}] but the shards hold [{}]", *latest,
                             fmt::join(st.at("task_names").get<std::vector<std::string>>(), ", "),
                             fmt::join(task_names_, ", ")));
+  CheckResumeConfig(st.at("config"), *latest);
   adapters_->LoadNamed(loaded.adapters, *latest);
   std::map<std::string, torch::Tensor> m, v;
   for (auto& [k, t] : loaded.optimizer) {
@@ -461,6 +560,7 @@ std::vector<TaskScore> Trainer::Run() {
   MaybeResume();
   OpenMetrics();
   std::vector<TaskScore> last;
+  if (step_ == 0 && num_modules_ > 0) LogTaskRanks();
   if (step_ == 0 && cfg_.eval.at_start) last = Evaluate();
   while (step_ < cfg_.train.steps) {
     auto r = Step();
@@ -482,6 +582,7 @@ std::vector<TaskScore> Trainer::Run() {
            {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens / std::max(r.seconds, 1e-9)},
            {"step_s", r.seconds}, {"tasks", r.tasks}, {"mean_rank", ranks}, {"skipped", r.skipped},
            {"skipped_total", skipped_total_}, {"rss_mib", rss[0].item<double>()}, {"peak_rss_mib", rss[1].item<double>()}});
+      if (num_modules_ > 0) LogTaskRanks();
       if (!isatty(STDERR_FILENO) || !cfg_.train.progress)
         spdlog::info("step {}/{} loss {:.4f} (gen {:.4f} cl {:.4f}) lr {:.2e} |g| {:.3f} {:.0f} tok/s", r.step,
                      cfg_.train.steps, r.loss, r.gen, r.cl, r.lr, r.grad_norm, r.tokens / std::max(r.seconds, 1e-9));

@@ -112,6 +112,11 @@ expect_tool_fail empty_task "empty" "$BUILD/shard_data" build --manifest "$(mk_m
   --tokenizer "$DATA/tok.model" --out "$OUT/mf/out_empty" --max-len 64 --splits train
 expect_tool_fail overlong_sample "> max_len 64" "$BUILD/shard_data" build --manifest "$(mk_manifest long)" \
   --tokenizer "$DATA/tok.model" --out "$OUT/mf/out_long" --max-len 64 --splits train --overlong error
+mkdir -p "$OUT/mf/f1three" && cp "$SRC/shard_data/bundled/sentiment/train.jsonl" "$OUT/mf/f1three/train.jsonl"
+printf '{"tasks": [{"name": "f1three", "metric": "f1", "candidates": ["negative", "positive", "mixed"], "train": "f1three/train.jsonl"}]}\n' \
+  > "$OUT/mf/f1three.json"
+expect_tool_fail f1_not_binary "uses metric f1 (binary) but has 3 candidates" "$BUILD/shard_data" build \
+  --manifest "$OUT/mf/f1three.json" --tokenizer "$DATA/tok.model" --out "$OUT/mf/out_f1" --max-len 64 --splits train
 
 # --- model weights -------------------------------------------------------------------------
 m=$(model_copy truncated_weights_model)
@@ -230,6 +235,22 @@ mkdir -p "$OUT/ia3"; cp "$PEFT"/adapter_* "$OUT/ia3/"
 sed -i 's/"peft_type": *"LORA"/"peft_type": "IA3"/' "$OUT/ia3/adapter_config.json"
 expect_fail init_from_not_lora "peft_type is IA3, not LORA" --adapter.init_from="$OUT/ia3"
 expect_fail init_from_untargeted_module "adapts a module this run does not" --adapter.init_from="$PEFT" --adapter.targets=q,v
+# rows 60-69: settings that would silently change a resumed run, the ablations' settings, transfer
+with_checkpoint ckpt_changed_scaling
+expect_fail ckpt_changed_scaling "was trained with adapter.scaling = \"paper\" but this run sets adapter.scaling = \"none\"" \
+  --adapter.scaling=none --train.steps=4
+with_checkpoint ckpt_changed_sampling
+expect_fail ckpt_changed_sampling "was trained with data.sampling = .*--ckpt.allow_changes=data.sampling" \
+  --data.sampling=uniform --train.steps=4
+with_checkpoint ckpt_changed_lambda_cl
+expect_fail ckpt_changed_lambda_cl "was trained with adapter.lambda_cl = 0.1" --adapter.lambda_cl=0.5 --train.steps=4
+expect_fail allow_changes_unknown "ckpt.allow_changes names 'adapter.rank'" --ckpt.allow_changes=adapter.rank
+expect_fail shared_gate_with_contrastive "set adapter.lambda_cl=0" --adapter.gate_input=shared
+expect_fail experts_out_of_range "adapter.experts has rank 9 outside" --adapter.experts=2,9
+expect_fail task_emb_init_unknown "adapter.task_emb_init must be kaiming or normal" --adapter.task_emb_init=xavier
+expect_fail transfer_unknown_source "source task 'nosuch'" --transfer.from="$OUT/good/checkpoints" \
+  --transfer.tasks=sentiment=nosuch
+expect_fail transfer_not_a_checkpoint "is neither a checkpoint" --transfer.from="$OUT/no/such/ckpt"
 
 # disk full during a save: the checkpoint directory sits on a tmpfs (private mount namespace)
 # just large enough for the step-2 checkpoint it holds; the step-3 save cannot fit. Without the

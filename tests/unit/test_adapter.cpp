@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "more/adapter/more_adapter.h"
+#include "more/core/error.h"
 #include "more/dist/process_grid.h"
 #include "more/parallel/adapted_linear.h"
 
@@ -30,6 +31,22 @@ MoreAdapter MakeAdapter(const std::string& scaling = "paper", bool soft = false,
   for (auto& [n, t] : a.Params()) *t = t->detach().to(torch::kFloat64).requires_grad_(true);
   return a;
 }
+
+// Pins the gate so that task t chooses rank ranks[t] (1-based): E[t] lights feature t and
+// feature t votes for expert ranks[t]-1; every other logit stays at 0. Keeps B non-zero.
+void ForceRanks(MoreAdapter& a, const std::vector<int64_t>& ranks) {
+  torch::NoGradGuard ng;
+  a.gate_w.zero_();
+  a.gate_b.zero_();
+  a.E.zero_();
+  for (size_t t = 0; t < ranks.size(); ++t) {
+    a.E[t][t] = 3.0;
+    a.gate_w[ranks[t] - 1][t] = 3.0;
+  }
+}
+
+// The tasks' ranks used by the fixtures below: all >= 2 and not all equal.
+const std::vector<int64_t> kForced = {2, 3, 4};
 
 void ZeroGrads(MoreAdapter& a) {
   for (auto& [n, t] : a.Params()) t->mutable_grad() = torch::Tensor();
@@ -64,19 +81,24 @@ TEST(MoreAdapter, SteValueIsOneAndGradientIsTheChosenProbability) {
 TEST(MoreAdapter, OnlyChosenRanksAreUsed) {
   for (int task = 0; task < kTasks; ++task) {
     auto a = MakeAdapter();
-    const int64_t rt = a.ChosenRank(task);
+    ForceRanks(a, kForced);
+    const int64_t rt = kForced[task];
+    ASSERT_EQ(a.ChosenRank(task), rt);
     auto x = torch::randn({4, kIn}, torch::kFloat64);
     a.Delta(x, task, false).sum().backward();
-    if (rt < kRank) {
-      EXPECT_EQ(a.A.grad().narrow(0, rt, kRank - rt).abs().sum().item<double>(), 0.0);
-      EXPECT_EQ(a.B.grad().narrow(1, rt, kRank - rt).abs().sum().item<double>(), 0.0);
+    // ranks above r_t get exactly no gradient, every used rank does
+    EXPECT_EQ(a.A.grad().narrow(0, rt, kRank - rt).abs().sum().item<double>(), 0.0) << "task " << task;
+    EXPECT_EQ(a.B.grad().narrow(1, rt, kRank - rt).abs().sum().item<double>(), 0.0) << "task " << task;
+    for (int64_t j = 0; j < rt; ++j) {
+      EXPECT_GT(a.A.grad()[j].abs().sum().item<double>(), 0.0) << "task " << task << " rank row " << j;
+      EXPECT_GT(a.B.grad().select(1, j).abs().sum().item<double>(), 0.0) << "task " << task << " rank col " << j;
     }
-    EXPECT_GT(a.A.grad().narrow(0, 0, rt).abs().sum().item<double>(), 0.0);
-    // value: s(r_t) * alpha/r * B[:, :rt] A[:rt] x with s = r_t / |T|
+    // value, component by component: s(r_t) * alpha/r * sum_{j < r_t} b_j (a_j . x), s = r_t/|T|
     torch::NoGradGuard ng;
-    auto expect = torch::matmul(x, torch::matmul(a.B.narrow(1, 0, rt), a.A.narrow(0, 0, rt)).t()) *
-                  (static_cast<double>(rt) / kTasks * 8.0 / kRank);
-    EXPECT_TRUE(torch::allclose(a.Delta(x, task, false), expect, 1e-10, 1e-12));
+    auto expect = torch::zeros({4, kOut}, torch::kFloat64);
+    for (int64_t j = 0; j < rt; ++j)
+      expect += torch::outer(torch::mv(x, a.A[j]), a.B.select(1, j)) * (static_cast<double>(rt) / kTasks * 8.0 / kRank);
+    EXPECT_TRUE(torch::allclose(a.Delta(x, task, false), expect, 1e-10, 1e-12)) << "task " << task;
   }
 }
 
@@ -99,6 +121,7 @@ TEST(MoreAdapter, MergedDeltaEqualsAdapterPathInEveryMode) {
     for (bool soft : {false, true})
       for (bool more : {true, false}) {
         auto a = MakeAdapter(scaling, soft, more);
+        if (more) ForceRanks(a, kForced);
         auto x = torch::randn({3, kIn}, torch::kFloat64);
         torch::NoGradGuard ng;
         for (int t = 0; t < kTasks; ++t) {
@@ -109,13 +132,76 @@ TEST(MoreAdapter, MergedDeltaEqualsAdapterPathInEveryMode) {
       }
 }
 
+// The expected merged update of one task, computed component by component from the method's
+// definition (not through ComponentWeights): soft selection mixes the experts k = 1..r with
+// p = softmax(W_g e_t + b_g), each expert k being the first k components; per_component scales
+// component j of A and of B by (j+1)/r; paper multiplies expert k by k/|T|.
+torch::Tensor ExpectedMergedDelta(const MoreAdapter& a, int task, const std::string& scaling, bool soft,
+                                  double scale_tasks = kTasks) {
+  torch::NoGradGuard ng;
+  const double base = a.options().alpha / kRank;
+  auto component = [&](int64_t j) {  // rank-one term j with its per-component factors
+    const double c = scaling == "per_component" ? static_cast<double>(j + 1) / kRank : 1.0;
+    return torch::outer(a.B.select(1, j) * c, a.A[j] * c);
+  };
+  auto expert = [&](int64_t k) {  // expert of rank k, with s(k)
+    auto d = torch::zeros({kOut, kIn}, torch::kFloat64);
+    for (int64_t j = 0; j < k; ++j) d += component(j);
+    return d * (scaling == "paper" ? static_cast<double>(k) / scale_tasks : 1.0);
+  };
+  std::vector<double> logits(kRank);
+  for (int64_t k = 0; k < kRank; ++k) {
+    double l = a.gate_b[k].item<double>();
+    for (int64_t i = 0; i < kIn; ++i) l += a.gate_w[k][i].item<double>() * a.E[task][i].item<double>();
+    logits[k] = l;
+  }
+  if (!soft) {
+    const int64_t k = std::max_element(logits.begin(), logits.end()) - logits.begin();
+    return expert(k + 1) * base;
+  }
+  double z = 0;
+  for (double l : logits) z += std::exp(l);
+  auto d = torch::zeros({kOut, kIn}, torch::kFloat64);
+  for (int64_t k = 0; k < kRank; ++k) d += expert(k + 1) * (std::exp(logits[k]) / z);
+  return d * base;
+}
+
+TEST(MoreAdapter, EveryModeMatchesAnIndependentComputation) {
+  for (std::string scaling : {"paper", "none", "per_component"})
+    for (bool soft : {false, true}) {
+      auto a = MakeAdapter(scaling, soft);
+      if (!soft) ForceRanks(a, kForced);
+      else {  // a random gate: every expert gets a non-trivial probability
+        torch::NoGradGuard ng;
+        a.gate_b.copy_(torch::randn({kRank}, torch::kFloat64));
+      }
+      auto x = torch::randn({3, kIn}, torch::kFloat64);
+      for (int t = 0; t < kTasks; ++t) {
+        const std::string what = scaling + " soft=" + std::to_string(soft) + " task " + std::to_string(t);
+        if (!soft) ASSERT_EQ(a.ChosenRank(t), kForced[t]) << what;
+        auto expect = ExpectedMergedDelta(a, t, scaling, soft);
+        torch::NoGradGuard ng;
+        EXPECT_TRUE(torch::allclose(a.MergedDelta(t), expect, 1e-10, 1e-12)) << what;
+        EXPECT_TRUE(torch::allclose(a.Delta(x, t, false), torch::matmul(x, expect.t()), 1e-10, 1e-12)) << what;
+      }
+    }
+}
+
 TEST(MoreAdapter, PerComponentScalingMatchesDefinition) {
   auto a = MakeAdapter("per_component");
+  ForceRanks(a, kForced);
   torch::NoGradGuard ng;
-  const int64_t rt = a.ChosenRank(0);
-  auto c = torch::arange(1, rt + 1, torch::kFloat64) / static_cast<double>(kRank);
-  auto expect = torch::matmul(a.B.narrow(1, 0, rt) * c, a.A.narrow(0, 0, rt) * c.unsqueeze(1)) * (8.0 / kRank);
-  EXPECT_TRUE(torch::allclose(a.MergedDelta(0), expect, 1e-12, 1e-12));
+  for (int t = 0; t < kTasks; ++t) {
+    const int64_t rt = kForced[t];
+    ASSERT_EQ(a.ChosenRank(t), rt);
+    // alpha/r * sum_{j < r_t} ((j+1)/r)^2 b_j a_j^T, written out
+    auto expect = torch::zeros({kOut, kIn}, torch::kFloat64);
+    for (int64_t j = 0; j < rt; ++j) {
+      const double c = static_cast<double>(j + 1) / kRank;
+      expect += torch::outer(a.B.select(1, j), a.A[j]) * (c * c);
+    }
+    EXPECT_TRUE(torch::allclose(a.MergedDelta(t), expect * (8.0 / kRank), 1e-12, 1e-12)) << "task " << t;
+  }
 }
 
 TEST(MoreAdapter, LoraBaselineUsesFullRankAndNoTaskParameters) {
@@ -311,6 +397,142 @@ TEST(MoreAdapter, InitDependsOnlyOnSeedAndName) {
   EXPECT_TRUE(torch::equal(a.E, b.E));
   EXPECT_FALSE(torch::equal(a.A, c.A));
   EXPECT_EQ(a.B.abs().sum().item<double>(), 0.0);  // B = 0: the adapter starts as the identity
+}
+
+TEST(MoreAdapter, TaskEmbeddingInitIsKaimingByDefaultOrTheGivenNormal) {
+  EXPECT_EQ(AdapterOptions{}.task_emb_init, "kaiming");
+  AdapterOptions o;
+  o.rank = 2;
+  o.num_tasks = 64;
+  const int64_t d_in = 512;
+  MoreAdapter k("layers.0.q", d_in, 8, o, ParallelKind::kColumn, 0, 1);
+  // He-normal over fan_in = d_in: std sqrt(2/d_in); 32768 draws give the std to ~0.4%
+  EXPECT_NEAR(k.E.std().item<double>() / std::sqrt(2.0 / d_in), 1.0, 0.02);
+  EXPECT_NEAR(k.E.mean().item<double>(), 0.0, 0.01 * std::sqrt(2.0 / d_in) * 10);
+  o.task_emb_init = "normal";
+  o.task_emb_std = 0.01;
+  MoreAdapter n("layers.0.q", d_in, 8, o, ParallelKind::kColumn, 0, 1);
+  EXPECT_NEAR(n.E.std().item<double>() / 0.01, 1.0, 0.02);
+  o.task_emb_std = 0.3;
+  MoreAdapter n3("layers.0.q", d_in, 8, o, ParallelKind::kColumn, 0, 1);
+  EXPECT_NEAR(n3.E.std().item<double>() / 0.3, 1.0, 0.02);
+  o.task_emb_init = "xavier";
+  EXPECT_THROW(MoreAdapter("layers.0.q", d_in, 8, o, ParallelKind::kColumn, 0, 1), Error);
+}
+
+// |T| of s(r_t) is the number of tasks trained, and only trained tasks are contrastive classes.
+TEST(MoreAdapter, ScalingAndNegativesUseOnlyTheTrainedTasks) {
+  AdapterOptions o;
+  o.rank = kRank;
+  o.alpha = 8.0;
+  o.num_tasks = kTasks;
+  o.scale_tasks = 2;
+  o.active_tasks = {0, 2};  // task 1 is in the shards but not trained
+  MoreAdapter a("layers.0.q", kIn, kOut, o, ParallelKind::kColumn, 0, 1);
+  a.B = torch::randn({kOut, kRank});
+  for (auto& [n, t] : a.Params()) *t = t->detach().to(torch::kFloat64).requires_grad_(true);
+  ForceRanks(a, kForced);
+  {
+    torch::NoGradGuard ng;
+    for (int t : {0, 2})
+      EXPECT_TRUE(torch::allclose(a.MergedDelta(t), ExpectedMergedDelta(a, t, "paper", false, 2.0), 1e-10, 1e-12));
+    a.E.add_(torch::randn({kTasks, kIn}, torch::kFloat64));  // non-degenerate cosines
+  }
+  auto grid = ProcessGrid::Single();
+  auto x = torch::randn({2, 4, kIn}, torch::kFloat64);
+  auto mask = torch::ones({2, 4});
+  auto loss = a.ContrastiveLoss(x, mask, 2, grid->tp());
+  // by hand: CE over the classes {0, 2} only, label = task 2 (position 1)
+  torch::NoGradGuard ng;
+  double expect = 0;
+  for (int b = 0; b < 2; ++b) {
+    auto z = x[b].mean(0);
+    const double c0 = torch::cosine_similarity(z, a.E[0], 0).item<double>() / 0.05;
+    const double c2 = torch::cosine_similarity(z, a.E[2], 0).item<double>() / 0.05;
+    expect += -(c2 - std::log(std::exp(c0) + std::exp(c2))) / 2;
+  }
+  EXPECT_NEAR(loss.item<double>(), expect, 1e-9);
+  {
+    torch::AutoGradMode on(true);
+    a.E.mutable_grad() = torch::Tensor();
+    a.ContrastiveLoss(x, mask, 0, grid->tp()).backward();
+  }
+  EXPECT_EQ(a.E.grad()[1].abs().sum().item<double>(), 0.0);  // not a negative: no gradient
+  EXPECT_GT(a.E.grad()[2].abs().sum().item<double>(), 0.0);
+  EXPECT_THROW(a.ContrastiveLoss(x, mask, 1, grid->tp()), Error);  // not trained: no class
+}
+
+// "w/ subset experts": only the listed ranks are experts; hard and soft selection against a
+// computation written out per expert.
+TEST(MoreAdapter, SubsetExpertsUseOnlyTheListedRanks) {
+  AdapterOptions o;
+  o.rank = kRank;
+  o.alpha = 8.0;
+  o.num_tasks = kTasks;
+  o.experts = {2, 4};
+  for (bool soft : {false, true}) {
+    o.soft = soft;
+    MoreAdapter a("layers.0.q", kIn, kOut, o, ParallelKind::kColumn, 0, 1);
+    a.B = torch::randn({kOut, kRank});
+    for (auto& [n, t] : a.Params()) *t = t->detach().to(torch::kFloat64).requires_grad_(true);
+    ASSERT_EQ(a.gate_w.size(0), 2);
+    ASSERT_EQ(a.gate_b.size(0), 2);
+    torch::NoGradGuard ng;
+    if (!soft) {  // task t votes for expert t % 2
+      a.gate_w.zero_();
+      a.gate_b.zero_();
+      a.E.zero_();
+      for (int t = 0; t < kTasks; ++t) {
+        a.E[t][t] = 3.0;
+        a.gate_w[t % 2][t] = 3.0;
+      }
+    } else {
+      a.gate_b.copy_(torch::randn({2}, torch::kFloat64));
+    }
+    for (int t = 0; t < kTasks; ++t) {
+      auto p = torch::softmax(torch::mv(a.gate_w, a.E[t]) + a.gate_b, 0);
+      auto expect = torch::zeros({kOut, kIn}, torch::kFloat64);
+      for (int i = 0; i < 2; ++i) {
+        const int64_t size = o.experts[i];
+        auto expert = torch::zeros({kOut, kIn}, torch::kFloat64);
+        for (int64_t j = 0; j < size; ++j) expert += torch::outer(a.B.select(1, j), a.A[j]);
+        const double weight = soft ? p[i].item<double>() : (i == t % 2 ? 1.0 : 0.0);
+        expect += expert * (weight * static_cast<double>(size) / kTasks);
+      }
+      expect *= 8.0 / kRank;
+      if (!soft) EXPECT_EQ(a.ChosenRank(t), o.experts[t % 2]);
+      EXPECT_TRUE(torch::allclose(a.MergedDelta(t), expect, 1e-10, 1e-12)) << "soft=" << soft << " task " << t;
+    }
+  }
+  o.experts = {3, 2};
+  EXPECT_THROW(MoreAdapter("layers.0.q", kIn, kOut, o, ParallelKind::kColumn, 0, 1), Error);
+}
+
+// "w/o task embeddings": one learned gate input for every task, so one expert for all.
+TEST(MoreAdapter, SharedGateInputChoosesOneExpertForAllTasks) {
+  AdapterOptions o;
+  o.rank = kRank;
+  o.num_tasks = kTasks;
+  o.shared_gate_input = true;
+  MoreAdapter a("layers.0.q", kIn, kOut, o, ParallelKind::kColumn, 0, 1);
+  ASSERT_EQ(a.E.size(0), 1);
+  {
+    torch::NoGradGuard ng;
+    a.gate_b.zero_();
+    a.gate_b[2] = 10.0;  // the random gate_w stays: E still shapes the logits
+  }
+  for (int t = 0; t < kTasks; ++t) {
+    EXPECT_EQ(a.ChosenRank(t), 3);
+    EXPECT_TRUE(torch::equal(a.Select(t).probs, a.Select(0).probs));  // one gate input for all
+  }
+  // the gate still trains through the STE, from every task
+  a.B = torch::randn({kOut, kRank}).requires_grad_(true);
+  a.E.requires_grad_(true);
+  a.gate_w.requires_grad_(true);
+  a.Delta(torch::randn({2, kIn}), 2, false).pow(2).sum().backward();
+  EXPECT_GT(a.E.grad().abs().sum().item<double>(), 0.0);
+  auto grid = ProcessGrid::Single();
+  EXPECT_THROW(a.ContrastiveLoss(torch::randn({1, 2, kIn}), torch::ones({1, 2}), 0, grid->tp()), Error);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "more/config/config.h"
 #include "more/core/error.h"
 #include "more/core/safetensors.h"
+#include "more/eval/evaluator.h"
 #include "more/eval/metrics.h"
 #include "more/model/hf_config.h"
 #include "more/train/metrics_log.h"
@@ -158,6 +159,115 @@ TEST(Metrics, ByHand) {
   EXPECT_NEAR(PearsonCorrelation({1, 2, 3}, {2, 4, 6}), 1.0, 1e-12);
   EXPECT_NEAR(PearsonCorrelation({1, 2, 3}, {3, 2, 1}), -1.0, 1e-12);
   EXPECT_NEAR(PearsonCorrelation({1, 2, 3, 4}, {1, 3, 2, 4}), 0.8, 1e-12);
+}
+
+// Multi-class MCC of an imperfect prediction against its definition as the correlation of the
+// one-hot prediction and truth matrices: sum_k cov(X_k, Y_k) / sqrt(sum_k var(X_k) sum_k var(Y_k)).
+TEST(Metrics, MulticlassMccOfAnImperfectPrediction) {
+  const std::vector<int> pred = {0, 1, 2, 2, 1, 0, 2, 1, 0, 2, 1, 1};
+  const std::vector<int> gold = {0, 1, 2, 1, 1, 2, 2, 0, 0, 2, 0, 1};
+  const int k = 3;
+  const double n = static_cast<double>(pred.size());
+  double cxy = 0, cxx = 0, cyy = 0;
+  for (int c = 0; c < k; ++c) {
+    double mx = 0, my = 0;
+    for (size_t i = 0; i < pred.size(); ++i) { mx += pred[i] == c; my += gold[i] == c; }
+    mx /= n;
+    my /= n;
+    for (size_t i = 0; i < pred.size(); ++i) {
+      const double x = (pred[i] == c) - mx, y = (gold[i] == c) - my;
+      cxy += x * y;
+      cxx += x * x;
+      cyy += y * y;
+    }
+  }
+  const double expect = cxy / std::sqrt(cxx * cyy);
+  EXPECT_GT(expect, 0.2);
+  EXPECT_LT(expect, 0.9);
+  EXPECT_NEAR(MatthewsCorrelation(pred, gold, k), expect, 1e-12);
+  // a prediction worse than chance is negative
+  EXPECT_LT(MatthewsCorrelation({1, 2, 0, 1, 2, 0}, {0, 1, 2, 0, 1, 2}, 3), 0.0);
+}
+
+TEST(Metrics, F1BinaryAndSpearman) {
+  // tp = 2, fp = 1, fn = 1: precision = recall = 2/3
+  EXPECT_NEAR(F1Binary({1, 1, 0, 1, 0, 0}, {1, 0, 0, 1, 1, 0}), 2.0 / 3.0, 1e-12);
+  // positive class 0: tp = 2, fp = 1, fn = 1 as well; tp = 1, fp = 0, fn = 2 here
+  EXPECT_NEAR(F1Binary({0, 1, 1, 1}, {0, 0, 0, 1}, 0), 2.0 * 1 / (2.0 * 1 + 0 + 2), 1e-12);
+  EXPECT_DOUBLE_EQ(F1Binary({0, 0}, {0, 0}), 0.0);  // no positives anywhere
+  // Spearman without ties: 1 - 6 sum d^2 / (n (n^2 - 1)) = 1 - 6*4/120 = 0.8
+  EXPECT_NEAR(SpearmanCorrelation({1, 2, 3, 4, 5}, {2, 1, 4, 3, 5}), 0.8, 1e-12);
+  // monotone but not linear: Spearman 1, Pearson below 1
+  EXPECT_NEAR(SpearmanCorrelation({1, 2, 3, 4}, {1, 8, 27, 64}), 1.0, 1e-12);
+  EXPECT_LT(PearsonCorrelation({1, 2, 3, 4}, {1, 8, 27, 64}), 0.99);
+  EXPECT_EQ(MeanRanks({10, 20, 20, 30}), (std::vector<double>{1, 2.5, 2.5, 4}));
+  EXPECT_EQ(MeanRanks({3, 1, 3, 3}), (std::vector<double>{3, 1, 3, 3}));
+  EXPECT_DOUBLE_EQ(SpearmanCorrelation({1, 1, 1}, {1, 2, 3}), 0.0);  // constant side
+}
+
+// The scoring batch: the mask picks exactly the candidate tokens (and EOS) of each row, at the
+// position that predicts them.
+TEST(Evaluator, ScoringBatchMasksExactlyTheCandidateTokens) {
+  const std::vector<std::vector<int32_t>> seqs = {{1, 5, 6, 7, 2}, {1, 9, 3, 2}, {1, 4, 2}};
+  const std::vector<int64_t> starts = {3, 2, 1};
+  const auto b = MakeScoringBatch(seqs, starts, 0);
+  ASSERT_EQ(b.ids.sizes(), torch::IntArrayRef({3, 5}));
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    std::vector<int32_t> picked;
+    for (int64_t j = 0; j < 5; ++j)
+      if (b.mask[i][j].item<float>() == 1.0f) {
+        EXPECT_EQ(b.ids[i][j + 1].item<int64_t>(), b.targets[i][j].item<int64_t>());  // position j predicts j+1
+        picked.push_back(static_cast<int32_t>(b.targets[i][j].item<int64_t>()));
+      }
+    EXPECT_EQ(picked, std::vector<int32_t>(seqs[i].begin() + starts[i], seqs[i].end())) << "row " << i;
+  }
+  EXPECT_EQ(b.ids[1][4].item<int64_t>(), 0);  // padding
+  // a fake per-position NLL equal to the target id: the row score is minus the sum of its
+  // candidate tokens' ids
+  auto ll = (-(b.targets.to(torch::kFloat32) * b.mask)).sum(1);
+  EXPECT_FLOAT_EQ(ll[0].item<float>(), -(7 + 2));
+  EXPECT_FLOAT_EQ(ll[1].item<float>(), -(3 + 2));
+  EXPECT_FLOAT_EQ(ll[2].item<float>(), -(4 + 2));
+}
+
+TEST(Evaluator, PredictionFromCandidateScores) {
+  auto p = PredictFromCandidates({-3.0, -1.0, -2.0}, {});
+  EXPECT_EQ(p.best, 1);
+  // expected value under softmax(ll), by hand
+  const std::vector<double> ll = {-3.0, -1.0, -2.0}, v = {0.0, 2.5, 5.0};
+  const double z = std::exp(-3.0) + std::exp(-1.0) + std::exp(-2.0);
+  p = PredictFromCandidates(ll, v);
+  EXPECT_NEAR(p.expected, (std::exp(-1.0) * 2.5 + std::exp(-2.0) * 5.0) / z, 1e-12);
+  // large log-likelihoods do not overflow
+  EXPECT_NEAR(PredictFromCandidates({-1000.0, -1001.0}, {1.0, 3.0}).expected,
+              (1.0 + 3.0 * std::exp(-1.0)) / (1.0 + std::exp(-1.0)), 1e-12);
+}
+
+// The regression path end to end from candidate scores: a model that prefers the candidates
+// near the gold value scores a high Pearson; one that cannot tell them apart scores 0. A
+// Pearson near 0 in a run therefore means the model's candidate scores do not track the label.
+TEST(Evaluator, PearsonPathTellsAGoodModelFromAnUninformedOne) {
+  const std::vector<double> values = {0, 1, 2, 3, 4, 5};
+  const std::vector<double> gold = {0.4, 4.6, 2.2, 3.1, 1.0, 5.0, 2.8, 0.0};
+  std::vector<double> good, flat;
+  for (double g : gold) {
+    std::vector<double> ll;
+    for (double c : values) ll.push_back(-2.0 * std::abs(c - g));
+    good.push_back(PredictFromCandidates(ll, values).expected);
+    flat.push_back(PredictFromCandidates(std::vector<double>(values.size(), -1.0), values).expected);
+  }
+  for (const std::string metric : {"pearson", "spearman"}) {
+    const auto s = ScoreTask("similarity", metric, 6, {}, {}, good, gold);
+    EXPECT_GT(s.pearson, 0.95);
+    EXPECT_GT(s.spearman, 0.95);
+    EXPECT_DOUBLE_EQ(s.score, metric == "pearson" ? s.pearson : s.spearman);
+    EXPECT_EQ(s.n, static_cast<int64_t>(gold.size()));
+    EXPECT_DOUBLE_EQ(ScoreTask("similarity", metric, 6, {}, {}, flat, gold).score, 0.0);
+  }
+  const auto f1 = ScoreTask("paraphrase", "f1", 2, {1, 1, 0, 1, 0, 0}, {1, 0, 0, 1, 1, 0}, {}, {});
+  EXPECT_NEAR(f1.score, 2.0 / 3.0, 1e-12);
+  EXPECT_NEAR(f1.accuracy, 4.0 / 6.0, 1e-12);
+  EXPECT_NEAR(ScoreTask("cola", "mcc", 2, {1, 1, 0, 0}, {1, 0, 0, 0}, {}, {}).score, 2.0 / std::sqrt(12.0), 1e-12);
 }
 
 TEST(Optimizer, FlatAdamWMatchesTorchAdamW) {

@@ -271,6 +271,51 @@ TEST(Llama, MergeOfShardedBf16KeepsLayoutAndFailedMergeLeavesNothing) {
   EXPECT_FALSE(std::filesystem::exists(out + "_2"));
 }
 
+// The run's adapter settings: E has a row per task of the shards; |T| of s(r_t) and the
+// contrastive classes are the trained tasks (data.tasks); the ablations' settings map through.
+TEST(Llama, AdapterOptionsUseTheTrainedTasks) {
+  Config c;
+  const std::vector<std::string> names = {"sentiment", "topic", "nli", "acceptability"};
+  auto ao = AdapterOptionsFromConfig(c, names);
+  EXPECT_EQ(ao.num_tasks, 4);
+  EXPECT_EQ(ao.scale_tasks, 4);
+  EXPECT_EQ(ao.active_tasks, (std::vector<int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(ao.task_emb_init, "kaiming");
+  c.data.tasks = "nli,sentiment,nli";
+  c.adapter.experts = "2,4";
+  c.adapter.gate_input = "shared";
+  c.adapter.task_emb_init = "normal";
+  c.adapter.task_emb_std = 0.2;
+  ao = AdapterOptionsFromConfig(c, names);
+  EXPECT_EQ(ao.num_tasks, 4);
+  EXPECT_EQ(ao.scale_tasks, 2);
+  EXPECT_EQ(ao.active_tasks, (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(ao.experts, (std::vector<int64_t>{2, 4}));
+  EXPECT_TRUE(ao.shared_gate_input);
+  EXPECT_EQ(ao.task_emb_init, "normal");
+  EXPECT_DOUBLE_EQ(ao.task_emb_std, 0.2);
+  c.data.tasks = "nli,nosuch";
+  testing::ExpectError([&] { AdapterOptionsFromConfig(c, names); }, {"data.tasks", "'nosuch'"});
+  // the ablations' settings are validated with the key named
+  Config v;
+  v.model.path = "m";
+  v.data.train = "d";
+  v.adapter.gate_input = "shared";
+  testing::ExpectError([&] { v.Validate(); }, {"adapter.gate_input", "adapter.lambda_cl=0"});
+  v.adapter.lambda_cl = 0;
+  v.Validate();
+  v.adapter.experts = "4,2";
+  testing::ExpectError([&] { v.Validate(); }, {"adapter.experts", "ascending"});
+  v.adapter.experts = "2,x";
+  testing::ExpectError([&] { v.Validate(); }, {"adapter.experts", "'x'"});
+  v.adapter.experts = "";
+  v.transfer.tasks = "review=sentiment";
+  testing::ExpectError([&] { v.Validate(); }, {"transfer.tasks", "transfer.from"});
+  v.transfer.from = "ckpt";
+  v.transfer.tasks = "review";
+  testing::ExpectError([&] { v.Validate(); }, {"transfer.tasks", "new_task=source_task"});
+}
+
 TEST(Llama, ExportWithTamperedRankMapIsRejected) {
   auto grid = ProcessGrid::Single();
   auto cfg = LoadLlamaConfig(TestData("tiny"));
@@ -285,7 +330,14 @@ TEST(Llama, ExportWithTamperedRankMapIsRejected) {
   auto& ranks = j["task_ranks"]["layers.0.q"];
   ranks[0] = ranks[0].get<int>() % 4 + 1;
   WriteFileAtomic(ex + "/adapter_config.json", j.dump());
-  EXPECT_THROW(LoadExport(ex, cfg), Error);
+  try {
+    LoadExport(ex, cfg);
+    ADD_FAILURE() << "a tampered task->rank map was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("task->rank map does not match the stored gates"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find(ex), std::string::npos) << e.what();
+  }
 }
 
 // Recomputed layers keep no graph inside: the stage output hangs off one recompute node per

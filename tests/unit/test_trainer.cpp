@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <fstream>
 
 #include "more/ckpt/checkpoint.h"
@@ -246,6 +248,120 @@ TEST(Trainer, CheckpointWithAnotherAdapterShapeIsRejected) {
   c.adapter.rank = 6;                             // but another adapter shape
   Trainer t(c, *grid);
   ExpectError([&] { t.MaybeResume(); }, {"written for adapters", "\"rank\":4", "\"rank\":6"});
+}
+
+// Every guarded setting changed on resume is refused with a message naming it, unless
+// ckpt.allow_changes lists it; settings outside the list (train.steps) may change.
+TEST(Trainer, ResumeRefusesChangedSettingsUnlessAllowed) {
+  auto grid = ProcessGrid::Single();
+  const auto dir = ScratchDir("resume_guard");
+  {
+    auto c = TinyConfig(dir);
+    Trainer t(c, *grid);
+    t.Step();
+    t.SaveCheckpoint();
+  }
+  const std::vector<std::pair<std::string, std::function<void(Config&)>>> changes = {
+      {"adapter.scaling", [](Config& c) { c.adapter.scaling = "none"; }},
+      {"adapter.selection", [](Config& c) { c.adapter.selection = "soft"; }},
+      {"adapter.alpha", [](Config& c) { c.adapter.alpha = 8.0; }},
+      {"adapter.lambda_cl", [](Config& c) { c.adapter.lambda_cl = 0.0; }},
+      {"adapter.tau", [](Config& c) { c.adapter.tau = 0.5; }},
+      {"adapter.task_emb_init", [](Config& c) { c.adapter.task_emb_init = "normal"; }},
+      {"adapter.task_emb_std", [](Config& c) { c.adapter.task_emb_std = 0.1; }},
+      {"data.sampling", [](Config& c) { c.data.sampling = "uniform"; }},
+      {"data.temperature", [](Config& c) { c.data.temperature = 3.0; }},
+      {"data.tasks", [](Config& c) { c.data.tasks = "sentiment,topic"; }},
+  };
+  std::vector<std::string> covered;
+  for (const auto& [key, set] : changes) covered.push_back(key);
+  EXPECT_EQ(covered, ResumeGuardedKeys());  // a new guarded key needs a case here
+  for (const auto& [key, set] : changes) {
+    auto c = TinyConfig(dir);
+    set(c);
+    {
+      Trainer t(c, *grid);
+      ExpectError([&] { t.MaybeResume(); }, {"was trained with " + key, "--ckpt.allow_changes=" + key});
+    }
+    c.ckpt.allow_changes = key;
+    Trainer t(c, *grid);
+    EXPECT_EQ(t.MaybeResume(), 1) << key;
+  }
+  {
+    auto c = TinyConfig(dir);
+    c.adapter.tau = 0.5;
+    c.data.sampling = "uniform";
+    c.ckpt.allow_changes = "all";
+    Trainer t(c, *grid);
+    EXPECT_EQ(t.MaybeResume(), 1);
+  }
+  {
+    auto c = TinyConfig(dir);
+    c.train.steps = 20;
+    Trainer t(c, *grid);
+    EXPECT_EQ(t.MaybeResume(), 1);
+  }
+  auto c = TinyConfig(dir);
+  c.ckpt.allow_changes = "adapter.rank";  // a shape: never allowed to change
+  ExpectError([&] { c.Validate(); }, {"ckpt.allow_changes", "adapter.rank"});
+}
+
+// Few-shot transfer: a run whose shards hold a task the checkpoint lacks starts it from the
+// named source task's embeddings (and everything else from the checkpoint).
+TEST(Trainer, TransferInitialisesNewTasksFromTheirSources) {
+  auto grid = ProcessGrid::Single();
+  const auto src_dir = ScratchDir("transfer_src");
+  std::map<std::string, torch::Tensor> src;
+  nlohmann::json src_ranks;
+  {
+    auto c = TinyConfig(src_dir);
+    Trainer t(c, *grid);
+    RunSteps(t, 2);
+    t.SaveCheckpoint();
+    for (auto& [k, v] : t.adapters().NamedTensors()) src[k] = v.clone();
+    src_ranks = t.adapters().TaskRankMap(static_cast<int>(t.task_names().size()));
+  }
+  // rename the checkpoint's task 0 (sentiment): for this run it is then a new task
+  const auto state_path = src_dir + "/checkpoints/step-00000002/state.json";
+  auto st = nlohmann::json::parse(ReadFileToString(state_path));
+  ASSERT_EQ(st["task_names"][0], "sentiment");
+  st["task_names"][0] = "old_sentiment";
+  WriteFileAtomic(state_path, st.dump());
+
+  auto c = TinyConfig(ScratchDir("transfer_dst"));
+  c.transfer.from = src_dir + "/checkpoints";
+  {
+    Trainer t(c, *grid);  // no source named for sentiment
+    ExpectError([&] { t.MaybeResume(); }, {"task 'sentiment'", "transfer.tasks names no source", "--transfer.tasks=sentiment="});
+  }
+  {
+    auto bad = c;
+    bad.transfer.tasks = "sentiment=nosuch";
+    Trainer t(bad, *grid);
+    ExpectError([&] { t.MaybeResume(); }, {"source task 'nosuch'", "old_sentiment"});
+  }
+  c.transfer.tasks = "sentiment=topic";  // the new task starts as topic
+  Trainer t(c, *grid);
+  EXPECT_EQ(t.MaybeResume(), 0);
+  const auto now = t.adapters().NamedTensors();
+  int e_tensors = 0;
+  for (const auto& [k, v] : now) {
+    if (k.size() > 2 && k.substr(k.size() - 2) == ".E") {
+      ++e_tensors;
+      EXPECT_TRUE(torch::equal(v[0], src.at(k)[1])) << k;  // sentiment <- topic
+      for (int r = 1; r < 5; ++r) EXPECT_TRUE(torch::equal(v[r], src.at(k)[r])) << k << " row " << r;
+    } else {
+      EXPECT_TRUE(torch::equal(v, src.at(k))) << k;
+    }
+  }
+  EXPECT_GT(e_tensors, 0);
+  const auto ranks = t.adapters().TaskRankMap(5);
+  for (const auto& [module, per_task] : ranks.items()) EXPECT_EQ(per_task[0], src_ranks[module][1]) << module;
+  t.Step();  // trains from there
+  // a run with its own checkpoint resumes it and ignores transfer.from
+  t.SaveCheckpoint();
+  Trainer again(c, *grid);
+  EXPECT_EQ(again.MaybeResume(), 1);
 }
 
 TEST(Trainer, BadInputsGiveClearErrors) {

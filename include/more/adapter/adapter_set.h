@@ -49,6 +49,9 @@ class AdapterSet {
 
   // {module: [chosen rank per task]} (LoRA: the fixed rank for every task).
   nlohmann::json TaskRankMap(int num_tasks) const;
+  // Modules of a task->rank map ({module: [rank per task]}) whose chosen rank is not the same
+  // for all of `tasks` (the trained task ids): the modules where MoRE is task-dependent.
+  static int64_t CountTaskDependent(const nlohmann::json& task_ranks, const std::vector<int>& tasks);
 
   // Named full tensors (views into the flat buffer / its gradient).
   std::map<std::string, torch::Tensor> NamedTensors() const;

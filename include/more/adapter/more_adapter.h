@@ -5,21 +5,30 @@
 //
 // Parameters (fp32, full copies replicated on every rank of the stage):
 //   A [r, d_in]  Kaiming-uniform       B [d_out, r]  zeros
-//   E [T, d_in]  N(0, 0.01^2)          gate_w [r, d_in], gate_b [r]  (nn.Linear init)
+//   E [T, d_in]  task_emb_init: "kaiming" N(0, 2/d_in) (the paper, Sec. 4.1; PyTorch's
+//                kaiming_normal_ defaults: fan_in = d_in, gain sqrt(2)) | "normal" N(0, std^2)
+//   gate_w [r, d_in], gate_b [r]  (nn.Linear init)
 // Forward for a micro-batch of task t (batches are single-task):
 //   p_t = softmax(gate_w e_t + gate_b)                         [r]
 //   k   = argmax p_t,  r_t = k + 1
 //   ste = p_t[k] - stopgrad(p_t[k]) + 1                        value 1, gradient to gate and E
 //   h   = W0 x + ste * s(r_t) * alpha/r * B[:, :r_t] A[:r_t, :] dropout(x)
-//   s(r_t) = r_t / |T| ("paper", Eq. 6) | 1 ("none");
+//   s(r_t) = r_t / |T| ("paper", Eq. 6) | 1 ("none"); |T| = scale_tasks, the number of tasks
+//   being trained (data.tasks), which may be fewer than the rows of E (the shards' tasks);
 //   "per_component": component j (0-based) of A and of B scaled by (j+1)/r (public code's form).
 // Only r_t ranks are multiplied, so a step costs less than a rank-r LoRA.
 // selection = "soft" (ablation, no STE): h = W0 x + alpha/r * sum_k p_k s(k) expert_k(x), i.e.
 // component j weighted by w_j = sum_{k >= j} p_k s(k+1).
+// Ablations of the paper's Table 5:
+//   experts = S (a subset of the ranks 1..r, ascending; "w/ subset experts"): the gate has |S|
+//     outputs and expert i is the first S_i ranks; soft: w_j = sum_{i: S_i > j} p_i s(S_i).
+//   shared_gate_input ("w/o task embeddings"): E has one row, a learned input shared by all
+//     tasks, so every task chooses the same expert; no contrastive loss (it needs one e_t per task).
 // method = "lora" (baseline): fixed rank r, no gate, no E, scale alpha/r.
 //
 // Contrastive loss of the module (Eq. 8 with its minus sign):
-//   z_i = mean of x_i over non-pad tokens;  L_con = CE_k( cos(z_i, e_k) / tau ; label t ).
+//   z_i = mean of x_i over non-pad tokens;  L_con = CE_k( cos(z_i, e_k) / tau ; label t ),
+//   k over the tasks being trained (active_tasks): tasks left out by data.tasks are no negatives.
 //
 // Tensor parallelism (adapter copies stay full; the base weight is sharded):
 //   column-parallel (q,k,v,gate,up): x is full; this rank's output slice uses B[rows_tp, :].
@@ -50,8 +59,15 @@ struct AdapterOptions {
   double dropout = 0.0;
   std::string scaling = "paper";  // paper | none | per_component
   bool soft = false;              // soft selection ablation (no STE)
-  int64_t num_tasks = 1;
+  int64_t num_tasks = 1;           // rows of E: every task of the shards (ids are shard ids)
+  int64_t scale_tasks = 0;         // |T| of s(r_t) = r_t/|T|: the tasks being trained; 0 = num_tasks
+  std::vector<int64_t> active_tasks;  // ids of the tasks being trained: the contrastive classes;
+                                      // empty = all num_tasks
   double tau = 0.05;
+  std::vector<int64_t> experts;    // the ranks that are experts (ascending, in 1..r); empty = 1..r
+  bool shared_gate_input = false;  // E has one row for every task (ablation)
+  std::string task_emb_init = "kaiming";  // kaiming | normal
+  double task_emb_std = 0.01;             // std of "normal"
   uint64_t seed = 0;              // init seed; each module mixes in its name, so init does not
                                   // depend on the parallel layout
 };
@@ -73,7 +89,7 @@ class MoreAdapter {
   struct Selection {
     int64_t rank = 0;        // r_t (1-based); r for LoRA
     torch::Tensor weight;    // STE scalar (value 1) or undefined (LoRA / soft)
-    torch::Tensor probs;     // p_t [r] (MoRE)
+    torch::Tensor probs;     // p_t [n_experts] (MoRE; n_experts = r unless adapter.experts)
   };
   Selection Select(int task) const;
   int64_t ChosenRank(int task) const;
@@ -98,9 +114,13 @@ class MoreAdapter {
   // The same from the mean-pooled input z [B, d(/tp)] = MeanPool(x, MeanPoolWeights(mask)):
   // modules that read the same x (q/k/v, gate/up) share one pooling (ForwardContext::Pooled).
   torch::Tensor ContrastiveLossPooled(const torch::Tensor& pooled, int task, const Communicator& tp) const;
+  double ScaleTasks() const {  // |T| of s(r_t)
+    return static_cast<double>(opt_.scale_tasks > 0 ? opt_.scale_tasks : opt_.num_tasks);
+  }
   // Full merged update for task t: dW [d_out, d_in] with W0 + dW == the adapter path.
   torch::Tensor MergedDelta(int task) const;
 
+  const std::vector<int64_t>& experts() const { return experts_; }  // ranks, ascending
   int64_t d_in() const { return d_in_; }
   int64_t d_out() const { return d_out_; }
   const AdapterOptions& options() const { return opt_; }
@@ -117,6 +137,7 @@ class MoreAdapter {
   AdapterOptions opt_;
   ParallelKind kind_;
   int tp_rank_, tp_size_;
+  std::vector<int64_t> experts_;  // expert i = the first experts_[i] ranks
 };
 
 }  // namespace more

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json_fwd.hpp>
@@ -31,6 +32,10 @@ struct AdapterConfig {
   double lambda_cl = 0.1;          // weight of the contrastive loss
   double tau = 0.05;               // contrastive temperature
   std::string init_from = "";      // a PEFT LoRA directory to start from (ckpt/peft_import.h)
+  std::string experts = "";        // ranks that are experts, ascending ("2,4,6,8"); empty = 1..r
+  std::string gate_input = "task"; // task (e_t per task) | shared (one learned input: ablation)
+  std::string task_emb_init = "kaiming";  // kaiming (N(0, 2/d_in), the paper) | normal (N(0, std^2))
+  double task_emb_std = 0.01;      // std of task_emb_init = normal
 };
 
 struct DataConfig {
@@ -78,6 +83,19 @@ struct CheckpointConfig {
   int64_t every = 100;             // steps between checkpoints; 0 = only at the end
   int64_t keep_last = 3;
   bool resume = true;              // resume from <dir>/latest when present
+  std::string allow_changes = "";  // comma-separated ResumeGuardedKeys() allowed to differ from
+                                   // the checkpoint's on resume, or "all"; empty = none
+};
+
+// The settings that change what a resumed run optimises without changing any tensor shape:
+// resuming with another value is refused (naming the key) unless ckpt.allow_changes lists it.
+const std::vector<std::string>& ResumeGuardedKeys();
+
+// Few-shot domain transfer (paper Sec. 5): start from a trained MoRE checkpoint; tasks of this
+// run's shards that the checkpoint lacks get the task embeddings of a named source task.
+struct TransferConfig {
+  std::string from = "";           // checkpoint: a step directory or a checkpoint root (its latest)
+  std::string tasks = "";          // new=source pairs, comma separated: "review=sentiment"
 };
 
 struct ParallelConfig {
@@ -95,6 +113,7 @@ struct Config {
   TrainConfig train;
   EvalConfig eval;
   CheckpointConfig ckpt;
+  TransferConfig transfer;
   ParallelConfig parallel;
 
   // Checks value ranges and choices; throws more::Error naming the key and the problem.
@@ -103,6 +122,9 @@ struct Config {
   void ValidateAgainstModel(const LlamaConfig& m, int world_size) const;
   int64_t dp_size(int world_size) const { return parallel.dp > 0 ? parallel.dp : world_size / (parallel.tp * parallel.pp); }
   std::vector<std::string> TargetModules() const;
+  std::vector<int64_t> ExpertRanks() const;
+  // transfer.tasks parsed: (new task, source task) pairs.
+  std::vector<std::pair<std::string, std::string>> TransferPairs() const;  // adapter.experts parsed (empty = all ranks)
   std::string checkpoint_dir() const;
   std::string tokenizer_path() const;
 };

@@ -21,6 +21,14 @@ void VisitConfig(C& c, F&& f) {
   f("adapter.tau", c.adapter.tau, "contrastive temperature tau");
   f("adapter.init_from", c.adapter.init_from,
     "start from this PEFT LoRA directory (A, B into the first ranks; ignored when resuming)");
+  f("adapter.experts", c.adapter.experts,
+    "ranks that are experts, ascending, e.g. 2,4,6,8 (ablation 'w/ subset experts'); empty = every rank 1..r");
+  f("adapter.gate_input", c.adapter.gate_input,
+    "task (the gate reads e_t) | shared (one learned input for all tasks: ablation 'w/o task embeddings'; "
+    "needs lambda_cl = 0)");
+  f("adapter.task_emb_init", c.adapter.task_emb_init,
+    "task embedding init: kaiming (N(0, 2/d_in), the paper's) | normal (N(0, task_emb_std^2))");
+  f("adapter.task_emb_std", c.adapter.task_emb_std, "std of adapter.task_emb_init = normal");
   f("data.train", c.data.train, "training shard directory or files (comma separated)");
   f("data.eval", c.data.eval, "eval shard directory; empty = data.train, split 'eval'");
   f("data.tokenizer", c.data.tokenizer, "SentencePiece model; empty = <model.path>/tokenizer.model");
@@ -58,6 +66,14 @@ void VisitConfig(C& c, F&& f) {
   f("ckpt.every", c.ckpt.every, "steps between checkpoints; 0 = only at the end");
   f("ckpt.keep_last", c.ckpt.keep_last, "checkpoints kept");
   f("ckpt.resume", c.ckpt.resume, "resume from <ckpt.dir>/latest when present");
+  f("ckpt.allow_changes", c.ckpt.allow_changes,
+    "on resume, let these settings differ from the checkpoint's (comma-separated keys, or all); "
+    "others of adapter.scaling/selection/alpha/lambda_cl/tau/task_emb_init/task_emb_std, "
+    "data.sampling/temperature/tasks are refused");
+  f("transfer.from", c.transfer.from,
+    "few-shot transfer: start from this MoRE checkpoint (a step directory or a checkpoint root)");
+  f("transfer.tasks", c.transfer.tasks,
+    "new=source task pairs (comma separated): a new task's embeddings start as the source task's");
   f("parallel.tp", c.parallel.tp, "tensor-parallel size");
   f("parallel.pp", c.parallel.pp, "pipeline-parallel size");
   f("parallel.dp", c.parallel.dp, "data-parallel size; 0 = world / (tp * pp)");

@@ -11,8 +11,9 @@
 // input<TAB>target[<TAB>label]. Labels (see ExampleLabels):
 //   label_index = index in candidates of the string "label" if given, else of "target"
 //                 (-1 when the task has no candidates); not found -> error.
-//   label_value = for metric "pearson": the numeric "label", else "label"/"target" parsed as a
-//                 number; NaN for other metrics.
+//   label_value = for metric "pearson" / "spearman": the numeric "label", else "label"/"target"
+//                 parsed as a number; NaN for other metrics.
+// "metric": accuracy | mcc | f1 (binary, two candidates, the second positive) | pearson | spearman.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -23,7 +23,9 @@
 // touches a few chunks only. Version 2: every dataset has HDF5's Fletcher-32 filter, a checksum
 // stored with each chunk and verified by the library whenever the chunk is read (a damaged
 // chunk fails the read; `shard_data verify` reads them all). Strings are fixed-length UTF-8 (variable-length also read).
-// Task metric: "accuracy" | "mcc" | "pearson". Candidates: the label strings scored at eval.
+// Task metric: "accuracy" | "mcc" | "f1" (binary; exactly two candidates, the second is the
+// positive class, as GLUE's label 1) | "pearson" | "spearman" (numeric labels and candidates).
+// Candidates: the label strings scored at eval.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -65,6 +67,8 @@ std::string ShardFileName(const std::string& split, int index, int count);
 std::pair<int64_t, int64_t> ShardRowRange(int64_t size, int index, int count);
 
 bool IsKnownMetric(const std::string& metric);
+// pearson | spearman: numeric labels, scored by the expected value over numeric candidates.
+bool IsRegressionMetric(const std::string& metric);
 // Throws more::Error naming `where` for an empty/duplicate/invalid task name (it becomes an HDF5
 // group name: no '/', not "." or "..") or an unknown metric.
 void ValidateTasks(const std::vector<TaskInfo>& tasks, const std::string& where);

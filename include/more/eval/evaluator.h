@@ -2,9 +2,10 @@
 // and candidate labels c_1..c_K of its task, each candidate is scored by its log-likelihood
 //   score_k = sum_j log p(c_k,j | p, c_k,<j)   over the candidate's tokens and EOS
 // (exactly the tokens the generation loss trains on). Prediction: argmax_k score_k for
-// accuracy/mcc tasks; for pearson tasks the expected value sum_k softmax(score)_k * value(c_k)
-// (candidates are numbers). Every task is evaluated with its own task id, so MoRE uses that
-// task's experts.
+// accuracy/mcc/f1 tasks; for pearson/spearman tasks the expected value
+// sum_k softmax(score)_k * value(c_k) (candidates are numbers). Every task is evaluated with its
+// own task id, so MoRE uses that task's experts. The pure pieces (batch layout, prediction from
+// candidate scores, the task's metric) are free functions below, unit-tested on their own.
 #pragma once
 #include <string>
 #include <vector>
@@ -22,7 +23,30 @@ struct TaskScore {
   int64_t n = 0;
   double score = 0;     // the task's metric
   double accuracy = 0;  // classification tasks
+  double pearson = 0, spearman = 0;  // regression tasks: both correlations (score is one of them)
 };
+
+// The scoring forward's inputs for sequences seqs[i] whose target tokens start at starts[i]:
+// ids [N, L] (padded with pad), targets [N, L] = ids shifted left by one, mask [N, L] = 1 at
+// position j-1 for every target token j >= starts[i] (position j-1 predicts token j).
+struct ScoringBatch {
+  torch::Tensor ids, targets, mask;
+};
+ScoringBatch MakeScoringBatch(const std::vector<std::vector<int32_t>>& seqs, const std::vector<int64_t>& starts,
+                              int32_t pad);
+
+// One row's prediction from its K candidates' log-likelihoods ll[0..K): best = argmax; expected
+// = sum_k softmax(ll)_k values[k] (regression; 0 when values is empty).
+struct CandidatePrediction {
+  int best = 0;
+  double expected = 0;
+};
+CandidatePrediction PredictFromCandidates(const std::vector<double>& ll, const std::vector<double>& values);
+
+// The task's score: classification from pred/gold class indices (accuracy | mcc | f1 with the
+// second candidate positive), regression from predicted/gold values (pearson | spearman).
+TaskScore ScoreTask(const std::string& task, const std::string& metric, int num_classes, const std::vector<int>& pred,
+                    const std::vector<int>& gold, const std::vector<double>& pv, const std::vector<double>& gv);
 
 class Evaluator {
  public:

@@ -55,6 +55,8 @@ class Trainer {
   ~Trainer();
 
   // Resumes from <ckpt>/latest if enabled and present. Returns the step resumed at (0 if none).
+  // Without a checkpoint of its own and with transfer.from set, starts from that checkpoint's
+  // adapters and gates instead (few-shot transfer; LoadTransfer) and returns 0.
   int64_t MaybeResume();
   StepResult Step();
   // The whole run: evaluation at start, steps, periodic eval/checkpoints, final checkpoint,
@@ -80,6 +82,14 @@ class Trainer {
   void OpenMetrics();
   nlohmann::json ModelFingerprint() const;    // what a checkpoint must match to be resumed
   nlohmann::json AdapterFingerprint() const;
+  // Refuses a resume whose ResumeGuardedKeys() differ from the checkpoint's resolved config
+  // (`saved`), naming the key, unless ckpt.allow_changes lists it (then it warns).
+  void CheckResumeConfig(const nlohmann::json& saved, const std::string& ckpt) const;
+  // transfer.from as a step directory (a checkpoint root resolves to its latest).
+  static std::string ResolveCheckpoint(const std::string& path);
+  // Copies A, B and the gates of the transfer checkpoint; E row of each task of this run = the
+  // row of the same-named task there, or of its source in transfer.tasks (else an error).
+  void LoadTransfer();
   void Progress(const StepResult& r);
   // Throws if the replicated adapters of this stage differ (CRC-32 of the flat buffer) between
   // the ranks of the stage's tp x dp group. Called on every logging step.
@@ -89,6 +99,9 @@ class Trainer {
   // {module: [rank per task]} of the whole model, complete on world rank 0 (stage maps sent
   // over the pipeline group).
   nlohmann::json GatherTaskRanks() const;
+  // One "ranks" metrics line: the whole task->rank map and how many modules choose
+  // task-dependent ranks (collective over the pipeline group, like GatherTaskRanks).
+  void LogTaskRanks();
 
   Config cfg_;
   const ProcessGrid& grid_;
@@ -106,7 +119,9 @@ class Trainer {
   std::unique_ptr<CheckpointManager> ckpt_;
   std::unique_ptr<Evaluator> evaluator_;
   std::vector<std::string> task_names_;
+  std::vector<int> trained_tasks_;  // ids of the tasks being trained (data.tasks; all if empty)
   int64_t num_modules_ = 0;
+  std::string transfer_dir_;  // resolved transfer.from (empty: none)
   int64_t n_micro_ = 1;
   int64_t step_ = 0;
   int64_t skipped_in_row_ = 0, skipped_total_ = 0;
