@@ -2,7 +2,8 @@
 # Set up, build and run every test (unit, distributed under mpirun, integration) twice: against
 # Debian's LibTorch 1.13 (build/) and against LibTorch 2.11.0+cu130 (build-t211/, the GPU
 # machine's version, CUDA path compiled; its CUDA tests skip without a GPU).
-# Usage: bash launch/test.sh [ctest args]   (MORE_TEST_BUILDS="build" runs one build's suite)
+# Usage: bash launch/test.sh [ctest args]   (MORE_TEST_BUILDS="build" runs one build's suite;
+#        MORE_TEST_KIT=1 also proves the device kit in a clean root: tests/kit/kit_clean_root.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh --torch211
@@ -12,4 +13,6 @@ for b in ${MORE_TEST_BUILDS:-build build-t211}; do
   echo "=== ctest: $b ($(grep -m1 '^Torch_DIR:' "$b/CMakeCache.txt" | cut -d= -f2))"
   ctest --test-dir "$b" --output-on-failure -j2 "$@" || rc=1
 done
+# the device kit in a clean root (slow: a third full build): MORE_TEST_KIT=1
+if [ -n "${MORE_TEST_KIT:-}" ]; then bash tests/kit/kit_clean_root.sh || rc=1; fi
 exit $rc
