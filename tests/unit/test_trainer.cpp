@@ -326,6 +326,8 @@ TEST(Trainer, TransferInitialisesNewTasksFromTheirSources) {
   auto st = nlohmann::json::parse(ReadFileToString(state_path));
   ASSERT_EQ(st["task_names"][0], "sentiment");
   st["task_names"][0] = "old_sentiment";
+  st.erase(kStateChecksumKey);  // re-sealed: this edit stands for a checkpoint written that way
+  st[kStateChecksumKey] = CheckpointManager::StateChecksum(st);
   WriteFileAtomic(state_path, st.dump());
 
   auto c = TinyConfig(ScratchDir("transfer_dst"));
