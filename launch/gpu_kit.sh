@@ -24,7 +24,8 @@ SYS=$KIT/sys          # the extracted packages: $SYS/usr/{bin,include,lib,share}
 # against a debootstrap minbase root). Open MPI's network transports (UCX, libfabric, verbs, PSM)
 # are left out: one node uses shared memory; their plugins are removed below.
 PKGS=(
-  libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libpmix2 libhwloc15 libnuma1
+  libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libpmix2 libhwloc15 libnuma1 libmunge2
+  libnl-3-200 libnl-route-3-200
   libevent-core-2.1-7 libevent-pthreads-2.1-7 libevent-2.1-7 libltdl7 libudev1
   libhdf5-dev libhdf5-103-1 libhdf5-hl-100 libsz2 libaec0 libcurl4 libnghttp2-14 librtmp1
   libssh2-1 libpsl5 libbrotli1 libldap-2.5-0 libsasl2-2 libgssapi-krb5-2 libkrb5-3
@@ -59,7 +60,7 @@ rm -rf "$SYS"/usr/share/{doc,man,lintian,locale,bug} "$SYS"/etc/{logcheck,bash_c
 find "$SYS" -name '*.a' ! -name 'libgtest*.a' ! -name 'libgmock*.a' -delete
 OMPI_PLUG=$SYS/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3
 rm -f "$OMPI_PLUG"/mca_{btl_openib,btl_uct,btl_ofi,btl_usnic,pml_ucx,osc_ucx,spml_ucx,mtl_ofi,mtl_psm,mtl_psm2,atomic_ucx,oob_ud,pml_cm,sshmem_ucx}*.so
-rm -rf "$SYS"/usr/lib/x86_64-linux-gnu/pmix2/lib/pmix/mca_psec_munge.so
+rm -f "$SYS"/usr/lib/x86_64-linux-gnu/pmix2/lib/pmix/pmix_mca_psec_munge.so
 # Absolute symlinks (Debian's alternatives and a few .so links) are made relative to the kit.
 find "$SYS" -type l | while read -r l; do
   t=$(readlink "$l")
@@ -81,8 +82,10 @@ export CMAKE_PREFIX_PATH=$_u${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
 export PKG_CONFIG_PATH=$MORE_KIT/pkgconfig
 export CPATH=$_u/include${CPATH:+:$CPATH}
 # Open MPI 4.1 relocation: its install prefix, plugins and help files move with OPAL_PREFIX;
-# PMIx's plugins with PMIX_INSTALL_PREFIX.
-export OPAL_PREFIX=$_u OPAL_LIBDIR=$_l/openmpi/lib PMIX_INSTALL_PREFIX=$_u
+# PMIx's (its own prefix, .../pmix2) with the PMIX_* install-directory variables.
+export OPAL_PREFIX=$_u OPAL_LIBDIR=$_l/openmpi/lib
+export PMIX_PREFIX=$_l/pmix2 PMIX_EXEC_PREFIX=$_l/pmix2 PMIX_INSTALL_PREFIX=$_l/pmix2 \
+  PMIX_LIBDIR=$_l/pmix2/lib PMIX_PKGLIBDIR=$_l/pmix2/lib/pmix
 export OMPI_MCA_mca_base_component_show_load_errors=0
 export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1
 # mpirun's launcher insists on an rsh/ssh agent even for one node; without ssh, name one that
