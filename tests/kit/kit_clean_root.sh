@@ -53,7 +53,9 @@ mkdir -p "$R/src"
 git -C "$SRC" ls-files -z | (cd "$SRC" && tar --null -T - -cf -) | tar -x -C "$R/src"
 cp "$SRC/gpu-kit/kit.tar.xz" "$R/opt/"
 
-chroot "$R" /usr/bin/env -i HOME=/root PATH=/usr/local/cuda/bin:/usr/bin:/bin TERM=dumb \
+# PYTHONPATH: the wheel's torch for python3, as the GPU machine's python3 has it (the golden
+# test's float64 reference loads the model with it)
+chroot "$R" /usr/bin/env -i HOME=/root PATH=/usr/local/cuda/bin:/usr/bin:/bin TERM=dumb PYTHONPATH=/opt/torch-site \
   NPROC="$(nproc)" /bin/bash -euo pipefail -c '
   tar -xJf /opt/kit.tar.xz -C /opt
   source /opt/more-kit/env.sh
