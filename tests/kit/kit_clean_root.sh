@@ -71,7 +71,7 @@ chroot "$R" /usr/bin/env -i HOME=/root PATH=/usr/local/cuda/bin:/usr/bin:/bin TE
   which mpirun; mpirun --version | head -1
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
   export OMPI_MCA_hwloc_base_binding_policy=none
-  # the CPU suite; the soak, the kill/resume matrix and the HF test (needs .venv's transformers)
+  # the CPU suite; the soak, the kill/resume matrix and the HF test (it needs transformers)
   # are left to the main builds
   ctest --test-dir /build -j2 --output-on-failure -E "soak|kill_resume|hf_interop"
 '
