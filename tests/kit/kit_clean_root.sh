@@ -4,7 +4,7 @@
 # 2.11 wheel's files and the CUDA toolkit, and none of the packages the kit brings. In that root
 # the kit's build of the project must configure (CUDA path on), build, and pass the CPU tests,
 # the distributed ones under mpirun -np 2 among them.
-# Slow (a full build on 2 cores: 17 min on a busy machine): run by launch/test.sh when MORE_TEST_KIT=1, and by
+# Slow (a full build on 2 cores: 9 min idle, 17 min on a busy machine): run by launch/test.sh when MORE_TEST_KIT=1, and by
 # hand: bash tests/kit/kit_clean_root.sh [ROOT] (default .cache/kit-root, made once, reused).
 # Needs root (debootstrap, chroot, bind mounts).
 set -euo pipefail
