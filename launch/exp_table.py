@@ -8,16 +8,22 @@ import statistics
 import sys
 
 
-def final_eval(path):
-    last = None
+def metric_rows(path, kind):
+    """The rows of one type ("eval", "ranks", ...) of a metrics.jsonl, skipping a torn line."""
     with open(path) as f:
         for line in f:
             try:
                 j = json.loads(line)
             except ValueError:
                 continue
-            if j.get("type") == "eval":
-                last = j
+            if j.get("type") == kind:
+                yield j
+
+
+def final_eval(path):
+    last = None
+    for j in metric_rows(path, "eval"):
+        last = j
     return last
 
 

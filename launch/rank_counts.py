@@ -5,23 +5,18 @@ and the mean over modules and seeds of the number of distinct ranks the trained 
 Usage: python3 launch/rank_counts.py EXP_DIR CONFIG [CONFIG ...] [--steps 0 60 600 2000]"""
 import argparse
 import glob
-import json
 import os
 import statistics
+
+from exp_table import metric_rows  # same folder: the shared metrics.jsonl reader
 
 
 def counts(path):
     out = {}
-    with open(path) as f:
-        for line in f:
-            try:
-                j = json.loads(line)
-            except ValueError:
-                continue
-            if j.get("type") == "ranks":
-                tasks = j["trained_tasks"]
-                distinct = [len({r[t] for t in tasks}) for r in j["task_ranks"].values()]
-                out[j["step"]] = (j["task_dependent_modules"], j["modules"], sum(distinct) / len(distinct))
+    for j in metric_rows(path, "ranks"):
+        tasks = j["trained_tasks"]
+        distinct = [len({r[t] for t in tasks}) for r in j["task_ranks"].values()]
+        out[j["step"]] = (j["task_dependent_modules"], j["modules"], sum(distinct) / len(distinct))
     return out
 
 
