@@ -81,7 +81,32 @@ class RopeFn : public torch::autograd::Function<RopeFn> {
   }
 };
 
+// y = silu(g) * u. Keeps g and u for backward, not silu(g) as well (the composition keeps all
+// three: one [tokens, intermediate] activation less per layer), and recomputes silu(g) there:
+//   du = grad silu(g),  dg = silu'(g) grad u.
+class SwiGluFn : public torch::autograd::Function<SwiGluFn> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& g, const torch::Tensor& u) {
+    ctx->save_for_backward({g, u});
+    return at::silu(g).mul_(u);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const auto &g = s[0], &u = s[1];
+    const auto& grad = grads[0];
+    torch::Tensor dg, du;
+    if (ctx->needs_input_grad(0)) dg = at::silu_backward(grad * u, g);
+    if (ctx->needs_input_grad(1)) du = at::silu(g).mul_(grad);
+    return {dg, du};
+  }
+};
+
 }  // namespace
+
+torch::Tensor FusedSwiGlu(const torch::Tensor& gate, const torch::Tensor& up) {
+  TORCH_CHECK(gate.sizes() == up.sizes(), "FusedSwiGlu: gate ", gate.sizes(), " and up ", up.sizes(), " differ");
+  return SwiGluFn::apply(gate, up);
+}
 
 torch::Tensor FusedRmsNorm(const torch::Tensor& x, const torch::Tensor& w, double eps) {
   return RmsNormFn::apply(x, w, eps);

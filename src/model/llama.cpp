@@ -223,7 +223,7 @@ torch::Tensor LlamaStage::Embed(const torch::Tensor& ids) const {
 torch::Tensor LlamaStage::LayerForward(const Layer& l, torch::Tensor h, ForwardContext& ctx) const {
   h = h + Attention(l, h, ctx);
   auto n = CopyToTp(RmsNorm(h, l.ln2), grid_.tp());
-  auto a = torch::silu(l.gate.Forward(n, ctx)) * l.up.Forward(n, ctx);  // [B, S, I/tp]
+  auto a = FusedSwiGlu(l.gate.Forward(n, ctx), l.up.Forward(n, ctx));     // [B, S, I/tp]
   return h + l.down.Forward(a, ctx);
 }
 
@@ -351,6 +351,16 @@ torch::Tensor LlamaStage::TokenNll(const torch::Tensor& hidden, const torch::Ten
   auto nll = LinearVocabParallelNll(n.reshape({b * s, n.size(2)}), lm_head_, targets.reshape({b * s}),
                                     grid_.tp_rank() * lm_head_.size(0), grid_.tp());
   return nll.view({b, s});                                                  // [B, S]
+}
+
+torch::Tensor LlamaStage::TokenNllAt(const torch::Tensor& hidden, const torch::Tensor& pos,
+                                     const torch::Tensor& targets_at) const {
+  MORE_CHECK(pos.dim() == 1 && targets_at.sizes() == pos.sizes(), "TokenNllAt: pos [{}] and targets [{}] must be [n]",
+             fmt::join(pos.sizes(), ", "), fmt::join(targets_at.sizes(), ", "));
+  const auto d = hidden.size(2);
+  auto rows = hidden.reshape({-1, d}).index_select(0, pos);                 // [n, D]
+  return LinearVocabParallelNll(HeadInput(rows), lm_head_, targets_at, grid_.tp_rank() * lm_head_.size(0),
+                                grid_.tp());                                // [n]
 }
 
 torch::Tensor LlamaStage::FullLogits(const torch::Tensor& ids, ForwardContext& ctx) const {

@@ -15,6 +15,13 @@ BatchTensors ToTensors(const MicroBatch& mb, torch::Device device) {
   t.targets = torch::cat({ids.narrow(1, 1, l - 1), ids.narrow(1, l - 1, 1)}, 1).to(device);
   t.loss_mask = torch::cat({tmask.narrow(1, 1, l - 1), torch::zeros({b, 1})}, 1).to(device);
   t.token_mask = (torch::arange(l).unsqueeze(0) < lengths.unsqueeze(1)).to(torch::kFloat32).to(device);
+  // on the host, before the copy: the labelled rows' indices need no read back from a GPU
+  auto loss_mask = torch::cat({tmask.narrow(1, 1, l - 1), torch::zeros({b, 1})}, 1).flatten();
+  auto pos = loss_mask.nonzero().flatten();                                 // [n] ascending
+  auto targets = torch::cat({ids.narrow(1, 1, l - 1), ids.narrow(1, l - 1, 1)}, 1).flatten();
+  t.num_labels = pos.size(0);
+  t.label_pos = pos.to(device);
+  t.label_targets = targets.index_select(0, pos).to(device);
   return t;
 }
 

@@ -75,7 +75,8 @@ Pipeline::Sums Pipeline::TrainStep(const std::vector<BatchTensors>& batches, dou
         live[i].cl = cl * cl_scale;
       }
       if (grid_.last_stage()) {
-        auto gen_sum = (stage_.TokenNll(h, b.targets) * b.loss_mask).sum();
+        // the LM head and cross-entropy on the labelled rows only (loss_mask is 0/1)
+        auto gen_sum = stage_.TokenNllAt(h, b.label_pos, b.label_targets).sum();
         accumulate(gen_acc, gen_sum);
         live[i].output = gen_sum * gen_scale;
         if (live[i].cl.defined()) live[i].output = live[i].output + live[i].cl;

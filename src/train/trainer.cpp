@@ -266,15 +266,15 @@ StepResult Trainer::Step() {
   adapters_->ZeroGrad();
   // all micro-batches of the step first: the objective is normalised by the step's target tokens
   std::vector<BatchTensors> batches;
-  auto target_tokens = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device_));  // read once below
+  int64_t target_tokens = 0;  // counted on the host (ToTensors)
   for (int64_t i = 0; i < n_micro_; ++i) {
     auto mb = loader_->Next();
     batches.push_back(ToTensors(mb, device_));
-    target_tokens += batches.back().loss_mask.sum().to(torch::kFloat64);
+    target_tokens += batches.back().num_labels;
     for (auto l : mb.lengths) r.tokens += l;
     r.tasks.push_back(mb.task);
   }
-  auto tokens = torch::tensor({target_tokens.item<double>()}, torch::kFloat64);
+  auto tokens = torch::tensor({static_cast<double>(target_tokens)}, torch::kFloat64);
   grid_.dp().AllReduceSum(tokens);
   const double dp = static_cast<double>(grid_.layout().dp);
   const double gen_scale = dp / std::max(1.0, tokens.item<double>());

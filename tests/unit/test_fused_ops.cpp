@@ -1,4 +1,4 @@
-// Fused RMSNorm, RoPE and causal attention against their ATen compositions: values and gradients of every
+// Fused RMSNorm, RoPE, SwiGLU and causal attention against their ATen compositions: values and gradients of every
 // input, in double (tight), fp32 and bf16, on non-contiguous inputs like the model's q/k views.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -108,6 +108,20 @@ TEST(FusedOps, RmsNormMatchesTheComposition) {
     EXPECT_EQ(fused.y.scalar_type(), dtype);
     EXPECT_EQ(fused.dx.scalar_type(), dtype);
     ExpectClose(fused, ref, tol, std::string("rmsnorm ") + c10::toString(dtype));
+  }
+}
+
+TEST(FusedOps, SwiGluMatchesTheComposition) {
+  for (auto [dtype, tol] : {std::pair{torch::kFloat64, 1e-12}, {torch::kFloat32, 1e-5}, {torch::kBFloat16, 3e-2}}) {
+    torch::manual_seed(4);
+    auto g = (torch::randn({3, 5, 16}) * 3).to(dtype), u = torch::randn({3, 5, 16}).to(dtype);
+    auto fused = RunWithGrads([](auto& g, auto& u) { return FusedSwiGlu(g, u); }, g, u);
+    // the composition, silu written out: g * 1 / (1 + exp(-g)) * u
+    auto ref = RunWithGrads([](auto& g, auto& u) { return g * torch::sigmoid(g) * u; }, g, u);
+    EXPECT_EQ(fused.y.scalar_type(), dtype);
+    EXPECT_EQ(fused.dx.scalar_type(), dtype);
+    ExpectClose(fused, ref, tol, std::string("swiglu ") + c10::toString(dtype));
+    EXPECT_GT(fused.dw.abs().max().item<double>(), 0.0);
   }
 }
 

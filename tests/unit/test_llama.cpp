@@ -17,6 +17,7 @@
 #include "more/core/safetensors.h"
 #include "more/model/llama.h"
 #include "more/parallel/vocab_parallel.h"
+#include "more/train/loss.h"
 #include "torch_test_util.h"
 
 namespace more {
@@ -151,6 +152,72 @@ TEST(Llama, RightPaddingDoesNotChangeEarlierPositions) {
   auto padded = torch::cat({ids, torch::zeros({2, 5}, torch::kInt64)}, 1);
   auto b = stage.FullLogits(padded, ctx).narrow(1, 0, ids.size(1));
   EXPECT_LT((a - b).abs().max().item<double>(), 1e-4 * a.abs().max().item<double>());
+}
+
+// The LM head on the labelled rows only (what training runs) against an independent composition
+// over every position: RMSNorm, the head's matmul and cross-entropy written out in plain ATen,
+// then the labelled positions picked. Values and the gradient reaching the hidden states (zero
+// at every unlabelled position); also with no labelled position at all.
+TEST(Llama, HeadOnLabelledRowsEqualsFullHeadAtThoseRows) {
+  auto grid = ProcessGrid::Single();
+  auto cfg = LoadLlamaConfig(TestData("tiny"));
+  SafetensorsCollection st(TestData("tiny"));
+  LlamaStage stage(cfg, st, *grid, nullptr, torch::kFloat64, torch::kCPU);
+  torch::Tensor norm_w, head_w;
+  for (const auto& [name, t] : stage.BaseWeights()) {
+    if (name == "model.norm.weight") norm_w = t;
+    if (name == "lm_head.weight" || (cfg.tie_word_embeddings && name == "model.embed_tokens.weight")) head_w = t;
+  }
+  ASSERT_TRUE(norm_w.defined() && head_w.defined());
+  torch::manual_seed(3);
+  const int64_t b = 2, s = 9, d = cfg.hidden_size;
+  auto h0 = torch::randn({b, s, d}, torch::kFloat64);
+  auto targets = torch::randint(0, cfg.vocab_size, {b, s}, torch::kInt64);
+  for (const std::vector<int64_t>& picked : {std::vector<int64_t>{2, 3, 8, 9, 17}, std::vector<int64_t>{}}) {
+    auto pos = torch::tensor(picked, torch::kInt64);
+    auto coef = torch::rand({pos.size(0)}, torch::kFloat64) + 0.5;  // a weighted sum: per-row gradients
+    auto h1 = h0.clone().requires_grad_(true);
+    auto nll = stage.TokenNllAt(h1, pos, targets.flatten().index_select(0, pos));
+    ASSERT_EQ(nll.sizes(), pos.sizes());
+    (nll.to(torch::kFloat64) * coef).sum().backward();
+    auto h2 = h0.clone().requires_grad_(true);
+    auto n = h2 * torch::rsqrt(h2.pow(2).mean(-1, true) + cfg.rms_norm_eps) * norm_w;
+    auto logits = torch::matmul(n, head_w.t()).view({b * s, -1});
+    auto all = torch::nn::functional::cross_entropy(
+        logits, targets.flatten(), torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+    auto ref = all.index_select(0, pos);
+    (ref * coef).sum().backward();
+    EXPECT_TRUE(torch::allclose(nll.to(torch::kFloat64), ref, 1e-5, 1e-6)) << (nll - ref).abs().max();
+    EXPECT_TRUE(torch::allclose(h1.grad(), h2.grad(), 1e-5, 1e-8)) << (h1.grad() - h2.grad()).abs().max();
+    auto untouched = torch::ones({b * s}, torch::kBool);
+    for (auto p : picked) untouched[p] = false;
+    EXPECT_EQ(h1.grad().view({b * s, d}).index({untouched}).abs().max().item<double>(), 0.0);
+    if (!picked.empty()) EXPECT_GT(h1.grad().abs().max().item<double>(), 0.0);
+  }
+}
+
+// ToTensors finds the labelled positions on the host: position j of a row is labelled when token
+// j+1 is a target (next-token prediction), and the targets there are the next tokens.
+TEST(Llama, BatchTensorsListTheLabelledPositionsAndTheirTargets) {
+  MicroBatch mb;
+  mb.task = 0;
+  mb.batch_size = 2;
+  mb.seq_len = 5;
+  mb.input_ids = {1, 10, 11, 12, 0, 1, 20, 21, 22, 23};
+  mb.target_mask = {0, 0, 1, 1, 0, 0, 0, 0, 1, 1};
+  mb.lengths = {4, 5};
+  auto t = ToTensors(mb, torch::kCPU);
+  std::vector<int64_t> want_pos, want_tgt;
+  for (int64_t r = 0; r < 2; ++r)
+    for (int64_t j = 0; j + 1 < 5; ++j)
+      if (mb.target_mask[r * 5 + j + 1]) {
+        want_pos.push_back(r * 5 + j);
+        want_tgt.push_back(mb.input_ids[r * 5 + j + 1]);
+      }
+  EXPECT_EQ(t.num_labels, 4);
+  EXPECT_TRUE(torch::equal(t.label_pos, torch::tensor(want_pos, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(t.label_targets, torch::tensor(want_tgt, torch::kInt64)));
+  EXPECT_EQ(t.loss_mask.sum().item<double>(), 4.0);
 }
 
 TEST(Llama, ConfigNotMatchingWeightsIsAnErrorNamingTheTensor) {

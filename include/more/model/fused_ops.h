@@ -12,6 +12,9 @@ namespace more {
 // x [.., D]; w [D] (gradient only if it requires one; the base model's is frozen).
 torch::Tensor FusedRmsNorm(const torch::Tensor& x, const torch::Tensor& w, double eps);
 
+// SwiGLU's gating: y = silu(gate) * up, elementwise, in the inputs' dtype (same shapes).
+torch::Tensor FusedSwiGlu(const torch::Tensor& gate, const torch::Tensor& up);
+
 // Rotary embedding (rotate-half form): y = x * cos + rotate_half(x) * sin, rotate_half(x) =
 // cat(-x2, x1) over the halves of the last dim. x [B, H, S, hd] (any strides); cos, sin [S, hd]
 // with equal halves (cos[:, :hd/2] == cos[:, hd/2:], as LLaMA's tables are), in x's dtype.

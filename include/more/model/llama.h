@@ -67,6 +67,12 @@ class LlamaStage {
   torch::Tensor LocalLogits(const torch::Tensor& hidden) const;
   // Last stage: per-token next-token NLL. hidden [B, S, D], targets [B, S] -> [B, S] fp32.
   torch::Tensor TokenNll(const torch::Tensor& hidden, const torch::Tensor& targets) const;
+  // Last stage: the same NLL at the given positions only: the final norm, the LM head's GEMM and
+  // the cross-entropy run on those rows ([n, D] x [D, V/tp]), not on all B*S. hidden [B, S, D];
+  // pos [n] int64 flat positions (row * S + col); targets_at [n] -> [n] fp32. Equal to
+  // TokenNll(hidden, targets).flatten().index_select(0, pos), values and gradients.
+  torch::Tensor TokenNllAt(const torch::Tensor& hidden, const torch::Tensor& pos,
+                           const torch::Tensor& targets_at) const;
   // Full-vocabulary logits [B, S, V] (gathered over TP; single-stage only) for tests/tools.
   torch::Tensor FullLogits(const torch::Tensor& ids, ForwardContext& ctx) const;
 
@@ -97,7 +103,7 @@ class LlamaStage {
   torch::Tensor LayerForward(const Layer& l, torch::Tensor h, ForwardContext& ctx) const;
   torch::Tensor RecomputedLayer(const Layer& l, const torch::Tensor& h, ForwardContext& ctx) const;
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& w) const;
-  // Last stage: the LM head's input, the final norm of hidden [B, S, D] made TP-replicated.
+  // Last stage: the LM head's input, the final norm of hidden [.., D] made TP-replicated.
   torch::Tensor HeadInput(const torch::Tensor& hidden) const;
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, ForwardContext& ctx) const;
   // x [B, h, S, hd]; scale multiplies the result (folded into the cos / sin tables)
