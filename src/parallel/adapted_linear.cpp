@@ -12,23 +12,33 @@ torch::Tensor ForwardContext::Pooled(const torch::Tensor& x, torch::ScalarType d
   return last_pooled_;
 }
 
+torch::Tensor ForwardContext::AdapterInput(const torch::Tensor& x, torch::ScalarType dtype) {
+  if (cast_x_.defined() && cast_x_.is_same(x) && cast_.scalar_type() == dtype) return cast_;
+  torch::NoGradGuard ng;
+  cast_x_ = x;
+  cast_ = x.detach().to(dtype);
+  return cast_;
+}
+
 namespace {
 
-// Inputs: x [.., d_in], W [d_out, d_in], a [rt, d_in], b [d_out, rt], w [rt] | 0-dim; p: dropout.
+// Inputs: x [.., d_in], W [d_out, d_in], a [rt, d_in], b [d_out, rt], w [rt] | 0-dim; p: dropout;
+// x_adapter: x in the dtype of a (no grad).
 // Saved: x (the base GEMM's input, only if W requires grad: dW), xd = dropout(x) in the
-// adapter dtype (for da; the same tensor as x when no cast and no dropout), the dropout scale
+// adapter dtype (for da; x's storage when no cast and no dropout, the shared copy of
+// ForwardContext::AdapterInput with a bf16 base), the dropout scale
 // tensor, v = xd a^T [N, rt] (for dw), and W, a, b, w.
 class LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& a, const torch::Tensor& b,
-                               const torch::Tensor& w, double p) {
+                               const torch::Tensor& w, double p, const torch::Tensor& x_adapter) {
     const int64_t d_in = x.size(-1);
     auto out_shape = x.sizes().vec();
     out_shape.back() = weight.size(0);
     auto x2 = x.reshape({-1, d_in});                                       // [N, d_in]
     auto y = x2.mm(weight.t());                                            // [N, d_out]
-    auto xd = x2.scalar_type() == a.scalar_type() ? x2 : x2.to(a.scalar_type());
+    auto xd = x_adapter.reshape({-1, d_in});                              // x in a's dtype (no grad)
     torch::Tensor noise;
     if (p > 0) {  // the draws of torch::dropout: noise ~ Bernoulli(1 - p) / (1 - p)
       noise = torch::empty_like(xd).bernoulli_(1 - p).div_(1 - p);
@@ -77,14 +87,25 @@ class LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
       dx = dx.view(shape);
     }
     if (ctx->needs_input_grad(1)) dw_base = g.t().mm(x2);                  // [d_out, d_in]
-    return {dx, dw_base, da, db, dw, torch::Tensor()};
+    return {dx, dw_base, da, db, dw, torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
-torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight, const MoreAdapter::Factors& f) {
-  return LoraLinearFn::apply(x, weight, f.a, f.b, f.w, f.dropout);
+torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight, const MoreAdapter::Factors& f,
+                         const torch::Tensor& x_adapter) {
+  if (x_adapter.defined())
+    TORCH_CHECK(x_adapter.sizes() == x.sizes() && x_adapter.scalar_type() == f.a.scalar_type() &&
+                    !x_adapter.requires_grad(),
+                "LoraLinear: x_adapter must be x's no-grad copy in the factors' dtype");
+  // (an autograd Function takes no undefined tensor input: the copy is made here when not given)
+  torch::Tensor xa = x_adapter;
+  if (!xa.defined()) {
+    torch::NoGradGuard ng;
+    xa = x.scalar_type() == f.a.scalar_type() ? x.detach() : x.detach().to(f.a.scalar_type());
+  }
+  return LoraLinearFn::apply(x, weight, f.a, f.b, f.w, f.dropout, xa);
 }
 
 AdaptedLinear::AdaptedLinear(torch::Tensor weight_local, ParallelKind kind, MoreAdapter* adapter,
@@ -96,7 +117,9 @@ torch::Tensor AdaptedLinear::Forward(const torch::Tensor& x, ForwardContext& ctx
   if (!adapter_) {
     y = torch::matmul(x, weight_.t());
   } else {
-    y = LoraLinear(x, weight_, adapter_->FactorsFor(ctx.task, ctx.training));
+    const auto f = adapter_->FactorsFor(ctx.task, ctx.training);
+    const auto ad = f.a.scalar_type();
+    y = LoraLinear(x, weight_, f, x.scalar_type() == ad ? torch::Tensor() : ctx.AdapterInput(x, ad));
     if (ctx.contrastive)
       ctx.cl_losses.push_back(adapter_->ContrastiveLossPooled(ctx.Pooled(x, adapter_->A.scalar_type()), ctx.task, *tp_));
   }

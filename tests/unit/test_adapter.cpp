@@ -345,6 +345,41 @@ TEST(LoraLinear, Bf16BaseWithFp32AdapterMatchesTheComposition) {
   ExpectSameRun(f, r, 2e-2, 2e-2, "bf16");
 }
 
+// Modules reading one bf16 input share one fp32 copy of it (ForwardContext::AdapterInput), made
+// outside autograd; the node given that copy computes exactly what it computes casting inside.
+TEST(LoraLinear, ModulesReadingOneInputShareOneAdapterCopy) {
+  auto a = MakeAdapter();
+  for (auto& [n, t] : a.Params()) *t = t->detach().to(torch::kFloat32).requires_grad_(true);
+  auto x0 = torch::randn({2, 3, kIn}).to(torch::kBFloat16);
+  auto w = torch::randn({kOut, kIn}).to(torch::kBFloat16);
+  ForwardContext ctx;
+  auto x = x0.clone().requires_grad_(true);
+  auto c1 = ctx.AdapterInput(x, torch::kFloat32), c2 = ctx.AdapterInput(x, torch::kFloat32);
+  EXPECT_TRUE(c1.is_same(c2));
+  EXPECT_FALSE(c1.requires_grad());
+  EXPECT_TRUE(torch::equal(c1, x0.to(torch::kFloat32)));
+  auto other = x0.clone();
+  EXPECT_FALSE(ctx.AdapterInput(other, torch::kFloat32).is_same(c1));
+  auto run = [&](bool shared) {
+    ZeroGrads(a);
+    auto xi = x0.clone().requires_grad_(true);
+    ForwardContext c;
+    torch::manual_seed(5);  // the same dropout draws in both runs
+    const auto f = a.FactorsFor(1, true);
+    auto y = LoraLinear(xi, w, f, shared ? c.AdapterInput(xi, torch::kFloat32) : torch::Tensor());
+    auto probe = torch::linspace(-1, 1, y.numel(), torch::kFloat32).view(y.sizes()).to(y.scalar_type());
+    (y * probe).sum().backward();
+    return std::make_tuple(y.detach(), xi.grad(), a.A.grad().clone(), a.B.grad().clone(), a.gate_w.grad().clone());
+  };
+  const auto s = run(true), n = run(false);
+  EXPECT_TRUE(torch::equal(std::get<0>(s), std::get<0>(n)));
+  EXPECT_TRUE(torch::equal(std::get<1>(s), std::get<1>(n)));
+  EXPECT_TRUE(torch::equal(std::get<2>(s), std::get<2>(n)));
+  EXPECT_TRUE(torch::equal(std::get<3>(s), std::get<3>(n)));
+  EXPECT_TRUE(torch::equal(std::get<4>(s), std::get<4>(n)));
+  EXPECT_GT(std::get<3>(s).abs().max().item<double>(), 0.0);
+}
+
 TEST(MoreAdapter, ContrastiveLossPrefersTheMatchingTask) {
   auto a = MakeAdapter();
   auto grid = ProcessGrid::Single();

@@ -33,17 +33,25 @@ struct ForwardContext {
   // Mean-pooled module input for the contrastive loss; consecutive calls with the same input
   // tensor (q/k/v read one, gate/up another) share one pooling.
   torch::Tensor Pooled(const torch::Tensor& x, torch::ScalarType dtype);
+  // The adapters' copy of a module input in their dtype (fp32 next to a bf16 base), made once for
+  // the modules that read the same tensor (q/k/v, gate/up) and outside autograd: the fused node
+  // saves it for backward, so the modules share one copy instead of keeping one each.
+  torch::Tensor AdapterInput(const torch::Tensor& x, torch::ScalarType dtype);
 
  private:
   torch::Tensor pool_weights_;        // [B, 1, S] mask / count
   torch::Tensor last_x_, last_pooled_;  // the previous call's input (held, so never aliased) and [B, d]
+  torch::Tensor cast_x_, cast_;          // AdapterInput's previous input and its copy
 };
 
 // y = x W^T + ((dropout_p(x) a^T) * w) b^T, with f = MoreAdapter::FactorsFor(...), as one
 // autograd node; gradients reach x, a, b, w (and W if it requires grad). x: [.., d_in] in the
 // base dtype; W: [d_out, d_in] base dtype; the adapter factors are fp32 (or double in tests).
 // Equal to x W^T + adapter.Delta(x) (same dropout draws), which the tests check.
-torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight, const MoreAdapter::Factors& f);
+// x_adapter: x already in the factors' dtype (ForwardContext::AdapterInput; no gradient of its
+// own: x's carries it), or undefined to cast inside.
+torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight, const MoreAdapter::Factors& f,
+                         const torch::Tensor& x_adapter = {});
 
 class AdaptedLinear {
  public:
