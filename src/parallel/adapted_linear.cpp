@@ -46,10 +46,14 @@ class LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
     }
     auto v = xd.mm(a.t());                                                 // [N, rt]
     auto u = v * w;
+    // With a bf16 base the up-projection accumulates into y inside one bf16 GEMM (fp32
+    // accumulation, one rounding of the sum), instead of an fp32 [N, d_out] product, a cast and
+    // an add: u and b are rounded to bf16 first, an error of ~2^-8 of the adapter term, which is
+    // itself small next to y, whose own rounding is 2^-9 of |y|.
     if (u.scalar_type() == y.scalar_type())
       y.addmm_(u, b.t());
     else
-      y.add_(u.mm(b.t()).to(y.scalar_type()));
+      y.addmm_(u.to(y.scalar_type()), b.t().to(y.scalar_type()));
     // (a frozen base needs no x for backward: with a bf16 base, keeping it would add a bf16 copy
     //  of every module input next to the fp32 xd)
     ctx->save_for_backward({weight.requires_grad() ? x2 : torch::Tensor(), xd, noise, v, weight, a, b, w});
@@ -75,8 +79,8 @@ class LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
     if (ctx->needs_input_grad(2)) da = dv.t().mm(xd);                     // [rt, d_in]
     if (ctx->needs_input_grad(0)) {
       dx = g.mm(weight);                                                   // [N, d_in]
-      if (!noise.defined() && dx.scalar_type() == dv.scalar_type()) {
-        dx.addmm_(dv, a);
+      if (!noise.defined()) {  // (bf16 base: dv and a rounded to bf16, as in forward)
+        dx.addmm_(dv.scalar_type() == dx.scalar_type() ? dv : dv.to(dx.scalar_type()), a.to(dx.scalar_type()));
       } else {
         auto dxa = dv.mm(a);
         if (noise.defined()) dxa.mul_(noise);

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+
 #include "more/adapter/more_adapter.h"
 #include "more/core/error.h"
 #include "more/dist/process_grid.h"
@@ -341,8 +343,28 @@ TEST(LoraLinear, Bf16BaseWithFp32AdapterMatchesTheComposition) {
   EXPECT_EQ(f.y.scalar_type(), torch::kBFloat16);
   EXPECT_EQ(f.dx.scalar_type(), torch::kBFloat16);
   EXPECT_EQ(f.grads[0].scalar_type(), torch::kFloat32);
-  // one bf16 rounding of the sum (fused) against two (composed)
+  // the fused node's last adapter GEMM runs in bf16 (u, b rounded), the composition's in fp32
   ExpectSameRun(f, r, 2e-2, 2e-2, "bf16");
+  // Both against the same computation in double (from the same bf16 inputs and fp32 parameters):
+  // the fused node's output and input gradient are within a small multiple of the composition's
+  // own bf16 error, here with the adapter term as large as the base term (B ~ N(0, 1)).
+  auto d = MakeAdapter();
+  auto from = a.Params();
+  for (auto& [n, t] : d.Params()) {
+    auto src = std::find_if(from.begin(), from.end(), [&](auto& p) { return p.first == n; });
+    *t = src->second->detach().to(torch::kFloat64).requires_grad_(true);
+  }
+  auto ref = RunLinear(d, x.to(torch::kFloat64), w.to(torch::kFloat64), 1, false, true);
+  auto err = [](const torch::Tensor& p, const torch::Tensor& q) {
+    return (p.to(torch::kFloat64) - q).abs().max().item<double>() / q.abs().max().item<double>();
+  };
+  EXPECT_LT(err(f.y, ref.y), 1e-2);
+  EXPECT_LT(err(f.dx, ref.dx), 1e-2);
+  EXPECT_LE(err(f.y, ref.y), 3 * err(r.y, ref.y) + 1e-6) << err(f.y, ref.y) << " vs " << err(r.y, ref.y);
+  EXPECT_LE(err(f.dx, ref.dx), 3 * err(r.dx, ref.dx) + 1e-6) << err(f.dx, ref.dx) << " vs " << err(r.dx, ref.dx);
+  // the parameters' gradients stay fp32-accurate
+  EXPECT_LT(err(f.grads[0], ref.grads[0]), 1e-2);
+  EXPECT_LT(err(f.grads[1], ref.grads[1]), 1e-2);
 }
 
 // Modules reading one bf16 input share one fp32 copy of it (ForwardContext::AdapterInput), made

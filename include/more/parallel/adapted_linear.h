@@ -5,7 +5,9 @@
 //   CopyToTp once for all projections that share it). y_loc = x W_loc^T (+ adapter slice).
 // Row-parallel (o, down): W0 split by input columns; W_loc [d_out, d_in/tp]; input x_loc is
 //   this rank's slice [.., d_in/tp]; y = ReduceFromTp( x_loc W_loc^T + adapter partial ).
-// The adapter term is computed in fp32 and added in the base dtype.
+// The adapter path runs in fp32 (its parameters, their gradients, the rank-space products); with a
+// bf16 base its last GEMM (r_t -> d_out in forward, r_t -> d_in for the input gradient) runs in
+// bf16, accumulating into the base GEMM's output.
 //
 // Base and adapter run as ONE autograd node (LoraLinear), not as the dozen nodes autograd would
 // build for x W^T + ((x a^T) * w) b^T: the adapter's up-projection accumulates into the base
