@@ -206,6 +206,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   AdamWOptions oo{cfg_.train.beta1, cfg_.train.beta2, cfg_.train.eps, cfg_.train.weight_decay};
   opt_ = std::make_unique<FlatAdamW>(adapters_->numel(), oo, device_);
   ckpt_ = std::make_unique<CheckpointManager>(cfg_.checkpoint_dir(), cfg_.ckpt.keep_last);
+  adapters_->RefreshSelections();  // the initial (or imported) gates' expert choices, one host read
 
   spdlog::info("layout: {}", grid_.Describe());
   spdlog::info("model: {} layers, hidden {}, heads {} (kv {}), vocab {}, {:.2f}M base params ({})",
@@ -264,6 +265,9 @@ StepResult Trainer::Step() {
   torch::manual_seed(StepSeed(static_cast<uint64_t>(cfg_.train.seed), step_ + 1, grid_.dp_rank(), grid_.pp_rank()));
   StepResult r;
   adapters_->ZeroGrad();
+  // the gates' expert choices for this step's forwards: free when the last step's refresh still
+  // holds, one host read when something (a load, an import) changed the gates since
+  adapters_->RefreshSelections();
   // all micro-batches of the step first: the objective is normalised by the step's target tokens
   std::vector<BatchTensors> batches;
   auto target_tokens = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device_));  // read once below
@@ -317,6 +321,7 @@ StepResult Trainer::Step() {
   } else {
     skipped_in_row_ = 0;
     opt_->Step(adapters_->flat(), adapters_->flat_grad(), adapters_->decay_mask(), r.lr);
+    adapters_->RefreshSelections();  // the new gates' expert choices: one device-to-host read per step
   }
   r.step = ++step_;
   if (device_.is_cuda()) torch::cuda::synchronize();  // the optimizer's kernels are part of the step's time
@@ -457,6 +462,7 @@ int64_t Trainer::MaybeResume() {
   }
   if (!latest) {  // a fresh run: from the transfer checkpoint, if one is given
     if (!transfer_dir_.empty()) LoadTransfer();
+    adapters_->RefreshSelections();
     return 0;
   }
   auto loaded = CheckpointManager::Load(*latest);
@@ -491,6 +497,7 @@ int64_t Trainer::MaybeResume() {
   loader_->LoadState(st.at("sampler"));
   skipped_total_ = st.value("skipped_steps", 0);
   step_ = st.at("step").get<int64_t>();
+  adapters_->RefreshSelections();  // the loaded gates' expert choices, one host read
   spdlog::info("resumed from {} at step {}", *latest, step_);
   return step_;
 }

@@ -137,6 +137,34 @@ TEST(Trainer, Bf16BaseWithFp32AdaptersTracksTheFp32Run) {
   }
 }
 
+// The gates' expert choices cost one device-to-host read per optimizer step, however many
+// modules, micro-batches and recomputed layers read them (on a GPU each read is a sync), and the
+// cached choices are the ones an independent recomputation from the current gates gives.
+TEST(Trainer, OneHostReadOfExpertChoicesPerStep) {
+  auto grid = ProcessGrid::Single();
+  for (int64_t recompute : {0, 1000}) {
+    auto c = TinyConfig(ScratchDir("selection_reads_" + std::to_string(recompute)));
+    c.train.global_batch = 12;  // 3 micro-batches of 4
+    c.train.recompute_layers = recompute;
+    Trainer t(c, *grid);
+    ASSERT_GT(t.adapters().size(), 10u);
+    EXPECT_EQ(t.adapters().selection_host_reads(), 1) << "the constructor's refresh";
+    for (int s = 1; s <= 4; ++s) {
+      t.Step();
+      EXPECT_EQ(t.adapters().selection_host_reads(), 1 + s) << "step " << s << " recompute " << recompute;
+      for (const auto& a : t.adapters().adapters()) {
+        ASSERT_TRUE(a->SelectionCacheValid()) << a->name();
+        const auto k = MoreAdapter::ChooseExperts(a->gate_w.detach().clone(), a->gate_b.detach().clone(),
+                                                  a->E.detach().clone());  // fresh tensors: no cache
+        for (int task = 0; task < static_cast<int>(t.task_names().size()); ++task)
+          ASSERT_EQ(a->ChosenRank(task), k[task].item<int64_t>() + 1) << a->name() << " task " << task;
+      }
+    }
+    t.adapters().TaskRankMap(static_cast<int>(t.task_names().size()));  // what logging and checkpoints read
+    EXPECT_EQ(t.adapters().selection_host_reads(), 5) << "the task->rank map is read from the cache";
+  }
+}
+
 TEST(Trainer, LoraBaselineModeOfTheSameBinary) {
   auto grid = ProcessGrid::Single();
   auto c = TinyConfig(ScratchDir("lora"));
