@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <sstream>
 
+#include <ATen/Context.h>
 #include <torch/version.h>
 
 #include "more/ckpt/export.h"
 #include "more/ckpt/peft_import.h"
 #include "more/ckpt/tensor_file.h"
+#include "more/core/cpu_features.h"
 #include "more/core/error.h"
 #include "more/core/fault.h"
 #include "more/core/hash.h"
@@ -79,8 +81,16 @@ int SetComputeThreads(int64_t requested, int world_rank) {
   return static_cast<int>(threads);
 }
 
+BaseDtypeChoice ResolveBaseDtype(const std::string& dtype, const std::string& device) {
+  if (dtype == "bfloat16") return {torch::kBFloat16, "model.dtype=bfloat16"};
+  if (dtype != "auto") return {torch::kFloat32, "model.dtype=" + dtype};
+  if (device == "cuda") return {torch::kBFloat16, "model.dtype=auto, bf16: model.device=cuda"};
+  const auto cpu = CpuAutoBf16(at::hasMKLDNN());
+  return {cpu.bf16 ? torch::kBFloat16 : torch::kFloat32, "model.dtype=auto, " + cpu.reason};
+}
+
 torch::ScalarType BaseDtype(const std::string& dtype, const std::string& device) {
-  return dtype == "bfloat16" || (dtype == "auto" && device == "cuda") ? torch::kBFloat16 : torch::kFloat32;
+  return ResolveBaseDtype(dtype, device).dtype;
 }
 
 Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), grid_(grid) {
@@ -191,7 +201,9 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   }
   num_modules_ = ao.more ? model_cfg_.num_hidden_layers * static_cast<int64_t>(targets.size()) : 0;
 
-  const auto dtype = BaseDtype(cfg_.model.dtype, cfg_.model.device);
+  const auto dtype_choice = ResolveBaseDtype(cfg_.model.dtype, cfg_.model.device);
+  const auto dtype = dtype_choice.dtype;
+  if (grid_.is_world_root()) spdlog::info("base weights {} ({})", c10::toString(dtype), dtype_choice.reason);
   weights_ = std::make_unique<SafetensorsCollection>(cfg_.model.path);
   stage_ = std::make_unique<LlamaStage>(model_cfg_, *weights_, grid_, adapters_.get(), dtype, device_);
   if (cfg_.model.attention == "fused") {

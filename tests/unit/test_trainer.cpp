@@ -7,9 +7,14 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
+#include <ATen/Context.h>
+
 #include "more/ckpt/checkpoint.h"
+#include "more/core/cpu_features.h"
 #include "more/core/error.h"
 #include "more/core/hash.h"
 #include "more/core/safetensors.h"
@@ -163,6 +168,40 @@ TEST(Trainer, OneHostReadOfExpertChoicesPerStep) {
     t.adapters().TaskRankMap(static_cast<int>(t.task_names().size()));  // what logging and checkpoints read
     EXPECT_EQ(t.adapters().selection_host_reads(), 5) << "the task->rank map is read from the cache";
   }
+}
+
+// model.dtype = auto on the CPU: bf16 where the CPU has native bf16 matmuls and LibTorch has
+// oneDNN, fp32 otherwise; MORE_CPU_BF16 forces the CPU's answer; explicit dtypes are kept.
+TEST(Trainer, AutoDtypeIsBf16OnACpuWithNativeBf16) {
+  const char* saved = std::getenv("MORE_CPU_BF16");
+  const std::string saved_value = saved ? saved : "";
+  ::unsetenv("MORE_CPU_BF16");
+  const bool native = DetectCpuFeatures().NativeBf16() && at::hasMKLDNN();
+  std::printf("this machine: %s; oneDNN %s\n", ResolveBaseDtype("auto", "cpu").reason.c_str(),
+              at::hasMKLDNN() ? "yes" : "no");
+  EXPECT_EQ(BaseDtype("auto", "cpu"), native ? torch::kBFloat16 : torch::kFloat32);
+  EXPECT_NE(ResolveBaseDtype("auto", "cpu").reason.find(native ? "bf16: CPU has" : "fp32"), std::string::npos);
+  EXPECT_EQ(BaseDtype("auto", "cuda"), torch::kBFloat16);
+  ::setenv("MORE_CPU_BF16", "1", 1);
+  EXPECT_EQ(BaseDtype("auto", "cpu"), torch::kBFloat16);
+  EXPECT_EQ(BaseDtype("float32", "cpu"), torch::kFloat32) << "an explicit dtype wins over the override";
+  auto grid = ProcessGrid::Single();
+  auto run = [&](const std::string& name) {
+    auto c = TinyConfig(ScratchDir(name));
+    c.model.dtype = "auto";
+    Trainer t(c, *grid);
+    return t.stage().dtype();
+  };
+  EXPECT_EQ(run("auto_forced_on"), torch::kBFloat16);
+  ::setenv("MORE_CPU_BF16", "0", 1);
+  EXPECT_EQ(BaseDtype("auto", "cpu"), torch::kFloat32);
+  EXPECT_EQ(BaseDtype("bfloat16", "cpu"), torch::kBFloat16);
+  EXPECT_EQ(BaseDtype("auto", "cuda"), torch::kBFloat16) << "the override is about the CPU";
+  EXPECT_EQ(run("auto_forced_off"), torch::kFloat32);
+  ::setenv("MORE_CPU_BF16", "yes", 1);
+  EXPECT_THROW(BaseDtype("auto", "cpu"), Error);
+  if (saved) ::setenv("MORE_CPU_BF16", saved_value.c_str(), 1);
+  else ::unsetenv("MORE_CPU_BF16");
 }
 
 TEST(Trainer, LoraBaselineModeOfTheSameBinary) {
