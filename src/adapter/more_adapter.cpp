@@ -88,7 +88,8 @@ bool MoreAdapter::SelectionCacheValid() const {
   if (!HardGate() || cache_k_.empty() || !c.gate_w.defined()) return false;
   // inference tensors have no version counter (-1): never trusted
   return c.gate_w.is_same(gate_w) && c.gate_b.is_same(gate_b) && c.E.is_same(E) && c.v_gate_w >= 0 &&
-         c.v_gate_w == VersionOf(gate_w) && c.v_gate_b == VersionOf(gate_b) && c.v_E == VersionOf(E);
+         c.v_gate_b >= 0 && c.v_E >= 0 && c.v_gate_w == VersionOf(gate_w) && c.v_gate_b == VersionOf(gate_b) &&
+         c.v_E == VersionOf(E);
 }
 
 void MoreAdapter::SetSelectionCache(SelectionKey key, std::vector<int64_t> k) const {
