@@ -28,7 +28,8 @@ for s in $SEEDS; do
     out=$OUT/$c-s$s
     grep -q "\"step\":$STEPS,.*\"type\":\"eval\"" "$out/metrics.jsonl" 2> /dev/null && continue
     rm -rf "$out"
-    mpirun -np 1 "$BIN"/more_train --config launch/demo.toml --model.path="$EXP/base" --data.train="$OUT/shards" \
+    # model.dtype pinned to float32 (the fp32 runs docs/results.md reports): auto is bf16 on a CPU with native bf16
+    mpirun -np 1 "$BIN"/more_train --config launch/demo.toml --model.dtype=float32 --model.path="$EXP/base" --data.train="$OUT/shards" \
       --train.out_dir="$out" --train.threads="$THREADS" --train.progress=false --train.steps="$STEPS" \
       --train.seed="$s" --train.global_batch=16 --train.warmup=10 --eval.every=$((STEPS / 2)) \
       --eval.max_samples=0 --ckpt.every="$STEPS" --adapter.rank=8 ${CFG[$c]} > "$out.log" 2>&1 \

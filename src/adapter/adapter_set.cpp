@@ -46,7 +46,40 @@ void AdapterSet::SyncGrads(const ProcessGrid& grid) {
   if (grid.layout().dp > 1) flat_grad_.div_(static_cast<double>(grid.layout().dp));
 }
 
+int64_t AdapterSet::RefreshSelections() const {
+  std::vector<MoreAdapter*> stale;
+  std::vector<MoreAdapter::SelectionKey> keys;
+  std::vector<torch::Tensor> chosen;  // [rows of E] long each, on the device
+  for (const auto& a : adapters_) {
+    if (!a->HardGate() || a->SelectionCacheValid()) continue;
+    keys.push_back(a->CurrentSelectionKey());  // the state the choice below is computed from
+    chosen.push_back(MoreAdapter::ChooseExperts(a->gate_w, a->gate_b, a->E));
+    stale.push_back(a.get());
+  }
+  if (stale.empty()) return 0;
+  const auto host = torch::cat(chosen).to(torch::kCPU);  // the one device-to-host transfer
+  ++refresh_reads_;
+  const auto* p = host.data_ptr<int64_t>();
+  for (size_t i = 0; i < stale.size(); ++i) {
+    const auto n = chosen[i].numel();
+    stale[i]->SetSelectionCache(std::move(keys[i]), std::vector<int64_t>(p, p + n));
+    p += n;
+  }
+  return static_cast<int64_t>(stale.size());
+}
+
+int64_t AdapterSet::selection_host_reads() const {
+  int64_t n = refresh_reads_;
+  for (const auto& a : adapters_) n += a->selection_host_reads();
+  return n;
+}
+
+void AdapterSet::InvalidateSelections() const {
+  for (const auto& a : adapters_) a->InvalidateSelection();
+}
+
 nlohmann::json AdapterSet::TaskRankMap(int num_tasks) const {
+  RefreshSelections();  // one host read for the whole map when anything changed
   nlohmann::json j = nlohmann::json::object();
   for (const auto& a : adapters_) {
     std::vector<int64_t> ranks;

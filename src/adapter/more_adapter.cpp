@@ -61,29 +61,85 @@ std::vector<std::pair<std::string, torch::Tensor*>> MoreAdapter::Params() {
   return p;
 }
 
+int64_t MoreAdapter::GateRow(int task) const {
+  MORE_CHECK(task >= 0 && task < opt_.num_tasks, "adapter {}: task id {} outside [0, {})", name_, task,
+             opt_.num_tasks);
+  return opt_.shared_gate_input ? 0 : task;
+}
+
+torch::Tensor MoreAdapter::ChooseExperts(const torch::Tensor& gate_w, const torch::Tensor& gate_b,
+                                         const torch::Tensor& E) {
+  torch::NoGradGuard ng;
+  // logits [rows, n_experts] = E gate_w^T + gate_b in float64 (products of fp32 values are exact)
+  auto logits = torch::addmm(gate_b.to(torch::kFloat64), E.to(torch::kFloat64), gate_w.to(torch::kFloat64).t());
+  return logits.argmax(1);                                                 // [rows] long, first maximum
+}
+
+namespace {
+int64_t VersionOf(const torch::Tensor& t) { return t.is_inference() ? -1 : static_cast<int64_t>(t._version()); }
+}  // namespace
+
+MoreAdapter::SelectionKey MoreAdapter::CurrentSelectionKey() const {
+  return {gate_w, gate_b, E, VersionOf(gate_w), VersionOf(gate_b), VersionOf(E)};
+}
+
+bool MoreAdapter::SelectionCacheValid() const {
+  const auto& c = cache_key_;
+  if (!HardGate() || cache_k_.empty() || !c.gate_w.defined()) return false;
+  // inference tensors have no version counter (-1): never trusted
+  return c.gate_w.is_same(gate_w) && c.gate_b.is_same(gate_b) && c.E.is_same(E) && c.v_gate_w >= 0 &&
+         c.v_gate_b >= 0 && c.v_E >= 0 && c.v_gate_w == VersionOf(gate_w) && c.v_gate_b == VersionOf(gate_b) &&
+         c.v_E == VersionOf(E);
+}
+
+void MoreAdapter::SetSelectionCache(SelectionKey key, std::vector<int64_t> k) const {
+  MORE_CHECK(HardGate(), "adapter {}: no expert selection to cache (LoRA or soft selection)", name_);
+  MORE_CHECK(static_cast<int64_t>(k.size()) == E.size(0), "adapter {}: {} cached choices for {} rows of E", name_,
+             k.size(), E.size(0));
+  for (auto v : k)
+    MORE_CHECK(v >= 0 && v < static_cast<int64_t>(experts_.size()), "adapter {}: expert index {} of {}", name_, v,
+               experts_.size());
+  cache_key_ = std::move(key);
+  cache_k_ = std::move(k);
+}
+
+int64_t MoreAdapter::CachedExpert(int64_t row) const {
+  if (!SelectionCacheValid()) {
+    auto key = CurrentSelectionKey();                                      // before computing: the state it sees
+    const auto k = ChooseExperts(gate_w, gate_b, E).to(torch::kCPU);       // one host read for this module
+    ++host_reads_;
+    const auto* p = k.data_ptr<int64_t>();
+    SetSelectionCache(std::move(key), std::vector<int64_t>(p, p + k.numel()));
+  }
+  return cache_k_.at(static_cast<size_t>(row));
+}
+
 MoreAdapter::Selection MoreAdapter::Select(int task) const {
   Selection sel;
   if (!opt_.more) {
     sel.rank = opt_.rank;
     return sel;
   }
-  MORE_CHECK(task >= 0 && task < opt_.num_tasks, "adapter {}: task id {} outside [0, {})", name_, task,
-             opt_.num_tasks);
+  const int64_t row = GateRow(task);
   // p_t = softmax(W_g e_t + b_g)                                            [n_experts]
-  sel.probs = torch::softmax(torch::mv(gate_w, E[opt_.shared_gate_input ? 0 : task]) + gate_b, 0);
+  sel.probs = torch::softmax(torch::mv(gate_w, E[row]) + gate_b, 0);
   if (opt_.soft) {
     sel.rank = opt_.rank;
     return sel;
   }
-  auto [pk, k] = sel.probs.max(0);                                        // p_k and k = argmax (0-dim)
-  sel.rank = experts_.at(static_cast<size_t>(k.item<int64_t>()));
+  const int64_t k = CachedExpert(row);                                     // THE selection (host int, no sync)
+  sel.rank = experts_.at(static_cast<size_t>(k));
+  auto pk = sel.probs[k];                                                  // p_t[k] (0-dim)
   sel.weight = pk - pk.detach() + 1.0;  // straight-through: value 1, d/dp = 1
   return sel;
 }
 
 int64_t MoreAdapter::ChosenRank(int task) const {
-  torch::NoGradGuard ng;
-  return Select(task).rank;
+  if (!HardGate()) {
+    if (opt_.more) GateRow(task);  // the task id check
+    return opt_.rank;
+  }
+  return experts_.at(static_cast<size_t>(CachedExpert(GateRow(task))));
 }
 
 torch::Tensor MoreAdapter::ComponentWeights(const Selection& sel) const {

@@ -200,7 +200,8 @@ double OwnShapeRate(const LlamaConfig& m, int64_t tokens, const ProcessGrid& gri
 int Matmul(const Args& a) {
   SetComputeThreads(a.Int("threads", 1), WorldRank());
   nlohmann::json shapes = nlohmann::json::array();
-  // the base model's matmul dtype on its device (model.dtype=auto: fp32 on the CPU, bf16 on a GPU)
+  // the base model's matmul dtype on its device (model.dtype=auto: bf16 on a GPU and on a CPU with
+  // native bf16 (AVX512-BF16 / AMX-BF16 and oneDNN), else fp32; --bench.dtype chooses)
   const std::string device = a.bench.count("device") ? a.bench.at("device") : "cpu";
   const int gpu = SelectDevice(device, MPI_COMM_WORLD);
   const auto o = torch::TensorOptions(BaseDtype(a.bench.count("dtype") ? a.bench.at("dtype") : "auto", device))

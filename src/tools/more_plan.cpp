@@ -13,6 +13,7 @@
 
 #include "more/core/main_guard.h"
 #include "more/config/config.h"
+#include "more/core/cpu_features.h"
 #include "more/core/error.h"
 #include "more/dist/memory_plan.h"
 #include "more/model/hf_config.h"
@@ -28,7 +29,9 @@ usage: more_plan [--config FILE.toml] [--model DIR | --preset NAME] --world N [o
   --preset NAME        llama2-7b | llama2-13b | llama2-70b (Hugging Face values)
   --world N            number of ranks (GPUs) of the job
   --seq-len L          padded sequence length (the shards' max length), default 128
-  --base-dtype D       bf16 | f32; default from model.dtype (auto plans the GPU run: bf16)
+  --base-dtype D       bf16 | f32; default from model.dtype, auto as more_train resolves it: bf16
+                       with model.device=cuda; with cpu, bf16 where this CPU has native bf16
+                       (AVX512-BF16 / AMX-BF16; MORE_CPU_BF16=0/1 forces it), else f32
   --gpu-gb G           memory per GPU in GiB, default 80 (10% of it is kept back)
   --tasks T            number of tasks (rows of each task embedding); default: the names in
                        data.tasks when set, else 8
@@ -148,7 +151,12 @@ int Run(int argc, char** argv) {
 
   if (base_dtype.empty()) {
     if (cfg.model.dtype == "float32") base_dtype = "f32";
-    else base_dtype = "bf16";  // bfloat16, or auto: bf16 on GPU (the CPU path runs auto as f32)
+    else if (cfg.model.dtype == "bfloat16" || cfg.model.device == "cuda") base_dtype = "bf16";
+    else {  // auto on the CPU: more_train's rule (torch-free here: a LibTorch with oneDNN is assumed)
+      const auto cpu = more::CpuAutoBf16(/*have_onednn=*/true);
+      base_dtype = cpu.bf16 ? "bf16" : "f32";
+      std::cerr << "more_plan: model.dtype=auto on the CPU: " << cpu.reason << "\n";
+    }
   }
   if (base_dtype == "bf16" || base_dtype == "bfloat16") opt.elem_bytes = 2;
   else if (base_dtype == "f32" || base_dtype == "float32") opt.elem_bytes = 4;

@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <sstream>
 
+#include <ATen/Context.h>
 #include <torch/version.h>
 
 #include "more/ckpt/export.h"
 #include "more/ckpt/peft_import.h"
 #include "more/ckpt/tensor_file.h"
+#include "more/core/cpu_features.h"
 #include "more/core/error.h"
 #include "more/core/fault.h"
 #include "more/core/hash.h"
@@ -79,8 +81,16 @@ int SetComputeThreads(int64_t requested, int world_rank) {
   return static_cast<int>(threads);
 }
 
+BaseDtypeChoice ResolveBaseDtype(const std::string& dtype, const std::string& device) {
+  if (dtype == "bfloat16") return {torch::kBFloat16, "model.dtype=bfloat16"};
+  if (dtype != "auto") return {torch::kFloat32, "model.dtype=" + dtype};
+  if (device == "cuda") return {torch::kBFloat16, "model.dtype=auto, bf16: model.device=cuda"};
+  const auto cpu = CpuAutoBf16(at::hasMKLDNN());
+  return {cpu.bf16 ? torch::kBFloat16 : torch::kFloat32, "model.dtype=auto, " + cpu.reason};
+}
+
 torch::ScalarType BaseDtype(const std::string& dtype, const std::string& device) {
-  return dtype == "bfloat16" || (dtype == "auto" && device == "cuda") ? torch::kBFloat16 : torch::kFloat32;
+  return ResolveBaseDtype(dtype, device).dtype;
 }
 
 Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), grid_(grid) {
@@ -191,7 +201,9 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   }
   num_modules_ = ao.more ? model_cfg_.num_hidden_layers * static_cast<int64_t>(targets.size()) : 0;
 
-  const auto dtype = BaseDtype(cfg_.model.dtype, cfg_.model.device);
+  const auto dtype_choice = ResolveBaseDtype(cfg_.model.dtype, cfg_.model.device);
+  const auto dtype = dtype_choice.dtype;
+  if (grid_.is_world_root()) spdlog::info("base weights {} ({})", c10::toString(dtype), dtype_choice.reason);
   weights_ = std::make_unique<SafetensorsCollection>(cfg_.model.path);
   stage_ = std::make_unique<LlamaStage>(model_cfg_, *weights_, grid_, adapters_.get(), dtype, device_);
   if (cfg_.model.attention == "fused") {
@@ -206,6 +218,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   AdamWOptions oo{cfg_.train.beta1, cfg_.train.beta2, cfg_.train.eps, cfg_.train.weight_decay};
   opt_ = std::make_unique<FlatAdamW>(adapters_->numel(), oo, device_);
   ckpt_ = std::make_unique<CheckpointManager>(cfg_.checkpoint_dir(), cfg_.ckpt.keep_last);
+  adapters_->RefreshSelections();  // the initial (or imported) gates' expert choices, one host read
 
   spdlog::info("layout: {}", grid_.Describe());
   spdlog::info("model: {} layers, hidden {}, heads {} (kv {}), vocab {}, {:.2f}M base params ({})",
@@ -264,6 +277,9 @@ StepResult Trainer::Step() {
   torch::manual_seed(StepSeed(static_cast<uint64_t>(cfg_.train.seed), step_ + 1, grid_.dp_rank(), grid_.pp_rank()));
   StepResult r;
   adapters_->ZeroGrad();
+  // the gates' expert choices for this step's forwards: free when the last step's refresh still
+  // holds, one host read when something (a load, an import) changed the gates since
+  adapters_->RefreshSelections();
   // all micro-batches of the step first: the objective is normalised by the step's target tokens
   std::vector<BatchTensors> batches;
   int64_t target_tokens = 0;  // counted on the host (ToTensors)
@@ -317,6 +333,7 @@ StepResult Trainer::Step() {
   } else {
     skipped_in_row_ = 0;
     opt_->Step(adapters_->flat(), adapters_->flat_grad(), adapters_->decay_mask(), r.lr);
+    adapters_->RefreshSelections();  // the new gates' expert choices: one device-to-host read per step
   }
   r.step = ++step_;
   if (device_.is_cuda()) torch::cuda::synchronize();  // the optimizer's kernels are part of the step's time
@@ -457,6 +474,7 @@ int64_t Trainer::MaybeResume() {
   }
   if (!latest) {  // a fresh run: from the transfer checkpoint, if one is given
     if (!transfer_dir_.empty()) LoadTransfer();
+    adapters_->RefreshSelections();
     return 0;
   }
   auto loaded = CheckpointManager::Load(*latest);
@@ -491,6 +509,7 @@ int64_t Trainer::MaybeResume() {
   loader_->LoadState(st.at("sampler"));
   skipped_total_ = st.value("skipped_steps", 0);
   step_ = st.at("step").get<int64_t>();
+  adapters_->RefreshSelections();  // the loaded gates' expert choices, one host read
   spdlog::info("resumed from {} at step {}", *latest, step_);
   return step_;
 }

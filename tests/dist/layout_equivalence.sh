@@ -10,7 +10,8 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 run() {  # name np tp micro [pp] [schedule]
-  mpirun -np "$2" "$BUILD/more_train" --config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" \
+  # model.dtype pinned to float32 (tight tolerances across layouts): auto is bf16 on a CPU with native bf16
+  mpirun -np "$2" "$BUILD/more_train" --config "$SRC/launch/demo.toml" --model.dtype=float32 --model.path="$DATA/tiny" \
     --data.train="$DATA/shards" --train.out_dir="$OUT/$1" --parallel.tp="$3" --train.micro_batch="$4" \
     --parallel.pp="${5:-1}" --parallel.schedule="${6:-1f1b}" \
     --train.global_batch=16 --train.steps=6 --ckpt.every=3 --train.warmup=2 --train.lr=5e-3 --adapter.dropout=0 \

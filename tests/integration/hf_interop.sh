@@ -21,7 +21,8 @@ IDS="1,25,80,7,300,41,9,12;1,100,3,77,5,250,61,2"
 
 train() {  # name, overrides...
   local name=$1; shift
-  mpirun -np 1 "$BUILD/more_train" --config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" \
+  # model.dtype pinned to float32 (checks against transformers + peft): auto is bf16 on a CPU with native bf16
+  mpirun -np 1 "$BUILD/more_train" --config "$SRC/launch/demo.toml" --model.dtype=float32 --model.path="$DATA/tiny" \
     --data.train="$DATA/shards" --train.out_dir="$OUT/$name" --eval.at_start=false --eval.every=0 \
     --train.threads=1 --train.progress=false --ckpt.every=1000 "$@" > "$OUT/$name.log" 2>&1 \
     || { echo "FAIL training $name"; tail -20 "$OUT/$name.log"; exit 1; }

@@ -9,6 +9,7 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include "more/adapter/more_adapter.h"
 #include "more/train/trainer.h"
 #include "torch_test_util.h"
 #include "trainer_test_util.h"
@@ -38,7 +39,35 @@ StepRun Train(const std::string& name, const std::string& device, const std::str
   EXPECT_EQ(t.adapters().flat().device().type(), device == "cuda" ? torch::kCUDA : torch::kCPU);
   EXPECT_EQ(t.adapters().flat().scalar_type(), torch::kFloat32);
   EXPECT_EQ(t.optimizer().m().scalar_type(), torch::kFloat32);
-  return RunSteps(t, steps);
+  auto r = RunSteps(t, steps);
+  // the gates' expert choices: one device-to-host read at start and one per optimizer step
+  EXPECT_EQ(t.adapters().selection_host_reads(), 1 + steps) << device;
+  return r;
+}
+
+// THE expert selection (fp64 logits of fp32 gates) picks the same experts on the GPU as on the
+// CPU, and the cached choice on the GPU is the independent CPU computation's.
+TEST(Cuda, ExpertSelectionOnTheGpuEqualsTheCpus) {
+  MORE_NEED_GPU();
+  torch::manual_seed(17);
+  const auto gpu = torch::Device(torch::kCUDA, 0);
+  AdapterOptions o;
+  o.rank = 8;
+  o.num_tasks = 6;
+  MoreAdapter a("layers.0.q", 64, 64, o, ParallelKind::kColumn, 0, 1);
+  for (auto& [n, t] : a.Params()) *t = t->to(gpu);
+  for (int state = 0; state < 100; ++state) {
+    {
+      torch::NoGradGuard ng;
+      a.gate_w.normal_();
+      a.gate_b.normal_(0.0, 0.1);
+      a.E.normal_();
+    }
+    const auto on_gpu = MoreAdapter::ChooseExperts(a.gate_w, a.gate_b, a.E).cpu();
+    const auto on_cpu = MoreAdapter::ChooseExperts(a.gate_w.cpu(), a.gate_b.cpu(), a.E.cpu());
+    ASSERT_TRUE(torch::equal(on_gpu, on_cpu)) << "state " << state;
+    for (int t = 0; t < 6; ++t) ASSERT_EQ(a.ChosenRank(t), on_cpu[t].item<int64_t>() + 1) << "state " << state;
+  }
 }
 
 TEST(Cuda, Fp32BaseOnTheGpuMatchesTheCpu) {

@@ -7,9 +7,14 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
+#include <ATen/Context.h>
+
 #include "more/ckpt/checkpoint.h"
+#include "more/core/cpu_features.h"
 #include "more/core/error.h"
 #include "more/core/hash.h"
 #include "more/core/safetensors.h"
@@ -135,6 +140,68 @@ TEST(Trainer, Bf16BaseWithFp32AdaptersTracksTheFp32Run) {
   }
   EXPECT_NE(l16[0], l32[0]) << method;  // it really ran in bf16
   }
+}
+
+// The gates' expert choices cost one device-to-host read per optimizer step, however many
+// modules, micro-batches and recomputed layers read them (on a GPU each read is a sync), and the
+// cached choices are the ones an independent recomputation from the current gates gives.
+TEST(Trainer, OneHostReadOfExpertChoicesPerStep) {
+  auto grid = ProcessGrid::Single();
+  for (int64_t recompute : {0, 1000}) {
+    auto c = TinyConfig(ScratchDir("selection_reads_" + std::to_string(recompute)));
+    c.train.global_batch = 12;  // 3 micro-batches of 4
+    c.train.recompute_layers = recompute;
+    Trainer t(c, *grid);
+    ASSERT_GT(t.adapters().size(), 10u);
+    EXPECT_EQ(t.adapters().selection_host_reads(), 1) << "the constructor's refresh";
+    for (int s = 1; s <= 4; ++s) {
+      t.Step();
+      EXPECT_EQ(t.adapters().selection_host_reads(), 1 + s) << "step " << s << " recompute " << recompute;
+      for (const auto& a : t.adapters().adapters()) {
+        ASSERT_TRUE(a->SelectionCacheValid()) << a->name();
+        const auto k = MoreAdapter::ChooseExperts(a->gate_w.detach().clone(), a->gate_b.detach().clone(),
+                                                  a->E.detach().clone());  // fresh tensors: no cache
+        for (int task = 0; task < static_cast<int>(t.task_names().size()); ++task)
+          ASSERT_EQ(a->ChosenRank(task), k[task].item<int64_t>() + 1) << a->name() << " task " << task;
+      }
+    }
+    t.adapters().TaskRankMap(static_cast<int>(t.task_names().size()));  // what logging and checkpoints read
+    EXPECT_EQ(t.adapters().selection_host_reads(), 5) << "the task->rank map is read from the cache";
+  }
+}
+
+// model.dtype = auto on the CPU: bf16 where the CPU has native bf16 matmuls and LibTorch has
+// oneDNN, fp32 otherwise; MORE_CPU_BF16 forces the CPU's answer; explicit dtypes are kept.
+TEST(Trainer, AutoDtypeIsBf16OnACpuWithNativeBf16) {
+  const char* saved = std::getenv("MORE_CPU_BF16");
+  const std::string saved_value = saved ? saved : "";
+  ::unsetenv("MORE_CPU_BF16");
+  const bool native = DetectCpuFeatures().NativeBf16() && at::hasMKLDNN();
+  std::printf("this machine: %s; oneDNN %s\n", ResolveBaseDtype("auto", "cpu").reason.c_str(),
+              at::hasMKLDNN() ? "yes" : "no");
+  EXPECT_EQ(BaseDtype("auto", "cpu"), native ? torch::kBFloat16 : torch::kFloat32);
+  EXPECT_NE(ResolveBaseDtype("auto", "cpu").reason.find(native ? "bf16: CPU has" : "fp32"), std::string::npos);
+  EXPECT_EQ(BaseDtype("auto", "cuda"), torch::kBFloat16);
+  ::setenv("MORE_CPU_BF16", "1", 1);
+  EXPECT_EQ(BaseDtype("auto", "cpu"), torch::kBFloat16);
+  EXPECT_EQ(BaseDtype("float32", "cpu"), torch::kFloat32) << "an explicit dtype wins over the override";
+  auto grid = ProcessGrid::Single();
+  auto run = [&](const std::string& name) {
+    auto c = TinyConfig(ScratchDir(name));
+    c.model.dtype = "auto";
+    Trainer t(c, *grid);
+    return t.stage().dtype();
+  };
+  EXPECT_EQ(run("auto_forced_on"), torch::kBFloat16);
+  ::setenv("MORE_CPU_BF16", "0", 1);
+  EXPECT_EQ(BaseDtype("auto", "cpu"), torch::kFloat32);
+  EXPECT_EQ(BaseDtype("bfloat16", "cpu"), torch::kBFloat16);
+  EXPECT_EQ(BaseDtype("auto", "cuda"), torch::kBFloat16) << "the override is about the CPU";
+  EXPECT_EQ(run("auto_forced_off"), torch::kFloat32);
+  ::setenv("MORE_CPU_BF16", "yes", 1);
+  EXPECT_THROW(BaseDtype("auto", "cpu"), Error);
+  if (saved) ::setenv("MORE_CPU_BF16", saved_value.c_str(), 1);
+  else ::unsetenv("MORE_CPU_BF16");
 }
 
 TEST(Trainer, LoraBaselineModeOfTheSameBinary) {

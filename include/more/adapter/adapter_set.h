@@ -5,6 +5,16 @@
 //
 // Parameter names: "<module>.<suffix>", e.g. "layers.3.q.A" (module names are global, so a
 // checkpoint written under one pipeline layout loads under another).
+//
+// Expert selection cache (MoRE with the hard gate; see more_adapter.h, "THE selection"): each
+// module caches its chosen expert per task on the host, keyed on the version counter of its
+// gate and task embeddings. The parameters are views of flat(), so they share flat()'s version
+// counter: the optimizer's in-place update and LoadNamed make every cache stale. RefreshSelections
+// recomputes every stale module's choice on the device (MoreAdapter::ChooseExperts) and copies
+// all of them to the host in ONE transfer ([sum over modules of rows of E] int64); the trainer
+// calls it after each optimizer step (and before each step, where it is free when nothing
+// changed). A module whose cache is stale anyway (a caller that changed parameters without a
+// refresh) recomputes itself on its next Select: never stale, only slower.
 #pragma once
 #include <map>
 #include <memory>
@@ -47,6 +57,14 @@ class AdapterSet {
   // up, data-parallel replicas average. One flattened all-reduce.
   void SyncGrads(const ProcessGrid& grid);
 
+  // Recomputes the expert choice of every module whose cache is stale, with one device-to-host
+  // copy for all of them (none when every cache is valid). Returns the number of modules refreshed.
+  int64_t RefreshSelections() const;
+  // Device-to-host reads of expert choices so far: RefreshSelections' transfers plus the
+  // modules' own recomputations of a stale cache.
+  int64_t selection_host_reads() const;
+  void InvalidateSelections() const;  // after writes that bypass the version counter
+
   // {module: [chosen rank per task]} (LoRA: the fixed rank for every task).
   nlohmann::json TaskRankMap(int num_tasks) const;
   // Modules of a task->rank map ({module: [rank per task]}) whose chosen rank is not the same
@@ -64,6 +82,7 @@ class AdapterSet {
   std::map<std::string, MoreAdapter*> by_name_;
   std::vector<Entry> entries_;
   torch::Tensor flat_, flat_grad_, decay_mask_;
+  mutable int64_t refresh_reads_ = 0;  // RefreshSelections' host transfers
 };
 
 }  // namespace more

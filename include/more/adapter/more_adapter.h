@@ -10,7 +10,7 @@
 //   gate_w [r, d_in], gate_b [r]  (nn.Linear init)
 // Forward for a micro-batch of task t (batches are single-task):
 //   p_t = softmax(gate_w e_t + gate_b)                         [r]
-//   k   = argmax p_t,  r_t = k + 1
+//   k   = argmax p_t,  r_t = k + 1      (THE selection below decides k)
 //   ste = p_t[k] - stopgrad(p_t[k]) + 1                        value 1, gradient to gate and E
 //   h   = W0 x + ste * s(r_t) * alpha/r * B[:, :r_t] A[:r_t, :] dropout(x)
 //   s(r_t) = r_t / |T| ("paper", Eq. 6) | 1 ("none"); |T| = scale_tasks, the number of tasks
@@ -25,6 +25,23 @@
 //   shared_gate_input ("w/o task embeddings"): E has one row, a learned input shared by all
 //     tasks, so every task chooses the same expert; no contrastive loss (it needs one e_t per task).
 // method = "lora" (baseline): fixed rank r, no gate, no E, scale alpha/r.
+//
+// THE selection (hard gate): k_t = argmax_k (gate_w E^T + gate_b)[t, k], the logits of every
+// row of E in float64 on the parameters' device (ChooseExperts; fp32 inputs, so each product is
+// exact and only the sum rounds: the answer is the exact argmax except for logits closer than
+// ~1e-15 relative), first index on ties. Softmax is monotone, so this is argmax p_t. Every path
+// uses it: Select (forward), ChosenRank (task->rank maps, checkpoints), MergedDelta and export;
+// every rank of a data-parallel or tensor-parallel group computes it on the same replicated
+// parameters with the same kernels, so ties and near-ties cannot split a group.
+// The chosen k per row of E is cached on the host: Select reads no device value (on a GPU, no
+// sync), and indexes p_t with the cached k for the STE weight, so gradients are unchanged.
+// The cache is keyed on the identity and autograd version counter (_version()) of gate_w, gate_b
+// and E: any in-place change (the optimizer step, LoadNamed, a checkpoint or PEFT import,
+// a test's edit) or a new tensor makes it stale, and a stale cache is never used: Select then
+// recomputes THE selection of this module (one host read, counted in selection_host_reads()).
+// AdapterSet::RefreshSelections() refreshes every stale module with ONE host read (the trainer
+// calls it after each optimizer step and before each step). Writes that bypass the version
+// counter (raw data pointers, Tensor::data()) must call InvalidateSelection().
 //
 // Contrastive loss of the module (Eq. 8 with its minus sign):
 //   z_i = mean of x_i over non-pad tokens;  L_con = CE_k( cos(z_i, e_k) / tau ; label t ),
@@ -94,6 +111,23 @@ class MoreAdapter {
   Selection Select(int task) const;
   int64_t ChosenRank(int task) const;
 
+  // THE selection: expert index per row of E, [E.size(0)] long on the parameters' device (no host
+  // read). gate_w [n_experts, d], gate_b [n_experts], E [rows, d]; float64 logits, argmax (first).
+  static torch::Tensor ChooseExperts(const torch::Tensor& gate_w, const torch::Tensor& gate_b,
+                                     const torch::Tensor& E);
+  bool HardGate() const { return opt_.more && !opt_.soft; }  // MoRE with an argmax (the cached case)
+  // The cache of the chosen expert per row of E (hard gate only; see the header comment).
+  struct SelectionKey {
+    torch::Tensor gate_w, gate_b, E;  // the tensors the choice was computed from (identity)
+    int64_t v_gate_w = -1, v_gate_b = -1, v_E = -1;  // and their _version()s then
+  };
+  SelectionKey CurrentSelectionKey() const;
+  bool SelectionCacheValid() const;                  // false for LoRA / soft (nothing cached)
+  // Stores k (one expert index per row of E) computed from the parameters described by `key`.
+  void SetSelectionCache(SelectionKey key, std::vector<int64_t> k) const;
+  void InvalidateSelection() const { cache_k_.clear(); cache_key_ = {}; }
+  int64_t selection_host_reads() const { return host_reads_; }  // recomputations by this module
+
   // The pieces of the adapter path for task t on this rank:
   //   Delta(x) = ((dropout_p(x) a^T) * w) b^T
   struct Factors {
@@ -132,6 +166,12 @@ class MoreAdapter {
   // per-component scaling, soft-selection mixing, STE); a 0-dim tensor when every component
   // has the same factor (LoRA; hard selection without per-component scaling).
   torch::Tensor ComponentWeights(const Selection& sel) const;
+  // Cached k for a row of E; a stale cache is recomputed first (one host read for this module).
+  int64_t CachedExpert(int64_t row) const;
+  int64_t GateRow(int task) const;  // row of E read by task (0 with a shared gate input)
+  mutable SelectionKey cache_key_;
+  mutable std::vector<int64_t> cache_k_;  // [rows of E] expert index (0-based), empty = none
+  mutable int64_t host_reads_ = 0;
   std::string name_;
   int64_t d_in_, d_out_;
   AdapterOptions opt_;

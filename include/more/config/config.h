@@ -16,7 +16,7 @@ struct LlamaConfig;
 
 struct ModelConfig {
   std::string path = "";           // HF directory: config.json + *.safetensors (+ tokenizer.model)
-  std::string dtype = "auto";      // base weights: auto (bf16 on GPU, f32 on CPU) | float32 | bfloat16
+  std::string dtype = "auto";      // base weights: auto (bf16 on GPU and on CPUs with native bf16, else f32) | float32 | bfloat16
   std::string device = "cpu";      // cpu | cuda
   std::string attention = "auto";  // auto (fused where LibTorch has it) | fused | composed
 };

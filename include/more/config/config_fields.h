@@ -6,7 +6,7 @@ namespace more {
 template <typename C, typename F>
 void VisitConfig(C& c, F&& f) {
   f("model.path", c.model.path, "Hugging Face LLaMA directory (config.json + safetensors)");
-  f("model.dtype", c.model.dtype, "base weight dtype: auto | float32 | bfloat16");
+  f("model.dtype", c.model.dtype, "base weight dtype: auto (bf16 on cuda and on CPUs with native bf16: AVX512-BF16 / AMX-BF16; else float32) | float32 | bfloat16");
   f("model.attention", c.model.attention,
     "causal attention: auto | fused (scaled_dot_product_attention, LibTorch >= 2.1) | composed (S x S scores)");
   f("model.device", c.model.device, "cpu | cuda");

@@ -36,8 +36,15 @@ namespace more {
 // the rank may run on. Warns when the count exceeds those cores (a rank bound by mpirun).
 int SetComputeThreads(int64_t requested, int world_rank);
 
-// The base weights' dtype of model.dtype on model.device: bfloat16, or auto on cuda -> bf16;
-// float32, or auto on cpu -> f32.
+// The base weights' dtype of model.dtype on model.device: bfloat16 -> bf16; float32 -> f32;
+// auto -> bf16 on cuda; on the CPU bf16 where it has native bf16 matmuls (AVX512-BF16 or
+// AMX-BF16, enabled by the OS) and this LibTorch has oneDNN, else f32 (core/cpu_features.h;
+// MORE_CPU_BF16=0/1 forces the CPU answer). `reason` says why, for the start-up log.
+struct BaseDtypeChoice {
+  torch::ScalarType dtype = torch::kFloat32;
+  std::string reason;
+};
+BaseDtypeChoice ResolveBaseDtype(const std::string& dtype, const std::string& device);
 torch::ScalarType BaseDtype(const std::string& dtype, const std::string& device);
 
 struct StepResult {
