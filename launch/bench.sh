@@ -47,7 +47,10 @@ mk tiny 64 128 2 4 512
 mk mid 384 1024 8 6 8192
 mk llama100m 768 2048 12 12 8192
 
+# fp32 unless a section says otherwise (model.dtype=auto would pick bf16 on a CPU with native bf16;
+# the sections below are the fp32 history of this file; profile and peer are the bf16 ones)
 COMMON=(--config launch/demo.toml --adapter.dropout=0 --eval.every=0 --ckpt.every=0 --bench.out="$OUTF")
+F32=(--model.dtype=float32)
 TINY=(--model.path="$BENCH/tiny" --data.train="$BENCH/shards" --data.bucket=64)
 MID=(--model.path="$BENCH/mid" --data.train="$BENCH/long/shards" --data.bucket=256)
 BIG=(--model.path="$BENCH/llama100m" --data.train="$BENCH/long/shards" --data.bucket=256)
@@ -55,45 +58,46 @@ run() { echo "== $*" >&2; "$@" 2>&1 | grep -E '^(BENCH|  )' || true; }
 
 for s in $SECTIONS; do case $s in
 matmul)
-  run $B matmul --bench.threads=1 --bench.out="$OUTF"
-  run $B matmul --bench.threads=2 --bench.out="$OUTF" ;;
+  run $B matmul --bench.threads=1 --bench.dtype=float32 --bench.out="$OUTF"
+  run $B matmul --bench.threads=2 --bench.dtype=float32 --bench.out="$OUTF"
+  run $B matmul --bench.threads=2 --bench.dtype=bfloat16 --bench.out="$OUTF" ;;
 train)  # one rank, 2 threads: throughput, MFU, peak RSS vs the planner
-  run mpirun -np 1 $B train "${COMMON[@]}" "${TINY[@]}" --train.threads=2 --train.global_batch=16 \
+  run mpirun -np 1 $B train "${COMMON[@]}" "${F32[@]}" "${TINY[@]}" --train.threads=2 --train.global_batch=16 \
     --train.micro_batch=16 --bench.steps=20 --bench.tag=tiny
   # 100m at the trainer's default bucket (pad each batch to a multiple of 16 tokens), then with
   # every batch padded to 256 (fixed shapes, more padding)
-  run mpirun -np 1 $B train "${COMMON[@]}" "${BIG[@]}" --data.bucket=16 --train.threads=2 --train.global_batch=8 \
+  run mpirun -np 1 $B train "${COMMON[@]}" "${F32[@]}" "${BIG[@]}" --data.bucket=16 --train.threads=2 --train.global_batch=8 \
     --train.micro_batch=8 --bench.warmup=1 --bench.steps=5 --bench.tag=100m
-  run mpirun -np 1 $B train "${COMMON[@]}" "${BIG[@]}" --train.threads=2 --train.global_batch=8 \
+  run mpirun -np 1 $B train "${COMMON[@]}" "${F32[@]}" "${BIG[@]}" --train.threads=2 --train.global_batch=8 \
     --train.micro_batch=8 --bench.warmup=1 --bench.steps=5 --bench.tag=100m_b256 ;;
 ratio)  # MoRE r8 vs LoRA r8, same batches, alternating
-  run mpirun -np 1 $B ratio "${COMMON[@]}" "${TINY[@]}" --train.threads=2 --train.global_batch=16 \
+  run mpirun -np 1 $B ratio "${COMMON[@]}" "${F32[@]}" "${TINY[@]}" --train.threads=2 --train.global_batch=16 \
     --train.micro_batch=16 --bench.steps=30 --bench.tag=tiny
-  run mpirun -np 1 $B ratio "${COMMON[@]}" "${MID[@]}" --train.threads=2 --train.global_batch=8 \
+  run mpirun -np 1 $B ratio "${COMMON[@]}" "${F32[@]}" "${MID[@]}" --train.threads=2 --train.global_batch=8 \
     --train.micro_batch=8 --bench.warmup=1 --bench.steps=4 --bench.tag=mid ;;
 pipeline)  # pp = 1, 2, 4 at a fixed global batch of 16 rows, m = 16 / micro micro-batches
-  run mpirun -np 1 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=2 --train.global_batch=16 \
+  run mpirun -np 1 $B train "${COMMON[@]}" "${F32[@]}" "${MID[@]}" --train.threads=2 --train.global_batch=16 \
     --train.micro_batch=16 --bench.warmup=1 --bench.steps=3 --bench.tag=pp1_m1
   for m in 2 4 8; do
-    run mpirun -np 2 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=1 --parallel.pp=2 \
+    run mpirun -np 2 $B train "${COMMON[@]}" "${F32[@]}" "${MID[@]}" --train.threads=1 --parallel.pp=2 \
       --train.global_batch=16 --train.micro_batch=$((16 / m)) --bench.warmup=1 --bench.steps=3 --bench.tag=pp2_m$m
   done
   for m in 4 8; do  # 4 ranks on 2 cores: oversubscribed, shows the schedule's cost, not a speed-up
-    run mpirun -np 4 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=1 --parallel.pp=4 \
+    run mpirun -np 4 $B train "${COMMON[@]}" "${F32[@]}" "${MID[@]}" --train.threads=1 --parallel.pp=4 \
       --train.global_batch=16 --train.micro_batch=$((16 / m)) --bench.warmup=1 --bench.steps=3 --bench.tag=pp4_m$m
   done ;;
 tp)
-  run mpirun -np 1 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=2 --train.global_batch=8 \
+  run mpirun -np 1 $B train "${COMMON[@]}" "${F32[@]}" "${MID[@]}" --train.threads=2 --train.global_batch=8 \
     --train.micro_batch=8 --bench.warmup=1 --bench.steps=3 --bench.tag=tp1
-  run mpirun -np 2 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=1 --parallel.tp=2 --train.global_batch=8 \
+  run mpirun -np 2 $B train "${COMMON[@]}" "${F32[@]}" "${MID[@]}" --train.threads=1 --parallel.tp=2 --train.global_batch=8 \
     --train.micro_batch=8 --bench.warmup=1 --bench.steps=3 --bench.tag=tp2
-  run mpirun -np 2 $B train "${COMMON[@]}" "${MID[@]}" --train.threads=1 --parallel.dp=2 --train.global_batch=8 \
+  run mpirun -np 2 $B train "${COMMON[@]}" "${F32[@]}" "${MID[@]}" --train.threads=1 --parallel.dp=2 --train.global_batch=8 \
     --train.micro_batch=4 --bench.warmup=1 --bench.steps=3 --bench.tag=dp2 ;;
 loader)
-  run mpirun -np 1 $B loader "${COMMON[@]}" "${TINY[@]}" --train.threads=2 --train.global_batch=16 \
+  run mpirun -np 1 $B loader "${COMMON[@]}" "${F32[@]}" "${TINY[@]}" --train.threads=2 --train.global_batch=16 \
     --train.micro_batch=16 --bench.seconds=5 --bench.tag=tiny ;;
 ckpt)
-  run mpirun -np 1 $B ckpt "${COMMON[@]}" "${BIG[@]}" --train.threads=2 --adapter.rank=64 --bench.tag=100m_r64 ;;
+  run mpirun -np 1 $B ckpt "${COMMON[@]}" "${F32[@]}" "${BIG[@]}" --train.threads=2 --adapter.rank=64 --bench.tag=100m_r64 ;;
 profile)  # where a bf16 step's time goes: one step of the 100m run under the autograd profiler
   bash launch/setup.sh --torch211 > /dev/null
   run mpirun -np 1 ./build-t211/more_bench train "${COMMON[@]}" "${BIG[@]}" --model.dtype=bfloat16 --train.threads=2 \

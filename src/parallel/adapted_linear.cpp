@@ -3,12 +3,36 @@
 #include "more/parallel/tp_ops.h"
 
 namespace more {
+namespace {
+
+// z = weights x over the sequence (MeanPool) for a bf16 x, reading the adapters' fp32 copy xa of
+// x instead of casting x again: z [B, d] = bmm(weights [B, 1, S], xa [B, S, d]). Backward:
+// dx = weights^T dz, an outer product per row made directly in x's dtype. Keeps only the
+// weights for backward (autograd's x.to(fp32) then bmm keeps a second fp32 copy of x).
+class MeanPoolFn : public torch::autograd::Function<MeanPoolFn> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& xa,
+                               const torch::Tensor& weights) {
+    ctx->save_for_backward({weights});
+    ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
+    return torch::bmm(weights, xa).squeeze(1);                             // [B, d]
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
+    const auto w = ctx->get_saved_variables()[0].transpose(1, 2).to(dtype);  // [B, S, 1]
+    return {w * grads[0].unsqueeze(1).to(dtype), torch::Tensor(), torch::Tensor()};  // [B, S, d]
+  }
+};
+
+}  // namespace
 
 torch::Tensor ForwardContext::Pooled(const torch::Tensor& x, torch::ScalarType dtype) {
   if (last_x_.defined() && last_x_.is_same(x) && last_pooled_.scalar_type() == dtype) return last_pooled_;
   if (!pool_weights_.defined() || pool_weights_.scalar_type() != dtype) pool_weights_ = MeanPoolWeights(token_mask, dtype);
   last_x_ = x;
-  last_pooled_ = MeanPool(x, pool_weights_);
+  last_pooled_ = x.scalar_type() == dtype || x.dim() != 3 ? MeanPool(x, pool_weights_)
+                                                          : MeanPoolFn::apply(x, AdapterInput(x, dtype), pool_weights_);
   return last_pooled_;
 }
 

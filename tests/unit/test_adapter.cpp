@@ -402,6 +402,32 @@ TEST(LoraLinear, ModulesReadingOneInputShareOneAdapterCopy) {
   EXPECT_GT(std::get<3>(s).abs().max().item<double>(), 0.0);
 }
 
+// The contrastive pooling of a bf16 input reads the shared fp32 copy: the same value as casting x
+// and pooling (MeanPool), the same gradient up to bf16 rounding, and no second copy.
+TEST(MoreAdapter, PoolingOfABf16InputReadsTheSharedCopy) {
+  torch::manual_seed(8);
+  auto x0 = torch::randn({2, 5, kIn}).to(torch::kBFloat16);
+  auto mask = torch::tensor({{1, 1, 1, 0, 0}, {1, 1, 1, 1, 1}}, torch::kFloat32);
+  auto probe = torch::randn({2, kIn});
+  ForwardContext ctx;
+  ctx.token_mask = mask;
+  auto x = x0.clone().requires_grad_(true);
+  auto copy = ctx.AdapterInput(x, torch::kFloat32);
+  auto z = ctx.Pooled(x, torch::kFloat32);
+  EXPECT_TRUE(ctx.AdapterInput(x, torch::kFloat32).is_same(copy));
+  (z * probe).sum().backward();
+  auto xr = x0.clone().requires_grad_(true);
+  auto zr = MeanPool(xr, MeanPoolWeights(mask, torch::kFloat32));
+  (zr * probe).sum().backward();
+  EXPECT_EQ(z.scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::allclose(z, zr, 1e-6, 1e-7));
+  EXPECT_EQ(x.grad().scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::allclose(x.grad().to(torch::kFloat32), xr.grad().to(torch::kFloat32), 1e-2, 1e-3));
+  // padding gets no gradient; a real token gets probe / count
+  EXPECT_EQ(x.grad()[0].narrow(0, 3, 2).abs().max().item<double>(), 0.0);
+  EXPECT_TRUE(torch::allclose(x.grad()[0][1].to(torch::kFloat32), probe[0] / 3, 1e-2, 1e-3));
+}
+
 TEST(MoreAdapter, ContrastiveLossPrefersTheMatchingTask) {
   auto a = MakeAdapter();
   auto grid = ProcessGrid::Single();

@@ -33,7 +33,8 @@ struct ForwardContext {
   std::vector<torch::Tensor> cl_losses;  // one scalar per adapted module of this stage
 
   // Mean-pooled module input for the contrastive loss; consecutive calls with the same input
-  // tensor (q/k/v read one, gate/up another) share one pooling.
+  // tensor (q/k/v read one, gate/up another) share one pooling. A bf16 x is pooled from its
+  // AdapterInput copy (no second cast; backward writes dx in bf16 directly).
   torch::Tensor Pooled(const torch::Tensor& x, torch::ScalarType dtype);
   // The adapters' copy of a module input in their dtype (fp32 next to a bf16 base), made once for
   // the modules that read the same tensor (q/k/v, gate/up) and outside autograd: the fused node
