@@ -251,6 +251,68 @@ torch::Tensor MoreAdapter::ContrastiveLossPooled(const torch::Tensor& pooled, in
   return loss;
 }
 
+std::string MoreAdapter::ContrastiveBatchKey(const torch::Tensor& pooled) const {
+  const bool split = tp_size_ > 1;
+  return fmt::format("{}|{}|{}|{}|{}|{}|{}", pooled.size(1), c10::toString(pooled.scalar_type()), opt_.tau,
+                     E.size(0), fmt::join(opt_.active_tasks, ","), split ? static_cast<int>(kind_) : -1,
+                     c10::toString(E.scalar_type()));
+}
+
+torch::Tensor MoreAdapter::ContrastiveLossBatch(const std::vector<const MoreAdapter*>& mods,
+                                                const std::vector<torch::Tensor>& pooled, int task,
+                                                const Communicator& tp) {
+  MORE_CHECK(!mods.empty() && mods.size() == pooled.size(), "contrastive batch: {} modules, {} inputs", mods.size(),
+             pooled.size());
+  const auto& first = *mods.front();
+  const auto key = first.ContrastiveBatchKey(pooled.front());
+  std::vector<torch::Tensor> zs, es;
+  for (size_t m = 0; m < mods.size(); ++m) {
+    const auto& a = *mods[m];
+    MORE_CHECK(a.opt_.more && !a.opt_.shared_gate_input, "adapter {}: no contrastive loss without per-task E", a.name_);
+    MORE_CHECK(a.ContrastiveBatchKey(pooled[m]) == key, "adapter {}: not batchable with {}", a.name_, first.name_);
+    zs.push_back(pooled[m].to(a.A.scalar_type()));                        // [B, d(/tp)]
+    auto e = a.E;
+    if (a.kind_ == ParallelKind::kRow && a.tp_size_ > 1) {
+      const int64_t n = a.d_in_ / a.tp_size_;
+      e = e.narrow(1, a.tp_rank_ * n, n);                                  // [T, d/tp]
+    }
+    es.push_back(e);
+  }
+  auto z = torch::stack(zs), e = torch::stack(es);                         // [M, B, d], [M, T, d]
+  auto dots = torch::bmm(z, e.transpose(1, 2));                            // [M, B, T]
+  auto zn2 = (z * z).sum(-1);                                              // [M, B]
+  auto en2 = (e * e).sum(-1);                                              // [M, T]
+  const bool row_split = first.kind_ == ParallelKind::kRow && first.tp_size_ > 1;
+  if (row_split) {  // one all-reduce for the group
+    const auto nd = dots.numel(), nz = zn2.numel(), ne = en2.numel();
+    auto packed = ReduceFromTp(torch::cat({dots.flatten(), zn2.flatten(), en2.flatten()}), tp);
+    dots = packed.narrow(0, 0, nd).view(dots.sizes());
+    zn2 = packed.narrow(0, nd, nz).view(zn2.sizes());
+    en2 = packed.narrow(0, nd + nz, ne).view(en2.sizes());
+  }
+  auto cos = dots / (zn2.sqrt().unsqueeze(2) * en2.sqrt().unsqueeze(1)).clamp_min(1e-8);  // [M, B, T]
+  int64_t label = task;
+  const auto& active = first.opt_.active_tasks;
+  if (!active.empty()) {
+    auto it = std::find(active.begin(), active.end(), static_cast<int64_t>(task));
+    MORE_CHECK(it != active.end(), "adapter {}: task {} is not among the trained tasks", first.name_, task);
+    label = it - active.begin();
+    cos = cos.index_select(2, torch::tensor(active, torch::kLong).to(cos.device()));  // [M, B, T_active]
+  }
+  const int64_t nm = cos.size(0), nb = cos.size(1);
+  auto labels = torch::full({nm * nb}, label, torch::TensorOptions(torch::kLong).device(cos.device()));
+  auto loss = torch::nn::functional::cross_entropy(
+                  (cos / first.opt_.tau).reshape({nm * nb, -1}), labels,
+                  torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone))
+                  .view({nm, nb})
+                  .mean(1);                                                // [M]
+  if (first.kind_ == ParallelKind::kColumn && first.tp_size_ > 1) {
+    const double t = first.tp_size_;
+    loss = loss / t + (loss - loss / t).detach();
+  }
+  return loss;
+}
+
 torch::Tensor MoreAdapter::MergedDelta(int task) const {
   torch::NoGradGuard ng;
   const auto sel = Select(task);

@@ -282,6 +282,7 @@ class LlamaStage::RecomputeBackward : public torch::autograd::Node {
       x = input_.detach().requires_grad_(true);
       auto ctx = FreshContext(ctx_);
       out = stage_.LayerForward(layer_, x, ctx);
+      ctx.FlushContrastive();
       if (has_cl_) cl = torch::stack(ctx.cl_losses).sum();
     }
     now.Restore();
@@ -315,6 +316,7 @@ torch::Tensor LlamaStage::RecomputedLayer(const Layer& l, const torch::Tensor& h
   {
     torch::NoGradGuard ng;  // no graph: only the input is kept
     out = LayerForward(l, h, inner);
+    inner.FlushContrastive();
     if (!inner.cl_losses.empty()) cl = torch::stack(inner.cl_losses).sum();
   }
   const bool has_cl = cl.defined();
@@ -333,6 +335,7 @@ torch::Tensor LlamaStage::Layers(torch::Tensor h, ForwardContext& ctx) const {
   for (size_t i = 0; i < layers_.size(); ++i)
     h = recompute && static_cast<int64_t>(i) < recompute_layers_ ? RecomputedLayer(layers_[i], h, ctx)
                                                                 : LayerForward(layers_[i], h, ctx);
+  ctx.FlushContrastive();  // the stage's contrastive terms, batched across its layers
   return h;
 }
 

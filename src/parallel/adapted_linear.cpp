@@ -1,39 +1,45 @@
 #include "more/parallel/adapted_linear.h"
 
+#include <map>
+#include <string>
+
 #include "more/parallel/tp_ops.h"
 
 namespace more {
-namespace {
 
-// z = weights x over the sequence (MeanPool) for a bf16 x, reading the adapters' fp32 copy xa of
-// x instead of casting x again: z [B, d] = bmm(weights [B, 1, S], xa [B, S, d]). Backward:
-// dx = weights^T dz, an outer product per row made directly in x's dtype. Keeps only the
-// weights for backward (autograd's x.to(fp32) then bmm keeps a second fp32 copy of x).
-class MeanPoolFn : public torch::autograd::Function<MeanPoolFn> {
- public:
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& xa,
-                               const torch::Tensor& weights) {
-    ctx->save_for_backward({weights});
-    ctx->saved_data["dtype"] = static_cast<int64_t>(x.scalar_type());
-    return torch::bmm(weights, xa).squeeze(1);                             // [B, d]
+void ForwardContext::FlushContrastive() {
+  if (cl_pending.empty()) return;
+  // batches in the order their first module ran (deterministic on every rank)
+  std::vector<std::string> order;
+  std::map<std::string, std::pair<std::vector<const MoreAdapter*>, std::vector<torch::Tensor>>> groups;
+  std::map<std::string, const Communicator*> comm;
+  for (auto& p : cl_pending) {
+    const auto key = p.adapter->ContrastiveBatchKey(p.pooled);
+    if (!groups.count(key)) order.push_back(key);
+    groups[key].first.push_back(p.adapter);
+    groups[key].second.push_back(p.pooled);
+    comm[key] = p.tp;
   }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
-    const auto w = ctx->get_saved_variables()[0].transpose(1, 2).to(dtype);  // [B, S, 1]
-    return {w * grads[0].unsqueeze(1).to(dtype), torch::Tensor(), torch::Tensor()};  // [B, S, d]
+  cl_pending.clear();
+  for (const auto& key : order) {
+    const auto& [mods, pooled] = groups[key];
+    cl_losses.push_back(MoreAdapter::ContrastiveLossBatch(mods, pooled, task, *comm[key]).sum());
   }
-};
+}
 
-}  // namespace
-
-torch::Tensor ForwardContext::Pooled(const torch::Tensor& x, torch::ScalarType dtype) {
-  if (last_x_.defined() && last_x_.is_same(x) && last_pooled_.scalar_type() == dtype) return last_pooled_;
+torch::Tensor ForwardContext::PoolWeights(torch::ScalarType dtype) {
   if (!pool_weights_.defined() || pool_weights_.scalar_type() != dtype) pool_weights_ = MeanPoolWeights(token_mask, dtype);
+  return pool_weights_;
+}
+
+torch::Tensor ForwardContext::CachedPooled(const torch::Tensor& x, torch::ScalarType dtype) const {
+  if (last_x_.defined() && last_x_.is_same(x) && last_pooled_.scalar_type() == dtype) return last_pooled_;
+  return {};
+}
+
+void ForwardContext::StorePooled(const torch::Tensor& x, torch::Tensor pooled) {
   last_x_ = x;
-  last_pooled_ = x.scalar_type() == dtype || x.dim() != 3 ? MeanPool(x, pool_weights_)
-                                                          : MeanPoolFn::apply(x, AdapterInput(x, dtype), pool_weights_);
-  return last_pooled_;
+  last_pooled_ = std::move(pooled);
 }
 
 torch::Tensor ForwardContext::AdapterInput(const torch::Tensor& x, torch::ScalarType dtype) {
@@ -54,15 +60,28 @@ namespace {
 // tensor, v = xd a^T [N, rt] (for dw), and W, a, b, w.
 class LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
  public:
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                               const torch::Tensor& weight, const torch::Tensor& a, const torch::Tensor& b,
-                               const torch::Tensor& w, double p, const torch::Tensor& x_adapter) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                                                const torch::Tensor& weight, const torch::Tensor& a,
+                                                const torch::Tensor& b, const torch::Tensor& w, double p,
+                                                const torch::Tensor& x_adapter, const torch::Tensor& pool_w) {
     const int64_t d_in = x.size(-1);
     auto out_shape = x.sizes().vec();
     out_shape.back() = weight.size(0);
     auto x2 = x.reshape({-1, d_in});                                       // [N, d_in]
     auto y = x2.mm(weight.t());                                            // [N, d_out]
     auto xd = x_adapter.reshape({-1, d_in});                              // x in a's dtype (no grad)
+    // the contrastive mean pool of x (before dropout), z = pool_w x: [B, 1, S] x [B, S, d_in];
+    // sel [N, B] holds the same weights as a matrix (sel[b*S + j][b] = pool_w[b][0][j]) so that
+    // backward adds dx += sel dz inside the adapter's dx GEMM
+    torch::Tensor z, sel;
+    if (pool_w.numel() > 0) {
+      const int64_t nb = pool_w.size(0), ns = pool_w.size(2);
+      z = torch::bmm(pool_w, xd.view({nb, ns, d_in})).squeeze(1);          // [B, d_in]
+      sel = torch::zeros({nb * ns, nb}, pool_w.options());
+      sel.view({nb, ns, nb}).diagonal(0, 0, 2).copy_(pool_w.squeeze(1).t());
+    } else {
+      z = torch::empty({0}, a.options());
+    }
     torch::Tensor noise;
     if (p > 0) {  // the draws of torch::dropout: noise ~ Bernoulli(1 - p) / (1 - p)
       noise = torch::empty_like(xd).bernoulli_(1 - p).div_(1 - p);
@@ -80,14 +99,17 @@ class LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
       y.addmm_(u.to(y.scalar_type()), b.t().to(y.scalar_type()));
     // (a frozen base needs no x for backward: with a bf16 base, keeping it would add a bf16 copy
     //  of every module input next to the fp32 xd)
-    ctx->save_for_backward({weight.requires_grad() ? x2 : torch::Tensor(), xd, noise, v, weight, a, b, w});
-    return y.view(out_shape);
+    ctx->save_for_backward({weight.requires_grad() ? x2 : torch::Tensor(), xd, noise, v, weight, a, b, w, sel});
+    return {y.view(out_shape), z};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    const auto &x2 = s[0], &xd = s[1], &noise = s[2], &v = s[3], &weight = s[4], &a = s[5], &b = s[6], &w = s[7];
+    const auto &x2 = s[0], &xd = s[1], &noise = s[2], &v = s[3], &weight = s[4], &a = s[5], &b = s[6], &w = s[7],
+               &sel = s[8];
+    const auto& dz = grads.size() > 1 ? grads[1] : torch::Tensor();        // [B, d_in] of the pooled output
+    const bool pooled = sel.defined() && dz.defined();
     auto g = grads[0].reshape({-1, weight.size(0)});                       // [N, d_out]
     auto gf = g.scalar_type() == b.scalar_type() ? g : g.to(b.scalar_type());
     // The two GEMMs with a long d_out side are written in the orientation the BLAS runs fast:
@@ -103,37 +125,55 @@ class LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
     if (ctx->needs_input_grad(2)) da = dv.t().mm(xd);                     // [rt, d_in]
     if (ctx->needs_input_grad(0)) {
       dx = g.mm(weight);                                                   // [N, d_in]
+      const auto dt = dx.scalar_type();
       if (!noise.defined()) {  // (bf16 base: dv and a rounded to bf16, as in forward)
-        dx.addmm_(dv.scalar_type() == dx.scalar_type() ? dv : dv.to(dx.scalar_type()), a.to(dx.scalar_type()));
+        // the adapter's and the pooling's input gradients in one GEMM: [dv | sel] [a ; dz]
+        auto lhs = pooled ? torch::cat({dv, sel}, 1) : dv;                 // [N, rt (+ B)]
+        auto rhs = pooled ? torch::cat({a, dz.to(a.scalar_type())}, 0) : a;  // [rt (+ B), d_in]
+        dx.addmm_(lhs.to(dt), rhs.to(dt));
       } else {
-        auto dxa = dv.mm(a);
-        if (noise.defined()) dxa.mul_(noise);
-        dx.add_(dxa.to(dx.scalar_type()));
+        auto dxa = dv.mm(a).mul_(noise);
+        dx.add_(dxa.to(dt));
+        if (pooled) dx.addmm_(sel.to(dt), dz.to(dt));
       }
       auto shape = grads[0].sizes().vec();
       shape.back() = weight.size(1);
       dx = dx.view(shape);
     }
     if (ctx->needs_input_grad(1)) dw_base = g.t().mm(x2);                  // [d_out, d_in]
-    return {dx, dw_base, da, db, dw, torch::Tensor(), torch::Tensor()};
+    return {dx, dw_base, da, db, dw, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
 }  // namespace
 
-torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight, const MoreAdapter::Factors& f,
-                         const torch::Tensor& x_adapter) {
+std::pair<torch::Tensor, torch::Tensor> LoraLinearPooled(const torch::Tensor& x, const torch::Tensor& weight,
+                                                         const MoreAdapter::Factors& f, const torch::Tensor& x_adapter,
+                                                         const torch::Tensor& pool_weights) {
   if (x_adapter.defined())
     TORCH_CHECK(x_adapter.sizes() == x.sizes() && x_adapter.scalar_type() == f.a.scalar_type() &&
                     !x_adapter.requires_grad(),
                 "LoraLinear: x_adapter must be x's no-grad copy in the factors' dtype");
-  // (an autograd Function takes no undefined tensor input: the copy is made here when not given)
+  if (pool_weights.defined())
+    TORCH_CHECK(x.dim() == 3 && pool_weights.dim() == 3 && pool_weights.size(0) == x.size(0) &&
+                    pool_weights.size(1) == 1 && pool_weights.size(2) == x.size(1) &&
+                    pool_weights.scalar_type() == f.a.scalar_type(),
+                "LoraLinear: pool weights must be [B, 1, S] for x [B, S, d] in the factors' dtype");
+  // (an autograd Function takes no undefined tensor input: the copy is made here when not given,
+  //  and "no pooling" is an empty tensor)
   torch::Tensor xa = x_adapter;
   if (!xa.defined()) {
     torch::NoGradGuard ng;
     xa = x.scalar_type() == f.a.scalar_type() ? x.detach() : x.detach().to(f.a.scalar_type());
   }
-  return LoraLinearFn::apply(x, weight, f.a, f.b, f.w, f.dropout, xa);
+  auto pw = pool_weights.defined() ? pool_weights : torch::empty({0}, f.a.options().requires_grad(false));
+  auto out = LoraLinearFn::apply(x, weight, f.a, f.b, f.w, f.dropout, xa, pw);
+  return {out[0], pool_weights.defined() ? out[1] : torch::Tensor()};
+}
+
+torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight, const MoreAdapter::Factors& f,
+                         const torch::Tensor& x_adapter) {
+  return LoraLinearPooled(x, weight, f, x_adapter, {}).first;
 }
 
 AdaptedLinear::AdaptedLinear(torch::Tensor weight_local, ParallelKind kind, MoreAdapter* adapter,
@@ -147,9 +187,18 @@ torch::Tensor AdaptedLinear::Forward(const torch::Tensor& x, ForwardContext& ctx
   } else {
     const auto f = adapter_->FactorsFor(ctx.task, ctx.training);
     const auto ad = f.a.scalar_type();
-    y = LoraLinear(x, weight_, f, x.scalar_type() == ad ? torch::Tensor() : ctx.AdapterInput(x, ad));
-    if (ctx.contrastive)
-      ctx.cl_losses.push_back(adapter_->ContrastiveLossPooled(ctx.Pooled(x, adapter_->A.scalar_type()), ctx.task, *tp_));
+    // the contrastive pooling of x is made by the first module that reads x (q of q/k/v, gate of
+    // gate/up), inside its node; the others reuse it
+    torch::Tensor pooled = ctx.contrastive ? ctx.CachedPooled(x, ad) : torch::Tensor();
+    const bool pool_here = ctx.contrastive && !pooled.defined();
+    auto [out, z] = LoraLinearPooled(x, weight_, f, x.scalar_type() == ad ? torch::Tensor() : ctx.AdapterInput(x, ad),
+                                     pool_here ? ctx.PoolWeights(ad) : torch::Tensor());
+    y = out;
+    if (pool_here) {
+      pooled = z;
+      ctx.StorePooled(x, z);
+    }
+    if (ctx.contrastive) ctx.cl_pending.push_back({adapter_, pooled, tp_});  // loss at FlushContrastive
   }
   if (kind_ == ParallelKind::kRow) y = ReduceFromTp(y, *tp_);
   return y;

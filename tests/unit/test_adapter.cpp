@@ -402,30 +402,59 @@ TEST(LoraLinear, ModulesReadingOneInputShareOneAdapterCopy) {
   EXPECT_GT(std::get<3>(s).abs().max().item<double>(), 0.0);
 }
 
-// The contrastive pooling of a bf16 input reads the shared fp32 copy: the same value as casting x
-// and pooling (MeanPool), the same gradient up to bf16 rounding, and no second copy.
-TEST(MoreAdapter, PoolingOfABf16InputReadsTheSharedCopy) {
-  torch::manual_seed(8);
-  auto x0 = torch::randn({2, 5, kIn}).to(torch::kBFloat16);
+// The node with the contrastive pooling as a second output against the composition it replaces:
+// x W^T + Delta(x) and MeanPool(x) (x cast to the adapter dtype, autograd's bmm): both outputs
+// and the gradients of x (through y and z together) and of the adapter, in double (tight, with
+// and without dropout) and with a bf16 base; padding rows get no pooled gradient.
+TEST(LoraLinear, PooledOutputEqualsMeanPoolAndShareTheInputGradient) {
   auto mask = torch::tensor({{1, 1, 1, 0, 0}, {1, 1, 1, 1, 1}}, torch::kFloat32);
-  auto probe = torch::randn({2, kIn});
-  ForwardContext ctx;
-  ctx.token_mask = mask;
-  auto x = x0.clone().requires_grad_(true);
-  auto copy = ctx.AdapterInput(x, torch::kFloat32);
-  auto z = ctx.Pooled(x, torch::kFloat32);
-  EXPECT_TRUE(ctx.AdapterInput(x, torch::kFloat32).is_same(copy));
-  (z * probe).sum().backward();
-  auto xr = x0.clone().requires_grad_(true);
-  auto zr = MeanPool(xr, MeanPoolWeights(mask, torch::kFloat32));
-  (zr * probe).sum().backward();
-  EXPECT_EQ(z.scalar_type(), torch::kFloat32);
-  EXPECT_TRUE(torch::allclose(z, zr, 1e-6, 1e-7));
-  EXPECT_EQ(x.grad().scalar_type(), torch::kBFloat16);
-  EXPECT_TRUE(torch::allclose(x.grad().to(torch::kFloat32), xr.grad().to(torch::kFloat32), 1e-2, 1e-3));
-  // padding gets no gradient; a real token gets probe / count
+  for (auto [base, dropout, tol] : {std::tuple{torch::kFloat64, 0.0, 1e-10}, std::tuple{torch::kFloat64, 0.3, 1e-10},
+                                    std::tuple{torch::kBFloat16, 0.0, 2e-2}}) {
+    auto a = MakeAdapter("paper", false, true, dropout);
+    const auto ad = base == torch::kBFloat16 ? torch::kFloat32 : torch::kFloat64;
+    for (auto& [n, t] : a.Params()) *t = t->detach().to(ad).requires_grad_(true);
+    torch::manual_seed(8);
+    auto x0 = torch::randn({2, 5, kIn}).to(base);
+    auto w = torch::randn({kOut, kIn}).to(base);
+    auto py = torch::randn({2, 5, kOut}).to(base), pz = torch::randn({2, kIn}).to(ad);
+    auto run = [&](bool fused) {
+      ZeroGrads(a);
+      auto x = x0.clone().requires_grad_(true);
+      torch::manual_seed(5);  // the same dropout draws
+      const auto f = a.FactorsFor(1, true);
+      auto weights = MeanPoolWeights(mask, ad);
+      torch::Tensor y, z;
+      if (fused) {
+        std::tie(y, z) = LoraLinearPooled(x, w, f, torch::Tensor(), weights);
+      } else {
+        y = torch::matmul(x, w.t()) + a.Delta(x, 1, true).to(base);
+        z = MeanPool(x, weights);
+      }
+      ((y * py).sum().to(ad) + (z * pz).sum()).backward();
+      return std::make_tuple(y.detach(), z.detach(), x.grad(), a.A.grad().clone(), a.gate_w.grad().clone());
+    };
+    const auto f = run(true), r = run(false);
+    auto close = [&](const torch::Tensor& p, const torch::Tensor& q) {
+      return torch::allclose(p.to(torch::kFloat64), q.to(torch::kFloat64), tol, tol);
+    };
+    const std::string what = std::string(c10::toString(base)) + " dropout " + std::to_string(dropout);
+    EXPECT_TRUE(close(std::get<0>(f), std::get<0>(r))) << what << ": y";
+    EXPECT_TRUE(close(std::get<1>(f), std::get<1>(r))) << what << ": z";
+    EXPECT_TRUE(close(std::get<2>(f), std::get<2>(r))) << what << ": dx";
+    EXPECT_TRUE(close(std::get<3>(f), std::get<3>(r))) << what << ": dA";
+    EXPECT_TRUE(close(std::get<4>(f), std::get<4>(r))) << what << ": dgate";
+    EXPECT_EQ(std::get<2>(f).scalar_type(), base);
+  }
+  // the pooled gradient alone: a real token gets pz / count, padding nothing
+  auto a = MakeAdapter();
+  auto x = torch::randn({2, 5, kIn}, torch::kFloat64).requires_grad_(true);
+  auto w = torch::zeros({kOut, kIn}, torch::kFloat64);
+  auto pz = torch::randn({2, kIn}, torch::kFloat64);
+  auto [y, z] = LoraLinearPooled(x, w, a.FactorsFor(0, false), torch::Tensor(), MeanPoolWeights(mask, torch::kFloat64));
+  (z * pz).sum().backward();
   EXPECT_EQ(x.grad()[0].narrow(0, 3, 2).abs().max().item<double>(), 0.0);
-  EXPECT_TRUE(torch::allclose(x.grad()[0][1].to(torch::kFloat32), probe[0] / 3, 1e-2, 1e-3));
+  EXPECT_TRUE(torch::allclose(x.grad()[0][1], pz[0] / 3, 1e-12, 1e-12));
+  EXPECT_TRUE(torch::allclose(x.grad()[1][4], pz[1] / 5, 1e-12, 1e-12));
 }
 
 TEST(MoreAdapter, ContrastiveLossPrefersTheMatchingTask) {
@@ -452,20 +481,81 @@ TEST(MoreAdapter, MeanPoolSkipsPaddingAndIsSharedPerInput) {
   auto z = MeanPool(x, MeanPoolWeights(mask, torch::kFloat64));          // [2, kIn]
   EXPECT_TRUE(torch::allclose(z[0], x[0].narrow(0, 0, 3).mean(0), 1e-12, 1e-12));
   EXPECT_TRUE(torch::allclose(z[1], x[1].mean(0), 1e-12, 1e-12));
-  ForwardContext ctx;
-  ctx.token_mask = mask;
-  auto z1 = ctx.Pooled(x, torch::kFloat64);
-  EXPECT_TRUE(ctx.Pooled(x, torch::kFloat64).is_same(z1));                // q, k, v: one pooling
-  auto y = x.clone();                                                      // equal values, other tensor
-  auto z2 = ctx.Pooled(y, torch::kFloat64);
-  EXPECT_FALSE(z2.is_same(z1));
-  EXPECT_TRUE(torch::equal(z2, z1));
-  EXPECT_TRUE(torch::equal(z1, z));
-  // the pooled loss is the loss on the tokens
+  // modules reading one input (q, k, v) pool it once: the first module's node makes it
   auto a = MakeAdapter();
   auto grid = ProcessGrid::Single();
+  auto w = torch::randn({kOut, kIn}, torch::kFloat64);
+  AdaptedLinear q(w, ParallelKind::kColumn, &a, &grid->tp()), k(w, ParallelKind::kColumn, &a, &grid->tp());
+  ForwardContext ctx;
+  ctx.token_mask = mask;
+  ctx.contrastive = true;
+  EXPECT_FALSE(ctx.CachedPooled(x, torch::kFloat64).defined());
+  q.Forward(x, ctx);
+  auto z1 = ctx.CachedPooled(x, torch::kFloat64);
+  ASSERT_TRUE(z1.defined());
+  k.Forward(x, ctx);
+  EXPECT_TRUE(ctx.CachedPooled(x, torch::kFloat64).is_same(z1));          // q, k: one pooling
+  ASSERT_EQ(ctx.cl_pending.size(), 2u);                                    // losses wait for the flush
+  ctx.FlushContrastive();
+  ASSERT_EQ(ctx.cl_losses.size(), 1u);                                     // one batch: same shapes
+  EXPECT_NEAR(ctx.cl_losses[0].item<double>(), 2 * a.ContrastiveLossPooled(z1, 0, grid->tp()).item<double>(), 1e-12);
+  auto y = x.clone();                                                      // equal values, other tensor
+  EXPECT_FALSE(ctx.CachedPooled(y, torch::kFloat64).defined());
+  k.Forward(y, ctx);
+  auto z2 = ctx.CachedPooled(y, torch::kFloat64);
+  EXPECT_FALSE(z2.is_same(z1));
+  EXPECT_TRUE(torch::allclose(z2, z1, 1e-14, 1e-14));
+  EXPECT_TRUE(torch::allclose(z1, z, 1e-14, 1e-14));
+  // the pooled loss is the loss on the tokens
   EXPECT_NEAR(a.ContrastiveLossPooled(z1, 2, grid->tp()).item<double>(),
               a.ContrastiveLoss(x, mask, 2, grid->tp()).item<double>(), 1e-12);
+}
+
+// The batched contrastive loss against the per-module one (itself checked by hand above): values
+// and the gradients of every module's E and of the pooled inputs, with a shared input (q, k), a
+// third module with its own input, and the trained tasks a subset of E's rows.
+TEST(MoreAdapter, BatchedContrastiveLossEqualsEachModulesLoss) {
+  AdapterOptions o;
+  o.rank = kRank;
+  o.num_tasks = kTasks;
+  o.active_tasks = {0, 2};
+  o.seed = 4;
+  std::vector<std::unique_ptr<MoreAdapter>> mods;
+  for (const char* n : {"layers.0.q", "layers.0.k", "layers.1.q"}) {
+    mods.push_back(std::make_unique<MoreAdapter>(n, kIn, kOut, o, ParallelKind::kColumn, 0, 1));
+    for (auto& [s, t] : mods.back()->Params()) *t = t->detach().to(torch::kFloat64).requires_grad_(true);
+  }
+  auto grid = ProcessGrid::Single();
+  torch::manual_seed(12);
+  auto z0 = torch::randn({4, kIn}, torch::kFloat64), z1 = torch::randn({4, kIn}, torch::kFloat64);
+  auto run = [&](bool batched) {
+    auto za = z0.clone().requires_grad_(true), zb = z1.clone().requires_grad_(true);
+    std::vector<torch::Tensor> pooled{za, za, zb};
+    torch::Tensor losses;
+    if (batched) {
+      losses = MoreAdapter::ContrastiveLossBatch({mods[0].get(), mods[1].get(), mods[2].get()}, pooled, 2, grid->tp());
+    } else {
+      std::vector<torch::Tensor> l;
+      for (size_t m = 0; m < 3; ++m) l.push_back(mods[m]->ContrastiveLossPooled(pooled[m], 2, grid->tp()));
+      losses = torch::stack(l);
+    }
+    for (auto& m : mods) m->E.mutable_grad() = torch::Tensor();
+    (losses * torch::tensor({1.0, 2.0, 3.0}, torch::kFloat64)).sum().backward();
+    std::vector<torch::Tensor> g{losses.detach(), za.grad(), zb.grad()};
+    for (auto& m : mods) g.push_back(m->E.grad().clone());
+    return g;
+  };
+  const auto b = run(true), r = run(false);
+  ASSERT_EQ(b[0].sizes(), r[0].sizes());
+  for (size_t i = 0; i < b.size(); ++i)
+    EXPECT_TRUE(torch::allclose(b[i], r[i], 1e-12, 1e-14)) << "item " << i << ": " << (b[i] - r[i]).abs().max();
+  EXPECT_GT(b[0].min().item<double>(), 0.0);
+  // a module of another width does not batch with these
+  MoreAdapter wide("layers.0.gate", kIn + 1, kOut, o, ParallelKind::kColumn, 0, 1);
+  EXPECT_NE(wide.ContrastiveBatchKey(torch::zeros({4, kIn + 1})), mods[0]->ContrastiveBatchKey(z0));
+  EXPECT_THROW(MoreAdapter::ContrastiveLossBatch({mods[0].get(), &wide}, {z0, torch::zeros({4, kIn + 1})}, 2,
+                                                 grid->tp()),
+               Error);
 }
 
 TEST(MoreAdapter, InitDependsOnlyOnSeedAndName) {

@@ -15,6 +15,7 @@
 // adapter's (g b * w) a added the same way. That removes a full pass over the output in forward
 // and one over the input in backward per module, and the small intermediate nodes.
 #pragma once
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -30,12 +31,24 @@ struct ForwardContext {
   bool training = false;
   torch::Tensor token_mask;     // [B, S] 1 = real token (for the contrastive pooling)
   bool contrastive = false;     // collect per-module contrastive losses
-  std::vector<torch::Tensor> cl_losses;  // one scalar per adapted module of this stage
+  std::vector<torch::Tensor> cl_losses;  // contrastive terms of this stage (sum: every module's loss)
+  // Modules' contrastive inputs not yet turned into losses: FlushContrastive computes them in
+  // batches of modules with the same shape (MoreAdapter::ContrastiveLossBatch) and appends one
+  // term per batch to cl_losses. LlamaStage flushes at the end of its layers (and of each
+  // recomputed layer); a caller running AdaptedLinear::Forward itself must flush.
+  struct PendingContrastive {
+    const MoreAdapter* adapter;
+    torch::Tensor pooled;
+    const Communicator* tp;
+  };
+  std::vector<PendingContrastive> cl_pending;
+  void FlushContrastive();
 
-  // Mean-pooled module input for the contrastive loss; consecutive calls with the same input
-  // tensor (q/k/v read one, gate/up another) share one pooling. A bf16 x is pooled from its
-  // AdapterInput copy (no second cast; backward writes dx in bf16 directly).
-  torch::Tensor Pooled(const torch::Tensor& x, torch::ScalarType dtype);
+  // The contrastive loss's mean pool of a module input over its real tokens: made once per input
+  // tensor (q/k/v read one, gate/up another) by the first module's LoraLinearPooled and stored.
+  torch::Tensor PoolWeights(torch::ScalarType dtype);  // [B, 1, S] mask / count
+  torch::Tensor CachedPooled(const torch::Tensor& x, torch::ScalarType dtype) const;  // undefined if none
+  void StorePooled(const torch::Tensor& x, torch::Tensor pooled);
   // The adapters' copy of a module input in their dtype (fp32 next to a bf16 base), made once for
   // the modules that read the same tensor (q/k/v, gate/up) and outside autograd: the fused node
   // saves it for backward, so the modules share one copy instead of keeping one each.
@@ -55,6 +68,15 @@ struct ForwardContext {
 // own: x's carries it), or undefined to cast inside.
 torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight, const MoreAdapter::Factors& f,
                          const torch::Tensor& x_adapter = {});
+// The same node with the contrastive loss's pooling of x as a second output:
+//   z = MeanPool(x, pool_weights) [B, d_in] in the factors' dtype (x [B, S, d_in],
+//   pool_weights = MeanPoolWeights(mask) [B, 1, S]), read from x_adapter, before dropout.
+// Its gradient reaches x inside the node's input-gradient GEMM (dx += pool_weights^T dz as one
+// more inner dimension per row), not as another pass over x's gradient. Undefined pool_weights:
+// no pooling (second result undefined).
+std::pair<torch::Tensor, torch::Tensor> LoraLinearPooled(const torch::Tensor& x, const torch::Tensor& weight,
+                                                         const MoreAdapter::Factors& f, const torch::Tensor& x_adapter,
+                                                         const torch::Tensor& pool_weights);
 
 class AdaptedLinear {
  public:
