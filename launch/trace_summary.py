@@ -3,7 +3,8 @@
 `more_bench train --bench.profile=PREFIX` (the autograd profiler's JSON), grouped.
 
 Self time is an event's duration minus that of the events nested in it on the same thread, so
-the groups add up to the traced span without counting a parent and its children twice.
+the groups add up to the time covered by operators without counting a parent and its children
+twice; the last row is the rest of the span (host work between operators).
 Usage: trace_summary.py TRACE.json [--top N]
 """
 import argparse, collections, json
@@ -54,10 +55,12 @@ def main():
     for name, t in self_t.items():
         g = next((g for g, prefixes in GROUPS if name.startswith(prefixes)), "other (autograd, views, framework)")
         groups[g] += t
+    gaps = span - sum(groups.values())
     print(f"traced span {span / 1e6:.3f} s")
     print("| group | self time | share |\n|---|---|---|")
     for g, t in groups.most_common():
         print(f"| {g} | {t / 1e6:.3f} s | {100 * t / span:.1f}% |")
+    print(f"| (between operators: no event) | {gaps / 1e6:.3f} s | {100 * gaps / span:.1f}% |")
     print(f"\ntop {a.top} operators by self time")
     for name, t in self_t.most_common(a.top):
         print(f"{t / 1e6:8.3f} s {100 * t / span:5.1f}% {count[name]:6d}x {name}")

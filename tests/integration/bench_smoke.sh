@@ -25,5 +25,24 @@ timeout 300 mpirun -np 1 "$BUILD/more_bench" loader "${COMMON[@]}" --bench.secon
 check "loader" "j['loader_samples_per_s'] > 0 and j['headroom'] > 1"
 timeout 300 mpirun -np 1 "$BUILD/more_bench" ckpt "${COMMON[@]}" > "$OUT/log" 2>&1
 check "ckpt" "j['bytes'] > 0 and j['save_mb_s'] > 0 and j['load_mb_s'] > 0 and j['disk_write_mb_s'] > 0"
+# a profiled step and its summary: the groups' self times add up to the time covered by the
+# outermost events of the trace (computed here from the JSON), GEMMs among them
+timeout 300 mpirun -np 1 "$BUILD/more_bench" train "${COMMON[@]}" --bench.steps=1 --bench.profile="$OUT/prof" > "$OUT/log" 2>&1
+if /usr/bin/python3 "$SRC/launch/trace_summary.py" "$OUT/prof.rank0.json" > "$OUT/summary" 2>&1 &&
+   /usr/bin/python3 - "$OUT/summary" "$OUT/prof.rank0.json" <<'PY'
+import json, re, sys
+rows = [l for l in open(sys.argv[1]) if l.startswith("| ") and " s |" in l and "no event" not in l]
+secs = {l.split("|")[1].strip(): float(l.split("|")[2].split()[0]) for l in rows}
+ev = sorted((e for e in json.load(open(sys.argv[2])) if e.get("ph") == "X"), key=lambda e: (e["tid"], e["ts"], -e["dur"]))
+outer, end = 0.0, {}
+for e in ev:  # events not inside an earlier event of their thread
+    if e["ts"] >= end.get(e["tid"], -1):
+        outer += e["dur"]; end[e["tid"]] = e["ts"] + e["dur"]
+ok = abs(sum(secs.values()) - outer / 1e6) <= 0.0005 * len(secs) + 1e-3 * outer / 1e6 and secs.get("GEMM (mm, addmm, bmm)", 0) > 0
+print(sum(secs.values()), outer / 1e6)
+sys.exit(0 if ok else 1)
+PY
+then echo "ok: profile + trace_summary"; pass=$((pass + 1))
+else echo "FAIL: profile + trace_summary"; cat "$OUT/summary"; tail -5 "$OUT/log"; fail=$((fail + 1)); fi
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
