@@ -12,6 +12,7 @@
 #include <toml++/toml.h>
 
 #include "more/core/error.h"
+#include "more/core/strings.h"
 #include "more/model/hf_config.h"
 
 namespace more {
@@ -199,10 +200,7 @@ const std::vector<std::string>& ResumeGuardedKeys() {
 std::vector<std::string> Config::TargetModules() const {
   static const std::set<std::string> kKnown = {"q", "k", "v", "o", "gate", "up", "down"};
   std::vector<std::string> out;
-  std::stringstream ss(adapter.targets);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
+  for (const auto& item : SplitList(adapter.targets)) {
     Require(kKnown.count(item) != 0, "adapter.targets", "has unknown module '" + item +
                                                             "' (choose from q,k,v,o,gate,up,down)");
     out.push_back(item);
@@ -212,10 +210,7 @@ std::vector<std::string> Config::TargetModules() const {
 
 std::vector<int64_t> Config::ExpertRanks() const {
   std::vector<int64_t> out;
-  std::stringstream ss(adapter.experts);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
+  for (const auto& item : SplitList(adapter.experts)) {
     size_t pos = 0;
     int64_t k = 0;
     try { k = std::stoll(item, &pos); } catch (...) { pos = 0; }
@@ -230,10 +225,7 @@ std::vector<int64_t> Config::ExpertRanks() const {
 
 std::vector<std::pair<std::string, std::string>> Config::TransferPairs() const {
   std::vector<std::pair<std::string, std::string>> out;
-  std::stringstream ss(transfer.tasks);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
+  for (const auto& item : SplitList(transfer.tasks)) {
     const auto eq = item.find('=');
     Require(eq != std::string::npos && eq > 0 && eq + 1 < item.size(), "transfer.tasks",
             "has '" + item + "': write new_task=source_task");
@@ -305,14 +297,11 @@ void Config::Validate() const {
   Require(ckpt.keep_last >= 1, "ckpt.keep_last", "must be >= 1");
   Require(TransferPairs().empty() || !transfer.from.empty(), "transfer.tasks", "needs transfer.from (a checkpoint)");
   Require(transfer.from.empty() || adapter.method == "more", "transfer.from", "needs adapter.method = more");
-  {
-    std::stringstream ss(ckpt.allow_changes);
-    std::string item;
+  for (const auto& item : SplitList(ckpt.allow_changes)) {
     const auto& keys = ResumeGuardedKeys();
-    while (std::getline(ss, item, ','))
-      Require(item.empty() || item == "all" || std::find(keys.begin(), keys.end(), item) != keys.end(),
-              "ckpt.allow_changes", "names '" + item + "', which is not a guarded setting (choose from " +
-                                        fmt::format("{}", fmt::join(keys, ", ")) + ", or all)");
+    Require(item == "all" || std::find(keys.begin(), keys.end(), item) != keys.end(), "ckpt.allow_changes",
+            "names '" + item + "', which is not a guarded setting (choose from " +
+                fmt::format("{}", fmt::join(keys, ", ")) + ", or all)");
   }
   Require(parallel.tp >= 1 && parallel.pp >= 1 && parallel.dp >= 0, "parallel",
           "tp and pp must be >= 1 and dp >= 0");

@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 
 #include <torch/csrc/autograd/functions/utils.h>
 
 #include "more/core/error.h"
+#include "more/core/strings.h"
 #include "more/model/fused_ops.h"
 #include "more/model/weights.h"
 #include "more/parallel/tp_ops.h"
@@ -60,10 +60,7 @@ std::string HfModuleName(const std::string& kind) {
 
 std::vector<int64_t> TrainedTaskIds(const Config& cfg, const std::vector<std::string>& task_names) {
   std::vector<int64_t> ids;
-  std::stringstream ss(cfg.data.tasks);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
+  for (const auto& item : SplitList(cfg.data.tasks)) {
     auto it = std::find(task_names.begin(), task_names.end(), item);
     if (it == task_names.end())
       throw Error(fmt::format("data.tasks names task '{}' but the shards hold [{}]", item, fmt::join(task_names, ", ")),

@@ -6,13 +6,13 @@
 // A single-process tool: no MPI.
 #include <filesystem>
 #include <iostream>
-#include <sstream>
 
 #include "more/ckpt/checkpoint.h"
 #include "more/ckpt/export.h"
 #include "more/core/error.h"
 #include "more/core/log.h"
 #include "more/core/main_guard.h"
+#include "more/core/strings.h"
 #include "more/model/llama.h"
 
 namespace {
@@ -37,13 +37,7 @@ See docs/formats.md.
 )";
 
 std::vector<std::string> Tasks(const std::string& spec, const std::vector<std::string>& all) {
-  if (spec == "all") return all;
-  std::vector<std::string> which;
-  std::stringstream ss(spec);
-  std::string t;
-  while (std::getline(ss, t, ','))
-    if (!t.empty()) which.push_back(t);
-  return which;
+  return spec == "all" ? all : more::SplitList(spec);
 }
 
 }  // namespace

@@ -8,7 +8,6 @@
 #include <cmath>
 #include <limits>
 #include <filesystem>
-#include <sstream>
 
 #include <ATen/Context.h>
 #include <torch/version.h>
@@ -22,6 +21,7 @@
 #include "more/core/hash.h"
 #include "more/core/proc.h"
 #include "more/core/safetensors.h"
+#include "more/core/strings.h"
 #include "more/data/sampler.h"
 #include "more/dist/device.h"
 #include "more/train/loss.h"
@@ -35,15 +35,6 @@ namespace {
 // lock-free atomic, so this one flag is process-wide; the training loop polls it once per step.
 std::atomic<int> g_stop_signal{0};
 void OnStopSignal(int sig) { g_stop_signal.store(sig); }
-
-std::vector<std::string> SplitList(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
 
 int LocalRanks() {
   for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
