@@ -48,29 +48,56 @@ struct Chunk {
   size_t size;
 };
 
-// Writes chunks to `path`.tmp, checking every write, then fsync + close + rename + fsync(dir).
-// On failure the tmp file is removed and `path` is left as it was.
-void WriteChunksAtomic(const std::string& path, const std::vector<Chunk>& chunks) {
-  const std::string tmp = path + ".tmp";
-  uint64_t total = 0;
-  for (const auto& c : chunks) total += c.size;
+// The steps every atomic write shares: a file `path`.tmp is created, written, then published by
+// fsync + close + rename + fsync(dir); on any failure the tmp file is removed, `path` is left as
+// it was, and the error names the step and the bytes written.
+int CreateTmp(const std::string& tmp, const std::string& path) {
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int e = errno;
     throw Error(fmt::format("cannot create '{}' (to write '{}'): {}", tmp, path, Errno(e)),
                 "check that the directory exists and is writable");
   }
-  auto fail = [&](const std::string& step, int e, uint64_t done) {
-    ::close(fd);
+  return fd;
+}
+
+[[noreturn]] void AbandonTmp(int fd, const std::string& tmp, const std::string& path, const std::string& step, int e,
+                             uint64_t done, uint64_t total) {
+  ::close(fd);
+  ::unlink(tmp.c_str());
+  const std::string hint = (e == ENOSPC || e == EDQUOT)
+                               ? "the disk (or quota) is full: free space or write somewhere else"
+                               : "check the file system (space, permissions, I/O errors)";
+  throw Error(fmt::format("writing '{}' failed at {} ({} of {} bytes written): {}; nothing was replaced", path,
+                          step, done, total, Errno(e)),
+              hint);
+}
+
+void PublishTmp(int fd, const std::string& tmp, const std::string& path, uint64_t done, uint64_t total) {
+  if (::fsync(fd) != 0) AbandonTmp(fd, tmp, path, "fsync", errno, done, total);
+  if (::close(fd) != 0) {
+    const int e = errno;
     ::unlink(tmp.c_str());
-    const std::string hint = (e == ENOSPC || e == EDQUOT)
-                                 ? "the disk (or quota) is full: free space or write somewhere else"
-                                 : "check the file system (space, permissions, I/O errors)";
-    throw Error(fmt::format("writing '{}' failed at {} ({} of {} bytes written): {}; nothing was "
-                            "replaced",
-                            path, step, done, total, Errno(e)),
-                hint);
-  };
+    throw Error(fmt::format("writing '{}' failed at close: {}; nothing was replaced", path, Errno(e)),
+                "check the file system (space, I/O errors)");
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    throw Error(fmt::format("cannot rename '{}' to '{}': {}", tmp, path, Errno(e)),
+                "is the destination a directory, or on another file system?");
+  }
+  fs::path parent = fs::path(path).parent_path();
+  FsyncDirectory(parent.empty() ? std::string(".") : parent.string());
+}
+
+// Writes chunks to `path`.tmp, checking every write, then publishes it (PublishTmp).
+void WriteChunksAtomic(const std::string& path, const std::vector<Chunk>& chunks) {
+  const std::string tmp = path + ".tmp";
+  uint64_t total = 0;
+  for (const auto& c : chunks) total += c.size;
+  const int fd = CreateTmp(tmp, path);
+  auto fail = [&](const std::string& step, int e, uint64_t done) { AbandonTmp(fd, tmp, path, step, e, done, total); };
   uint64_t done = 0;
   for (const auto& c : chunks) {
     const char* p = static_cast<const char*>(c.data);
@@ -87,21 +114,7 @@ void WriteChunksAtomic(const std::string& path, const std::vector<Chunk>& chunks
       done += static_cast<uint64_t>(w);
     }
   }
-  if (::fsync(fd) != 0) fail("fsync", errno, done);
-  if (::close(fd) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    throw Error(fmt::format("writing '{}' failed at close: {}; nothing was replaced", path, Errno(e)),
-                "check the file system (space, I/O errors)");
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    throw Error(fmt::format("cannot rename '{}' to '{}': {}", tmp, path, Errno(e)),
-                "is the destination a directory, or on another file system?");
-  }
-  fs::path parent = fs::path(path).parent_path();
-  FsyncDirectory(parent.empty() ? std::string(".") : parent.string());
+  PublishTmp(fd, tmp, path, done, total);
 }
 
 }  // namespace
@@ -522,12 +535,7 @@ SafetensorsStreamWriter::SafetensorsStreamWriter(std::string path, std::vector<T
   std::string text = header.dump();
   while (text.size() % 8 != 0) text.push_back(' ');
   total_ = 8 + text.size() + offset;
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) {
-    const int e = errno;
-    throw Error(fmt::format("cannot create '{}' (to write '{}'): {}", tmp_, path_, Errno(e)),
-                "check that the directory exists and is writable");
-  }
+  fd_ = CreateTmp(tmp_, path_);
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
   data_start_ = 8 + text.size();
@@ -544,15 +552,9 @@ SafetensorsStreamWriter::~SafetensorsStreamWriter() {
 }
 
 void SafetensorsStreamWriter::Fail(const std::string& step, int e) {
-  ::close(fd_);
+  const int fd = fd_;
   fd_ = -1;
-  ::unlink(tmp_.c_str());
-  const std::string hint = (e == ENOSPC || e == EDQUOT)
-                               ? "the disk (or quota) is full: free space or write somewhere else"
-                               : "check the file system (space, permissions, I/O errors)";
-  throw Error(fmt::format("writing '{}' failed at {} ({} of {} bytes written): {}; nothing was replaced", path_,
-                          step, done_, total_, Errno(e)),
-              hint);
+  AbandonTmp(fd, tmp_, path_, step, e, done_, total_);
 }
 
 void SafetensorsStreamWriter::WriteAll(const void* data, size_t n, uint64_t at) {
@@ -591,23 +593,9 @@ uint64_t SafetensorsStreamWriter::Finish() {
     if (written_[i] != tensors_[i].end - tensors_[i].begin)
       throw Error(fmt::format("safetensors writer '{}': tensor '{}' has {} of its {} bytes at Finish", path_,
                               tensors_[i].name, written_[i], tensors_[i].end - tensors_[i].begin));
-  if (::fsync(fd_) != 0) Fail("fsync", errno);
   const int fd = fd_;
   fd_ = -1;
-  if (::close(fd) != 0) {
-    const int e = errno;
-    ::unlink(tmp_.c_str());
-    throw Error(fmt::format("writing '{}' failed at close: {}; nothing was replaced", path_, Errno(e)),
-                "check the file system (space, I/O errors)");
-  }
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp_.c_str());
-    throw Error(fmt::format("cannot rename '{}' to '{}': {}", tmp_, path_, Errno(e)),
-                "is the destination a directory, or on another file system?");
-  }
-  fs::path parent = fs::path(path_).parent_path();
-  FsyncDirectory(parent.empty() ? std::string(".") : parent.string());
+  PublishTmp(fd, tmp_, path_, done_, total_);
   return total_;
 }
 
