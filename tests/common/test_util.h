@@ -1,6 +1,8 @@
 // Helpers shared by every test binary (torch-free): scratch directories and error assertions.
 #pragma once
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -32,6 +34,35 @@ class TempDir {
 
  private:
   std::filesystem::path path_;
+};
+
+// A full disk, simulated: while alive, this process may not write files past `bytes`
+// (RLIMIT_FSIZE) and SIGXFSZ is ignored, so a write() past it fails with EFBIG as a full disk
+// fails with ENOSPC. ok(): the limit is in place. Lift() (or the destructor) restores both.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    handler_ = ::signal(SIGXFSZ, SIG_IGN);
+    if (::getrlimit(RLIMIT_FSIZE, &old_) != 0) return;
+    rlimit small = old_;
+    small.rlim_cur = bytes;
+    ok_ = ::setrlimit(RLIMIT_FSIZE, &small) == 0;
+  }
+  ~FileSizeLimit() { Lift(); }
+  FileSizeLimit(const FileSizeLimit&) = delete;
+  FileSizeLimit& operator=(const FileSizeLimit&) = delete;
+  bool ok() const { return ok_; }
+  bool Lift() {  // true when the old limit is back (or none was set)
+    if (lifted_) return true;
+    lifted_ = true;
+    ::signal(SIGXFSZ, handler_);
+    return !ok_ || ::setrlimit(RLIMIT_FSIZE, &old_) == 0;
+  }
+
+ private:
+  rlimit old_{};
+  sighandler_t handler_ = SIG_DFL;
+  bool ok_ = false, lifted_ = false;
 };
 
 // Runs `fn`, expecting a more::Error whose message contains every one of `parts`.

@@ -1,7 +1,5 @@
 // Config (TOML + overrides + validation), metrics (by hand) and the optimizer/schedule.
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/resource.h>
 
 #include <filesystem>
 #include <sstream>
@@ -94,15 +92,11 @@ TEST(MetricsLog, FullDiskKeepsTheFileValidAndCountsLostRows) {
   EXPECT_EQ(log.Open(path, 0), 0);
   ASSERT_TRUE(log.Append({{"type", "train"}, {"step", 1}, {"loss", 1.5}}));
   const auto size = std::filesystem::file_size(path);
-  ::signal(SIGXFSZ, SIG_IGN);  // a file-size limit stands in for the full disk: write() fails with EFBIG
-  rlimit old{};
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
-  rlimit small = old;
-  small.rlim_cur = size + 10;  // room for 10 bytes of the next row only
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  testing::FileSizeLimit full(size + 10);  // the full disk: room for 10 bytes of the next row only
+  ASSERT_TRUE(full.ok());
   const bool wrote2 = log.Append({{"type", "train"}, {"step", 2}, {"loss", 1.25}});
   const bool wrote3 = log.Append({{"type", "train"}, {"step", 3}, {"loss", 1.0}});
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &old), 0);
+  ASSERT_TRUE(full.Lift());
   EXPECT_FALSE(wrote2);
   EXPECT_FALSE(wrote3);
   EXPECT_EQ(std::filesystem::file_size(path), size);  // the torn part of row 2 was cut off

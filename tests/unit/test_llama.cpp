@@ -4,9 +4,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <signal.h>
-#include <sys/resource.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <set>
@@ -311,20 +308,16 @@ TEST(Llama, MergeOfShardedBf16KeepsLayoutAndFailedMergeLeavesNothing) {
   // a write failure part-way (file-size limit: EFBIG, as a full disk gives ENOSPC) leaves
   // neither the output nor the temporary directory, and an earlier output untouched
   const auto before = ReadFileToString(out + "/model-00001-of-00002.safetensors");
-  struct rlimit old {};
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
-  auto old_handler = signal(SIGXFSZ, SIG_IGN);
-  struct rlimit small = old;
-  small.rlim_cur = 20000;
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
   std::string msg;
-  try {
-    MergeTask(ex, base, "a", out);
-  } catch (const Error& e) {
-    msg = e.what();
+  {
+    testing::FileSizeLimit limit(20000);
+    ASSERT_TRUE(limit.ok());
+    try {
+      MergeTask(ex, base, "a", out);
+    } catch (const Error& e) {
+      msg = e.what();
+    }
   }
-  setrlimit(RLIMIT_FSIZE, &old);
-  signal(SIGXFSZ, old_handler);
   EXPECT_NE(msg.find("failed at write"), std::string::npos) << msg;
   EXPECT_FALSE(std::filesystem::exists(std::filesystem::path(out).parent_path() / ".tmp-a"));
   EXPECT_EQ(ReadFileToString(out + "/model-00001-of-00002.safetensors"), before);

@@ -1,8 +1,6 @@
 // Safetensors reading/writing, sharded collections, atomic writes, BF16/F16 conversion, and
 // the make_tiny_llama tool (+ the Python golden reference run on its output).
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <bit>
@@ -30,6 +28,7 @@ using namespace more;
 namespace {
 
 using more::testing::ExpectError;
+using more::testing::FileSizeLimit;
 using more::testing::TempDir;
 
 // Writes a raw safetensors file: u64 LE header length, header text, data bytes.
@@ -219,20 +218,16 @@ TEST(Safetensors, OverwritesAtomicallyAndKeepsOldFileOnFailure) {
   EXPECT_FALSE(fs::exists(path + ".tmp"));
 
   // Simulate running out of space: a small file-size limit makes write() fail (EFBIG).
-  struct rlimit old {};
-  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
-  auto old_handler = signal(SIGXFSZ, SIG_IGN);
-  struct rlimit small = old;
-  small.rlim_cur = 4096;
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
   std::string err;
-  try {
-    WriteFileAtomic(path, std::string(100000, 'z'));
-  } catch (const Error& e) {
-    err = e.what();
+  {
+    FileSizeLimit limit(4096);
+    ASSERT_TRUE(limit.ok());
+    try {
+      WriteFileAtomic(path, std::string(100000, 'z'));
+    } catch (const Error& e) {
+      err = e.what();
+    }
   }
-  setrlimit(RLIMIT_FSIZE, &old);
-  signal(SIGXFSZ, old_handler);
   EXPECT_NE(err.find(path), std::string::npos) << err;
   EXPECT_NE(err.find("nothing was replaced"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(path + ".tmp")) << "the tmp file must be removed";
@@ -244,16 +239,16 @@ TEST(Safetensors, OverwritesAtomicallyAndKeepsOldFileOnFailure) {
   w.Add("big", DType::kU8, {100000}, big.data(), big.size());
   const std::string st = dir / "w.safetensors";
   WriteSmall(st);
-  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
-  old_handler = signal(SIGXFSZ, SIG_IGN);
   err.clear();
-  try {
-    w.Write(st);
-  } catch (const Error& e) {
-    err = e.what();
+  {
+    FileSizeLimit limit(4096);
+    ASSERT_TRUE(limit.ok());
+    try {
+      w.Write(st);
+    } catch (const Error& e) {
+      err = e.what();
+    }
   }
-  setrlimit(RLIMIT_FSIZE, &old);
-  signal(SIGXFSZ, old_handler);
   EXPECT_NE(err.find(st), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(st + ".tmp"));
   SafetensorsFile still(st);
