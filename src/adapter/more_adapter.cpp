@@ -215,40 +215,7 @@ torch::Tensor MoreAdapter::ContrastiveLoss(const torch::Tensor& x, const torch::
 
 torch::Tensor MoreAdapter::ContrastiveLossPooled(const torch::Tensor& pooled, int task,
                                                  const Communicator& tp) const {
-  MORE_CHECK(opt_.more, "adapter {}: contrastive loss needs task embeddings (method = more)", name_);
-  MORE_CHECK(!opt_.shared_gate_input, "adapter {}: no contrastive loss with a shared gate input (one E row)", name_);
-  auto z = pooled.to(A.scalar_type());                                     // [B, d(/tp)]
-  auto e = E;                                                              // [T, d]
-  const bool row_split = kind_ == ParallelKind::kRow && tp_size_ > 1;
-  if (row_split) {
-    const int64_t n = d_in_ / tp_size_;
-    e = e.narrow(1, tp_rank_ * n, n);                                      // [T, d/tp]
-  }
-  auto dots = torch::matmul(z, e.t());                                     // [B, T]
-  auto zn2 = (z * z).sum(-1);                                              // [B]
-  auto en2 = (e * e).sum(-1);                                              // [T]
-  if (row_split) {
-    const auto b = dots.size(0), t = dots.size(1);
-    auto packed = ReduceFromTp(torch::cat({dots.flatten(), zn2, en2}), tp);  // [B*T + B + T]
-    dots = packed.narrow(0, 0, b * t).view({b, t});
-    zn2 = packed.narrow(0, b * t, b);
-    en2 = packed.narrow(0, b * t + b, t);
-  }
-  auto cos = dots / (zn2.sqrt().unsqueeze(1) * en2.sqrt().unsqueeze(0)).clamp_min(1e-8);  // [B, T]
-  int64_t label = task;
-  if (!opt_.active_tasks.empty()) {  // classes: the tasks being trained only
-    auto it = std::find(opt_.active_tasks.begin(), opt_.active_tasks.end(), static_cast<int64_t>(task));
-    MORE_CHECK(it != opt_.active_tasks.end(), "adapter {}: task {} is not among the trained tasks", name_, task);
-    label = it - opt_.active_tasks.begin();
-    cos = cos.index_select(1, torch::tensor(opt_.active_tasks, torch::kLong).to(cos.device()));  // [B, T_active]
-  }
-  auto labels = torch::full({cos.size(0)}, label, torch::TensorOptions(torch::kLong).device(cos.device()));
-  auto loss = torch::nn::functional::cross_entropy(cos / opt_.tau, labels);
-  if (kind_ == ParallelKind::kColumn && tp_size_ > 1) {
-    // computed identically on every TP rank: gradient 1/tp each, value unchanged
-    loss = loss / tp_size_ + (loss - loss / tp_size_).detach();
-  }
-  return loss;
+  return ContrastiveLossBatch({this}, {pooled}, task, tp)[0];
 }
 
 std::string MoreAdapter::ContrastiveBatchKey(const torch::Tensor& pooled) const {
@@ -268,7 +235,9 @@ torch::Tensor MoreAdapter::ContrastiveLossBatch(const std::vector<const MoreAdap
   std::vector<torch::Tensor> zs, es;
   for (size_t m = 0; m < mods.size(); ++m) {
     const auto& a = *mods[m];
-    MORE_CHECK(a.opt_.more && !a.opt_.shared_gate_input, "adapter {}: no contrastive loss without per-task E", a.name_);
+    MORE_CHECK(a.opt_.more, "adapter {}: contrastive loss needs task embeddings (method = more)", a.name_);
+    MORE_CHECK(!a.opt_.shared_gate_input, "adapter {}: no contrastive loss with a shared gate input (one E row)",
+               a.name_);
     MORE_CHECK(a.ContrastiveBatchKey(pooled[m]) == key, "adapter {}: not batchable with {}", a.name_, first.name_);
     zs.push_back(pooled[m].to(a.A.scalar_type()));                        // [B, d(/tp)]
     auto e = a.E;

@@ -146,10 +146,11 @@ class MoreAdapter {
   torch::Tensor ContrastiveLoss(const torch::Tensor& x, const torch::Tensor& mask, int task,
                                 const Communicator& tp) const;
   // The same from the mean-pooled input z [B, d(/tp)] = MeanPool(x, MeanPoolWeights(mask)):
-  // modules that read the same x (q/k/v, gate/up) share one pooling (ForwardContext::Pooled).
+  // modules that read the same x (q/k/v, gate/up) share one pooling (LoraLinearPooled).
+  // ContrastiveLossBatch with this module alone.
   torch::Tensor ContrastiveLossPooled(const torch::Tensor& pooled, int task, const Communicator& tp) const;
-  // The same for M modules at once: losses [M], element m equal to
-  // mods[m]->ContrastiveLossPooled(pooled[m], task, tp) up to summation order. The modules must
+  // The same for M modules at once: losses [M], element m the loss of module m on pooled[m]
+  // (equal to it computed alone, up to summation order). The modules must
   // agree on the pooled width, tau, the rows of E, the trained tasks and (with tp > 1) their
   // parallel kind (ContrastiveBatchKey); one batched computation, and with a row split one
   // all-reduce, instead of ~15 small operations and one all-reduce per module.
