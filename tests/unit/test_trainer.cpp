@@ -33,6 +33,7 @@ using testing::TinyConfig;
 using testing::ExpectError;
 using testing::RunSteps;
 using testing::StraightAndResumed;
+using testing::TrainAndCheckpoint;
 
 
 TEST(Trainer, ResumeIsBitwiseIdenticalToAnUninterruptedRun) {
@@ -259,13 +260,8 @@ TEST(Trainer, CheckpointsAreAtomicPrunedAndChecked) {
 
 // state.json is checksummed, and its step must match the directory's name (issue 16).
 TEST(Trainer, StateJsonIsCheckedAgainstItsChecksumAndDirectory) {
-  auto grid = ProcessGrid::Single();
   const auto dir = ScratchDir("statejson");
-  auto c = TinyConfig(dir);
-  Trainer t(c, *grid);
-  t.Step();
-  t.Step();
-  t.SaveCheckpoint();
+  TrainAndCheckpoint(TinyConfig(dir), 2);
   const auto root = dir + "/checkpoints";
   const auto ck = root + "/step-00000002";
   const auto good = ReadFileToString(ck + "/state.json");
@@ -304,12 +300,7 @@ TEST(Trainer, StateJsonIsCheckedAgainstItsChecksumAndDirectory) {
 TEST(Trainer, CheckpointWithAnotherAdapterShapeIsRejected) {
   auto grid = ProcessGrid::Single();
   const auto dir = ScratchDir("othermodel");
-  {
-    auto c = TinyConfig(dir);
-    Trainer t(c, *grid);
-    t.Step();
-    t.SaveCheckpoint();
-  }
+  TrainAndCheckpoint(TinyConfig(dir), 1);
   auto c = TinyConfig(dir);
   c.model.path = TestData("tiny_bf16_sharded");  // same shapes: fingerprint equal, weights differ
   c.adapter.rank = 6;                             // but another adapter shape
@@ -322,12 +313,7 @@ TEST(Trainer, CheckpointWithAnotherAdapterShapeIsRejected) {
 TEST(Trainer, ResumeRefusesChangedSettingsUnlessAllowed) {
   auto grid = ProcessGrid::Single();
   const auto dir = ScratchDir("resume_guard");
-  {
-    auto c = TinyConfig(dir);
-    Trainer t(c, *grid);
-    t.Step();
-    t.SaveCheckpoint();
-  }
+  TrainAndCheckpoint(TinyConfig(dir), 1);
   const std::vector<std::pair<std::string, std::function<void(Config&)>>> changes = {
       {"adapter.scaling", [](Config& c) { c.adapter.scaling = "none"; }},
       {"adapter.selection", [](Config& c) { c.adapter.selection = "soft"; }},

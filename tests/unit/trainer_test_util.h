@@ -27,6 +27,14 @@ inline StepRun RunSteps(Trainer& t, int steps) {
   return r;
 }
 
+// A run of `config` trained `steps` steps and checkpointed (the Trainer is gone afterwards).
+inline void TrainAndCheckpoint(const Config& config, int steps) {
+  auto grid = ProcessGrid::Single();
+  Trainer t(config, *grid);
+  for (int i = 0; i < steps; ++i) t.Step();
+  t.SaveCheckpoint();
+}
+
 // `base` (its out_dir replaced) trained n steps straight, and again n/2 steps, a checkpoint, one
 // step lost as in a crash, then resumed in a new Trainer for the last n/2 steps.
 struct ResumeRuns {
