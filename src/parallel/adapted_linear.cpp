@@ -8,23 +8,22 @@
 namespace more {
 
 void ForwardContext::FlushContrastive() {
-  if (cl_pending.empty()) return;
   // batches in the order their first module ran (deterministic on every rank)
-  std::vector<std::string> order;
-  std::map<std::string, std::pair<std::vector<const MoreAdapter*>, std::vector<torch::Tensor>>> groups;
-  std::map<std::string, const Communicator*> comm;
+  struct Batch {
+    std::vector<const MoreAdapter*> mods;
+    std::vector<torch::Tensor> pooled;
+    const Communicator* tp;
+  };
+  std::vector<Batch> batches;
+  std::map<std::string, size_t> index;  // ContrastiveBatchKey -> batches[i]
   for (auto& p : cl_pending) {
-    const auto key = p.adapter->ContrastiveBatchKey(p.pooled);
-    if (!groups.count(key)) order.push_back(key);
-    groups[key].first.push_back(p.adapter);
-    groups[key].second.push_back(p.pooled);
-    comm[key] = p.tp;
+    const auto [it, added] = index.emplace(p.adapter->ContrastiveBatchKey(p.pooled), batches.size());
+    if (added) batches.push_back({{}, {}, p.tp});
+    batches[it->second].mods.push_back(p.adapter);
+    batches[it->second].pooled.push_back(p.pooled);
   }
   cl_pending.clear();
-  for (const auto& key : order) {
-    const auto& [mods, pooled] = groups[key];
-    cl_losses.push_back(MoreAdapter::ContrastiveLossBatch(mods, pooled, task, *comm[key]).sum());
-  }
+  for (const auto& b : batches) cl_losses.push_back(MoreAdapter::ContrastiveLossBatch(b.mods, b.pooled, task, *b.tp).sum());
 }
 
 torch::Tensor ForwardContext::PoolWeights(torch::ScalarType dtype) {
