@@ -57,12 +57,31 @@ std::string FormatCount(int64_t n) {
 
 }  // namespace
 
-std::vector<std::string> LlamaPresetNames() { return {"llama2-7b", "llama2-13b", "llama2-70b"}; }
+std::vector<std::string> LlamaPresetNames() {
+  return {"llama2-7b", "llama2-13b", "llama2-70b", "llama3.1-8b", "llama3.1-70b", "mistral-7b", "qwen2.5-7b"};
+}
 
 LlamaConfig LlamaPreset(const std::string& name) {
   LlamaConfig c;  // defaults: vocab 32000, max positions 4096, eps 1e-5, theta 1e4
   c.vocab_size = 32000;
-  if (name == "llama2-7b") {
+  // The Hugging Face config.json values of each model (the planner uses the shapes; the Llama 3.1
+  // llama3 rope scaling, which does not change a shape, is not part of LlamaConfig).
+  if (name == "llama3.1-8b" || name == "llama3.1-70b") {
+    const bool big = name == "llama3.1-70b";
+    c.vocab_size = 128256, c.max_position_embeddings = 131072, c.rope_theta = 500000.0;
+    c.hidden_size = big ? 8192 : 4096, c.intermediate_size = big ? 28672 : 14336;
+    c.num_hidden_layers = big ? 80 : 32, c.num_attention_heads = big ? 64 : 32, c.num_key_value_heads = 8;
+    c.bos_token_id = 128000, c.eos_token_id = 128001, c.torch_dtype = "bfloat16";
+  } else if (name == "mistral-7b") {  // Mistral-7B-v0.3
+    c.vocab_size = 32768, c.max_position_embeddings = 32768, c.rope_theta = 1000000.0;
+    c.hidden_size = 4096, c.intermediate_size = 14336, c.num_hidden_layers = 32;
+    c.num_attention_heads = 32, c.num_key_value_heads = 8, c.torch_dtype = "bfloat16";
+  } else if (name == "qwen2.5-7b") {
+    c.vocab_size = 152064, c.max_position_embeddings = 131072, c.rope_theta = 1000000.0, c.rms_norm_eps = 1e-6;
+    c.hidden_size = 3584, c.intermediate_size = 18944, c.num_hidden_layers = 28;
+    c.num_attention_heads = 28, c.num_key_value_heads = 4, c.qkv_bias = true;
+    c.bos_token_id = 151643, c.eos_token_id = 151643, c.torch_dtype = "bfloat16";
+  } else if (name == "llama2-7b") {
     c.hidden_size = 4096, c.intermediate_size = 11008, c.num_hidden_layers = 32;
     c.num_attention_heads = 32, c.num_key_value_heads = 32;
   } else if (name == "llama2-13b") {
@@ -87,7 +106,9 @@ int64_t BaseElementsPerRank(const LlamaConfig& m, int64_t tp, int64_t pp, int64_
   const int64_t d = m.hidden_size, layers = m.num_hidden_layers / pp;
   int64_t linear = 0;  // global elements of one layer's seven projections
   for (const auto& s : ModuleShapes(m)) linear += s.d_in * s.d_out;
-  int64_t n = layers * (linear / tp + 2 * d);           // shards + replicated RMSNorm weights
+  // q, k, v biases (Qwen2) are sharded with their output columns
+  const int64_t bias = m.qkv_bias ? (m.num_attention_heads + 2 * m.num_key_value_heads) * m.head_dim() : 0;
+  int64_t n = layers * ((linear + bias) / tp + 2 * d);  // shards + replicated RMSNorm weights
   if (stage == 0) n += m.vocab_size * d / tp;            // vocab-parallel embedding
   if (stage == pp - 1) n += d + m.vocab_size * d / tp;   // final norm + vocab-parallel LM head
   return n;

@@ -76,8 +76,9 @@ int64_t LlamaConfig::NumParams() const {
   const int64_t attn = d * h * hd          // q_proj [H*hd, D]
                        + 2 * d * kv * hd   // k_proj, v_proj [KV*hd, D]
                        + h * hd * d;       // o_proj [D, H*hd]
+  const int64_t bias = qkv_bias ? h * hd + 2 * kv * hd : 0;  // q, k, v biases [H*hd], [KV*hd]
   const int64_t mlp = 3 * d * intermediate_size;  // gate, up [I, D]; down [D, I]
-  const int64_t per_layer = attn + mlp + 2 * d;   // + input / post-attention RMSNorm weights
+  const int64_t per_layer = attn + bias + mlp + 2 * d;  // + input / post-attention RMSNorm weights
   const int64_t embed = vocab_size * d;
   return embed + num_hidden_layers * per_layer + d /* final norm */ + (tie_word_embeddings ? 0 : embed);
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "more/core/main_guard.h"
 #include "more/config/config.h"
@@ -26,7 +27,8 @@ usage: more_plan [--config FILE.toml] [--model DIR | --preset NAME] --world N [o
 
   --config FILE.toml   run configuration, as for more_train (model.path / data.train may be empty here)
   --model DIR          Hugging Face model directory (config.json) or config.json path; default model.path
-  --preset NAME        llama2-7b | llama2-13b | llama2-70b (Hugging Face values)
+  --preset NAME        llama2-7b | llama2-13b | llama2-70b | llama3.1-8b | llama3.1-70b |
+                       mistral-7b (v0.3) | qwen2.5-7b (Hugging Face config values)
   --world N            number of ranks (GPUs) of the job
   --seq-len L          padded sequence length (the shards' max length), default 128
   --base-dtype D       bf16 | f32; default from model.dtype, auto as more_train resolves it: bf16
@@ -144,7 +146,7 @@ int Run(int argc, char** argv) {
     if (model_dir.empty()) model_dir = cfg.model.path;
     if (model_dir.empty())
       throw more::Error("no model: give --model DIR, --preset NAME or model.path in the config",
-                        "presets: llama2-7b, llama2-13b, llama2-70b");
+                        fmt::format("presets: {}", fmt::join(more::LlamaPresetNames(), ", ")));
     model = more::LoadLlamaConfig(model_dir);
     model_name = model_dir;
   }

@@ -8,7 +8,8 @@
 //   step per replica, e = bytes per base element (bf16 2, f32 4).
 //
 // Base weights (frozen, base dtype e; the sharding of src/model/llama.cpp):
-//   per layer: (q D*H*hd + k,v 2*D*KV*hd + o H*hd*D + gate,up,down 3*D*I) / t   (column- and
+//   per layer: (q D*H*hd + k,v 2*D*KV*hd + o H*hd*D + gate,up,down 3*D*I
+//               [+ q,k,v biases (H + 2*KV)*hd with qkv_bias]) / t   (column- and
 //              row-parallel shards) + 2*D (the two RMSNorm weights, replicated on every rank)
 //   first stage: + V*D/t (vocab-parallel embedding)
 //   last stage:  + D (final norm) + V*D/t (vocab-parallel LM head; a tied LM head is loaded
@@ -49,7 +50,8 @@ namespace more {
 
 struct Config;
 
-// Hugging Face values of "llama2-7b" | "llama2-13b" | "llama2-70b"; throws more::Error otherwise.
+// Hugging Face config values of "llama2-7b" | "llama2-13b" | "llama2-70b" | "llama3.1-8b" |
+// "llama3.1-70b" | "mistral-7b" (v0.3) | "qwen2.5-7b"; throws more::Error otherwise.
 LlamaConfig LlamaPreset(const std::string& name);
 std::vector<std::string> LlamaPresetNames();
 

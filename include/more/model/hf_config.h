@@ -20,6 +20,7 @@ struct LlamaConfig {
   double rms_norm_eps = 1e-5;
   double rope_theta = 10000.0;
   bool tie_word_embeddings = false;
+  bool qkv_bias = false;  // bias on the q, k, v projections (Qwen2); counted by NumParams
   std::string torch_dtype = "float16";
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;

@@ -2,6 +2,7 @@
 // from the formulas of the header comment for a small model, so a change of formula shows here.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -202,6 +203,60 @@ TEST(MemoryPlan, PresetsHaveTheHuggingFaceParameterCounts) {
   EXPECT_EQ(LlamaPreset("llama2-70b").NumParams(), 68976648192);
   EXPECT_EQ(LlamaPreset("llama2-70b").num_key_value_heads, 8);
   ExpectErrorWith([] { LlamaPreset("llama3-8b"); }, "unknown model preset");
+}
+
+// The newer presets against the published models. Dims: the config.json of each model on the
+// Hugging Face hub (meta-llama/Llama-3.1-8B, meta-llama/Llama-3.1-70B, mistralai/Mistral-7B-v0.3,
+// Qwen/Qwen2.5-7B); counts: their model cards (8.03B, 70.6B, 7.25B; Qwen2.5-7B's card says
+// 7.61B, 6.53B without embeddings). The count is computed here from the dims with a plain
+// formula, independently of the planner, checked against the card within 0.1%, and the
+// planner's preset must have the same dims and give the same count.
+struct Published {
+  const char* preset;
+  int64_t hidden, intermediate, layers, heads, kv_heads, vocab;
+  bool tied, qkv_bias;
+  double card_params;
+};
+
+TEST(MemoryPlan, NewerPresetsMatchThePublishedConfigsAndCounts) {
+  const Published models[] = {
+      {"llama3.1-8b", 4096, 14336, 32, 32, 8, 128256, false, false, 8.03e9},
+      {"llama3.1-70b", 8192, 28672, 80, 64, 8, 128256, false, false, 70.6e9},
+      {"mistral-7b", 4096, 14336, 32, 32, 8, 32768, false, false, 7.25e9},
+      {"qwen2.5-7b", 3584, 18944, 28, 28, 4, 152064, false, true, 7.61e9},
+  };
+  for (const auto& m : models) {
+    SCOPED_TRACE(m.preset);
+    const double d = m.hidden, hd = d / m.heads, v = m.vocab;
+    const double per_layer = d * m.heads * hd           // q
+                             + 2 * d * m.kv_heads * hd  // k, v
+                             + m.heads * hd * d         // o
+                             + 3 * d * m.intermediate   // gate, up, down
+                             + 2 * d                    // two RMSNorms
+                             + (m.qkv_bias ? (m.heads + 2.0 * m.kv_heads) * hd : 0.0);
+    const double count = v * d * (m.tied ? 1 : 2) + m.layers * per_layer + d;
+    EXPECT_LT(std::abs(count - m.card_params) / m.card_params, 1e-3) << count << " vs the card's " << m.card_params;
+    const LlamaConfig c = LlamaPreset(m.preset);
+    EXPECT_EQ(c.hidden_size, m.hidden);
+    EXPECT_EQ(c.intermediate_size, m.intermediate);
+    EXPECT_EQ(c.num_hidden_layers, m.layers);
+    EXPECT_EQ(c.num_attention_heads, m.heads);
+    EXPECT_EQ(c.num_key_value_heads, m.kv_heads);
+    EXPECT_EQ(c.vocab_size, m.vocab);
+    EXPECT_EQ(c.tie_word_embeddings, m.tied);
+    EXPECT_EQ(c.qkv_bias, m.qkv_bias);
+    EXPECT_EQ(static_cast<double>(c.NumParams()), count);
+    // the plan's base weights: tp ranks of one stage hold every sharded weight once (biases
+    // included), each its own copy of the norms, and an LM head of its own (not tied here)
+    const int64_t tp = 4;
+    EXPECT_EQ(static_cast<double>(tp * BaseElementsPerRank(c, tp, 1, 0)),
+              count + (tp - 1) * (m.layers * 2 * d + d));
+  }
+  // Qwen2.5-7B's non-embedding count on its card: 6.53B
+  const LlamaConfig q = LlamaPreset("qwen2.5-7b");
+  const double non_embedding = static_cast<double>(q.NumParams() - 2 * q.vocab_size * q.hidden_size);
+  EXPECT_LT(std::abs(non_embedding - 6.53e9) / 6.53e9, 1e-3);
+  ExpectErrorWith([] { LlamaPreset("llama3.1-405b"); }, "llama3.1-8b, llama3.1-70b, mistral-7b, qwen2.5-7b");
 }
 
 TEST(MemoryPlan, Llama7bAtTp8Pp2) {
