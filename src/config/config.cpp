@@ -238,8 +238,12 @@ std::string Config::checkpoint_dir() const {
   return ckpt.dir.empty() ? train.out_dir + "/checkpoints" : ckpt.dir;
 }
 
-std::string Config::tokenizer_path() const {
-  return data.tokenizer.empty() ? model.path + "/tokenizer.model" : data.tokenizer;
+std::vector<std::string> Config::tokenizer_paths() const {
+  if (!data.tokenizer.empty()) return {data.tokenizer};
+  std::vector<std::string> out;
+  for (const char* f : {"/tokenizer.model", "/tokenizer.json"})
+    if (std::filesystem::exists(model.path + f)) out.push_back(model.path + f);
+  return out;
 }
 
 void Config::Validate() const {

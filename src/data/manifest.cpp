@@ -23,6 +23,59 @@ std::vector<TaskInfo> Manifest::task_infos() const {
   return out;
 }
 
+namespace {
+
+// A JSON array of token ids, each an integer in [0, vocab_size).
+std::vector<int32_t> TokenIds(const nlohmann::json& v, const TokenizerBlock& tok, const std::string& where) {
+  if (!v.is_array()) throw Error(fmt::format("{} must be an array of token ids, got {}", where, v.type_name()));
+  std::vector<int32_t> ids;
+  ids.reserve(v.size());
+  for (size_t k = 0; k < v.size(); ++k) {
+    const auto& x = v[k];
+    if (!x.is_number_integer())
+      throw Error(fmt::format("{}[{}] must be an integer token id, got {} {}", where, k, x.type_name(), x.dump()));
+    const int64_t id = x.get<int64_t>();
+    if (id < 0 || id >= tok.vocab_size)
+      throw Error(fmt::format("{}[{}]: token id {} is outside the vocabulary [0, {})", where, k, id, tok.vocab_size),
+                  "the ids must come from the tokenizer named in the manifest's \"tokenizer\" block");
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  return ids;
+}
+
+TokenizerBlock ParseTokenizerBlock(const nlohmann::json& j, const std::string& path, const fs::path& dir) {
+  const std::string where = "manifest '" + path + "': \"tokenizer\"";
+  const char* hint = R"(expected "tokenizer": {"file": ".../tokenizer.json", "vocab_size": V, "bos_id": B, "eos_id": E, "pad_id": P})";
+  if (!j.is_object()) throw Error(where + " must be an object", hint);
+  TokenizerBlock t;
+  for (const auto& [key, value] : j.items()) {
+    if (key == "file") {
+      if (!value.is_string() || value.get<std::string>().empty())
+        throw Error(where + ": field 'file' must be a non-empty string (the tokenizer file's path)", hint);
+      const fs::path f(value.get<std::string>());
+      t.file = (f.is_absolute() ? f : dir / f).lexically_normal().string();
+    } else if (key == "vocab_size" || key == "bos_id" || key == "eos_id" || key == "pad_id") {
+      if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<int64_t>() > (int64_t{1} << 30))
+        throw Error(fmt::format("{}: field '{}' must be a non-negative integer, got {}", where, key, value.dump()), hint);
+      const auto v = static_cast<int32_t>(value.get<int64_t>());
+      (key == "vocab_size" ? t.vocab_size : key == "bos_id" ? t.bos_id : key == "eos_id" ? t.eos_id : t.pad_id) = v;
+    } else {
+      throw Error(fmt::format("{}: unknown field '{}'", where, key), hint);
+    }
+  }
+  for (const char* key : {"file", "vocab_size", "bos_id", "eos_id", "pad_id"})
+    if (!j.contains(key)) throw Error(fmt::format("{}: missing field '{}'", where, key), hint);
+  for (const auto& [name, id] : {std::pair{"bos_id", t.bos_id}, {"eos_id", t.eos_id}, {"pad_id", t.pad_id}})
+    if (id >= t.vocab_size)
+      throw Error(fmt::format("{}: {} {} is outside the vocabulary [0, {})", where, name, id, t.vocab_size));
+  if (!fs::is_regular_file(t.file))
+    throw Error(fmt::format("{}: tokenizer file '{}' does not exist", where, t.file),
+                "its hash goes into the shards, where the trainer checks it against the model's tokenizer");
+  return t;
+}
+
+}  // namespace
+
 Manifest LoadManifest(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw Error("cannot read manifest '" + path + "'", "check the --manifest path");
@@ -39,13 +92,23 @@ Manifest LoadManifest(const std::string& path) {
     throw Error(
         "manifest '" + path + "' has no \"tasks\" array",
         R"(expected {"tasks": [{"name": ..., "metric": ..., "candidates": [...], "train": ..., "eval": ...}]})");
+  if (j.contains("tokenizer")) m.tokenizer = ParseTokenizerBlock(j["tokenizer"], path, dir);
   for (size_t i = 0; i < j["tasks"].size(); ++i) {
     const auto& jt = j["tasks"][i];
     const std::string where = fmt::format("manifest '{}', task #{}", path, i);
     if (!jt.is_object()) throw Error(where + " is not an object");
     ManifestTask t;
     for (const auto& [key, value] : jt.items()) {
-      if (key == "name" || key == "metric") {
+      if (key == "candidate_ids") {
+        if (!m.tokenizer)
+          throw Error(where + ": field 'candidate_ids' belongs to a pre-tokenized manifest, which has a "
+                              "top-level \"tokenizer\" block",
+                      "remove candidate_ids (shard_data encodes the candidates), or add the tokenizer block");
+        if (!value.is_array()) throw Error(where + ": field 'candidate_ids' must be an array of arrays of token ids");
+        for (size_t c = 0; c < value.size(); ++c)
+          t.info.candidate_ids.push_back(
+              TokenIds(value[c], *m.tokenizer, fmt::format("{}: candidate_ids[{}]", where, c)));
+      } else if (key == "name" || key == "metric") {
         if (!value.is_string()) throw Error(where + ": field '" + key + "' must be a string");
         (key == "name" ? t.info.name : t.info.metric) = value.get<std::string>();
       } else if (key == "candidates") {
@@ -62,6 +125,17 @@ Manifest LoadManifest(const std::string& path) {
       }
     }
     if (t.info.name.empty()) throw Error(where + ": missing \"name\"");
+    if (m.tokenizer) {
+      if (t.info.candidate_ids.size() != t.info.candidates.size())
+        throw Error(fmt::format("{} ('{}'): {} candidate(s) but {} candidate_ids", where, t.info.name,
+                                t.info.candidates.size(), t.info.candidate_ids.size()),
+                    "a pre-tokenized manifest gives every candidate's token ids, in the order of candidates");
+      for (size_t c = 0; c < t.info.candidate_ids.size(); ++c)
+        if (t.info.candidate_ids[c].empty())
+          throw Error(fmt::format("{} ('{}'): candidate_ids[{}] ('{}') is empty", where, t.info.name, c,
+                                  t.info.candidates[c]),
+                      "each candidate needs at least one token (the evaluator scores its tokens + EOS)");
+    }
     m.tasks.push_back(std::move(t));
   }
   ValidateTasks(m.task_infos(), "manifest '" + path + "'");
@@ -144,6 +218,59 @@ std::vector<TextExample> ReadTaskFile(const std::string& path) {
     const std::string where = fmt::format("{}:{}", path, n);
     TextExample ex = tsv ? ParseTsvLine(line, where) : ParseJsonLine(line, where);
     ex.line = n;
+    out.push_back(std::move(ex));
+  }
+  return out;
+}
+
+std::vector<TokenExample> ReadTokenFile(const std::string& path, const TokenizerBlock& tok) {
+  std::ifstream in(path);
+  if (!in) throw Error("cannot read task file '" + path + "'", "check the paths in the manifest");
+  std::vector<TokenExample> out;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    const std::string where = fmt::format("{}:{}", path, n);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(where + ": bad JSON: " + e.what(), "each line must be one JSON object");
+    }
+    if (!j.is_object()) throw Error(where + ": the line is not a JSON object");
+    for (const auto& [key, value] : j.items())
+      if (key != "input_ids" && key != "target_ids" && key != "label" && key != "value")
+        throw Error(fmt::format("{}: unknown field '{}' in a pre-tokenized row", where, key),
+                    "rows of a pre-tokenized manifest hold input_ids, target_ids, label and value only");
+    TokenExample ex;
+    for (const char* key : {"input_ids", "target_ids"})
+      if (!j.contains(key)) throw Error(fmt::format("{}: missing field '{}'", where, key));
+    ex.input_ids = TokenIds(j["input_ids"], tok, where + ": input_ids");
+    ex.target_ids = TokenIds(j["target_ids"], tok, where + ": target_ids");
+    if (ex.input_ids.empty() || ex.input_ids.front() != tok.bos_id)
+      throw Error(fmt::format("{}: input_ids must start with bos_id {}, got {}", where, tok.bos_id,
+                              ex.input_ids.empty() ? std::string("[]") : std::to_string(ex.input_ids.front())),
+                  "input_ids is BOS + prompt tokens");
+    if (ex.target_ids.empty())
+      throw Error(where + ": target_ids is empty", "target_ids is the target's tokens + EOS (at least the EOS)");
+    if (ex.target_ids.back() != tok.eos_id)
+      throw Error(fmt::format("{}: target_ids must end with eos_id {}, got {}", where, tok.eos_id,
+                              ex.target_ids.back()),
+                  "target_ids is the target's tokens + EOS");
+    if (j.contains("label") && !j["label"].is_null()) {
+      if (!j["label"].is_string())
+        throw Error(fmt::format("{}: field 'label' must be a string (a candidate), got {}", where,
+                                j["label"].type_name()),
+                    "a numeric label of a pearson/spearman task goes into 'value'");
+      ex.labels.label_str = j["label"].get<std::string>();
+    }
+    if (j.contains("value") && !j["value"].is_null()) {
+      if (!j["value"].is_number())
+        throw Error(fmt::format("{}: field 'value' must be a number, got {}", where, j["value"].type_name()));
+      ex.labels.label_num = j["value"].get<double>();
+    }
+    ex.labels.line = n;
     out.push_back(std::move(ex));
   }
   return out;

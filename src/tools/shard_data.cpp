@@ -1,6 +1,6 @@
 // shard_data: text tasks -> SentencePiece tokenizer and HDF5 shards (see docs/data.md).
 //   shard_data tokenizer --manifest M --out-prefix P --vocab-size N
-//   shard_data build --manifest M --tokenizer T.model --out DIR --max-len L
+//   shard_data build --manifest M [--tokenizer T.model] --out DIR --max-len L
 //                    [--rows-per-shard R] [--overlong truncate|skip|error] [--splits train,eval]
 //   shard_data inspect DIR_or_FILE
 //   shard_data verify DIR_or_FILE
@@ -15,11 +15,13 @@
 #include <iostream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "more/core/main_guard.h"
 #include "more/core/error.h"
+#include "more/core/hash.h"
 #include "more/data/manifest.h"
 #include "more/data/shard_io.h"
 #include "more/data/tokenizer.h"
@@ -33,10 +35,12 @@ constexpr const char* kUsage = R"(usage:
   shard_data tokenizer --manifest M --out-prefix P --vocab-size N
       train a SentencePiece BPE tokenizer (LLaMA ids: unk 0, bos 1, eos 2) on all inputs and
       targets of the manifest's train files; writes P.model and P.vocab
-  shard_data build --manifest M --tokenizer T.model --out DIR --max-len L
+  shard_data build --manifest M [--tokenizer T.model] --out DIR --max-len L
                    [--rows-per-shard R=10000] [--overlong truncate|skip|error=truncate]
                    [--splits train,eval]
-      pack every task of each split into DIR/<split>-00000-of-0000K.h5 ...
+      pack every task of each split into DIR/<split>-00000-of-0000K.h5 ...; a text manifest
+      needs --tokenizer (SentencePiece); a pre-tokenized manifest (made by
+      launch/hf_tokenize.py from a model's tokenizer.json, or by hand) carries its tokenizer
   shard_data inspect DIR_or_FILE
       print the metadata and per-task sizes of shards
   shard_data verify DIR_or_FILE
@@ -151,9 +155,89 @@ void RemoveOldShards(const std::string& dir, const std::string& split) {
   if (!old.empty()) fmt::print("  replaced {} old '{}' shard file(s) in {}\n", old.size(), split, dir);
 }
 
+// What the rows are made with: a SentencePiece model (text manifest) or the tokenizer block of a
+// pre-tokenized manifest (its ids were made by launch/hf_tokenize.py or the user's own code).
+struct RowSource {
+  std::unique_ptr<Tokenizer> sp;          // text manifest
+  std::optional<TokenizerBlock> block;    // pre-tokenized manifest
+  std::string hash;
+  int32_t vocab_size = 0, bos_id = 0, eos_id = 0, pad_id = 0;
+};
+
+RowSource OpenRowSource(const Manifest& manifest, const std::map<std::string, std::string>& f) {
+  RowSource src;
+  if (manifest.tokenizer) {
+    if (f.contains("tokenizer"))
+      throw Error(fmt::format("manifest '{}' is pre-tokenized (its \"tokenizer\" block names '{}'): --tokenizer "
+                              "does not apply", manifest.path, manifest.tokenizer->file),
+                  "drop --tokenizer; the rows already hold token ids");
+    src.block = manifest.tokenizer;
+    src.hash = HashFileHex(src.block->file);
+    src.vocab_size = src.block->vocab_size;
+    src.bos_id = src.block->bos_id, src.eos_id = src.block->eos_id, src.pad_id = src.block->pad_id;
+    return src;
+  }
+  if (!f.contains("tokenizer"))
+    throw Error("missing required flag --tokenizer (manifest '" + manifest.path + "' holds text)",
+                "pass the SentencePiece .model; for a model that ships tokenizer.json, make a pre-tokenized "
+                "manifest with launch/hf_tokenize.py (docs/data.md)");
+  src.sp = std::make_unique<Tokenizer>(f.at("tokenizer"));
+  src.hash = src.sp->hash();
+  src.vocab_size = src.sp->vocab_size();
+  src.bos_id = src.sp->bos_id(), src.eos_id = src.sp->eos_id(), src.pad_id = src.sp->pad_id();
+  return src;
+}
+
+// Packs one task file of either kind into rows (file order); std::nullopt rows were skipped.
+std::vector<Sample> PackTaskFile(const RowSource& src, const TaskInfo& info, const std::string& file, int max_len,
+                                 OverlongPolicy policy, PackStats* stats) {
+  std::vector<Sample> rows;
+  auto add = [&](std::optional<Sample> s, const TextExample& labels_of, const std::string& where) {
+    if (!s) return;
+    const ExampleLabels labels = LabelsOf(info, labels_of, where);
+    s->label_index = labels.index;
+    s->label_value = labels.value;
+    rows.push_back(std::move(*s));
+  };
+  if (src.sp) {
+    const auto examples = ReadTaskFile(file);
+    if (examples.empty()) throw Error(fmt::format("task '{}': file '{}' has no rows", info.name, file));
+    for (const auto& ex : examples) {
+      const std::string where = fmt::format("{}:{}", file, ex.line);
+      std::optional<Sample> s;
+      try {
+        s = PackSample(*src.sp, ex.input, ex.target, max_len, policy, stats);
+      } catch (const Error& e) {
+        throw Error(where + ": " + e.what());
+      }
+      add(std::move(s), ex, where);
+    }
+    return rows;
+  }
+  const auto examples = ReadTokenFile(file, *src.block);
+  if (examples.empty()) throw Error(fmt::format("task '{}': file '{}' has no rows", info.name, file));
+  for (const auto& ex : examples) {
+    const std::string where = fmt::format("{}:{}", file, ex.labels.line);
+    if (!info.candidates.empty() && !ex.labels.label_str)
+      throw Error(fmt::format("{}: task '{}' has candidates but the row has no 'label'", where, info.name),
+                  "give the row's candidate as \"label\"");
+    // input_ids = BOS + prompt, target_ids = target + EOS: the packing rule adds BOS and EOS itself
+    const std::vector<int32_t> prompt(ex.input_ids.begin() + 1, ex.input_ids.end());
+    const std::vector<int32_t> target(ex.target_ids.begin(), ex.target_ids.end() - 1);
+    std::optional<Sample> s;
+    try {
+      s = PackTokens(prompt, target, src.bos_id, src.eos_id, max_len, policy, stats);
+    } catch (const Error& e) {
+      throw Error(where + ": " + e.what());
+    }
+    add(std::move(s), ex.labels, where);
+  }
+  return rows;
+}
+
 int CmdBuild(const std::map<std::string, std::string>& f) {
   const Manifest manifest = LoadManifest(Need(f, "manifest"));
-  const Tokenizer tok(Need(f, "tokenizer"));
+  const RowSource src = OpenRowSource(manifest, f);
   const std::string out_dir = Need(f, "out");
   const int max_len = ToInt(Need(f, "max-len"), "max-len");
   const int rows_per_shard =
@@ -179,26 +263,10 @@ int CmdBuild(const std::map<std::string, std::string>& f) {
         throw Error(
             fmt::format("manifest '{}': task '{}' has no \"{}\" file", manifest.path, mt.info.name, split),
             "every task needs a file for every split in --splits");
-      const auto examples = ReadTaskFile(it->second);
-      if (examples.empty())
-        throw Error(fmt::format("task '{}': file '{}' has no rows", mt.info.name, it->second));
       PackStats stats;
+      rows[t] = PackTaskFile(src, mt.info, it->second, max_len, policy, &stats);
       int32_t longest = 0;
-      for (const auto& ex : examples) {
-        const std::string where = fmt::format("{}:{}", it->second, ex.line);
-        std::optional<Sample> s;
-        try {
-          s = PackSample(tok, ex.input, ex.target, max_len, policy, &stats);
-        } catch (const Error& e) {
-          throw Error(where + ": " + e.what());
-        }
-        if (!s) continue;
-        const ExampleLabels labels = LabelsOf(mt.info, ex, where);
-        s->label_index = labels.index;
-        s->label_value = labels.value;
-        longest = std::max(longest, static_cast<int32_t>(s->ids.size()));
-        rows[t].push_back(std::move(*s));
-      }
+      for (const auto& s : rows[t]) longest = std::max(longest, static_cast<int32_t>(s.ids.size()));
       if (rows[t].empty())
         throw Error(fmt::format("task '{}' split '{}': every row was skipped as longer than --max-len {}",
                                 mt.info.name, split, max_len),
@@ -218,20 +286,21 @@ int CmdBuild(const std::map<std::string, std::string>& f) {
     RemoveOldShards(out_dir, split);
     for (int k = 0; k < num_shards; ++k) {
       ShardMeta meta;
-      meta.tokenizer_hash = tok.hash();
+      meta.tokenizer_hash = src.hash;
       meta.max_len = max_len;
       meta.split = split;
       meta.shard_index = k;
       meta.num_shards = num_shards;
-      meta.tasks = infos;
-      meta.vocab_size = tok.vocab_size();
-      meta.bos_id = tok.bos_id();
-      meta.eos_id = tok.eos_id();
-      meta.pad_id = tok.pad_id();
-      for (auto& info : meta.tasks) {
-        info.candidate_ids.clear();
-        for (const auto& c : info.candidates) info.candidate_ids.push_back(tok.Encode(c));
-      }
+      meta.tasks = infos;  // a pre-tokenized manifest's candidate_ids are in infos already
+      meta.vocab_size = src.vocab_size;
+      meta.bos_id = src.bos_id;
+      meta.eos_id = src.eos_id;
+      meta.pad_id = src.pad_id;
+      if (src.sp)
+        for (auto& info : meta.tasks) {
+          info.candidate_ids.clear();
+          for (const auto& c : info.candidates) info.candidate_ids.push_back(src.sp->Encode(c));
+        }
       const std::string path = (fs::path(out_dir) / ShardFileName(split, k, num_shards)).string();
       ShardWriter writer(path, meta);
       for (size_t t = 0; t < rows.size(); ++t) {

@@ -95,15 +95,33 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   const int64_t dp = grid_.layout().dp;
   n_micro_ = cfg_.train.global_batch / (cfg_.train.micro_batch * dp);
 
-  // The shards must come from the model's tokenizer (hash of the .model file); the trainer itself
-  // needs no SentencePiece: the shards carry token ids, candidate ids and special ids.
-  std::string tok_hash;
-  const auto tok_path = cfg_.tokenizer_path();
-  if (fs::exists(tok_path)) tok_hash = HashFileHex(tok_path);
-  else if (!cfg_.data.tokenizer.empty())
-    throw Error(fmt::format("data.tokenizer '{}' does not exist", tok_path));
-  else spdlog::warn("no tokenizer.model in '{}': the shards' tokenizer cannot be checked", cfg_.model.path);
-  train_ = std::make_shared<ShardSet>(SplitList(cfg_.data.train), "train", tok_hash);
+  // The shards must come from the model's tokenizer: their tokenizer_hash is the hash of the file
+  // they were made with (a SentencePiece tokenizer.model, or the tokenizer.json a pre-tokenized
+  // manifest names). The trainer itself needs no tokenizer library: the shards carry token ids,
+  // candidate ids and special ids.
+  if (!cfg_.data.tokenizer.empty() && !fs::exists(cfg_.data.tokenizer))
+    throw Error(fmt::format("data.tokenizer '{}' does not exist", cfg_.data.tokenizer));
+  const auto tok_files = cfg_.tokenizer_paths();
+  train_ = std::make_shared<ShardSet>(SplitList(cfg_.data.train), "train");
+  if (tok_files.empty()) {
+    spdlog::warn("no tokenizer.model or tokenizer.json in '{}': the shards' tokenizer cannot be checked",
+                 cfg_.model.path);
+  } else {
+    std::vector<std::string> seen;
+    bool match = false;
+    for (const auto& file : tok_files) {
+      const std::string h = HashFileHex(file);
+      match = match || h == train_->tokenizer_hash();
+      seen.push_back(fmt::format("{} (hash {})", file, h));
+    }
+    if (!match)
+      throw Error(fmt::format("shards '{}' were made with another tokenizer: their tokenizer_hash is {}, the "
+                              "model's tokenizer files are {}",
+                              cfg_.data.train, train_->tokenizer_hash(), fmt::join(seen, ", ")),
+                  "shard the data with the model's own tokenizer (tokenizer.model with shard_data build "
+                  "--tokenizer, tokenizer.json through launch/hf_tokenize.py), or set data.tokenizer");
+  }
+  const std::string tok_hash = train_->tokenizer_hash();
   const auto& meta = train_->shards().at(0);
   pad_id_ = meta.pad_id;
   // ShardSet::Read refuses ids >= the shards' vocab_size, so this makes every id a row of the

@@ -118,6 +118,72 @@ printf '{"tasks": [{"name": "f1three", "metric": "f1", "candidates": ["negative"
 expect_tool_fail f1_not_binary "uses metric f1 (binary) but has 3 candidates" "$BUILD/shard_data" build \
   --manifest "$OUT/mf/f1three.json" --tokenizer "$DATA/tok.model" --out "$OUT/mf/out_f1" --max-len 64 --splits train
 
+# pre-tokenized manifests (docs/data.md): one bad row (or manifest field) each, built with
+# shard_data directly. The tokenizer block names tok.model only for its hash; ids: vocab 512,
+# bos 1, eos 2.
+GOOD_ROW='{"input_ids": [1, 40, 41], "target_ids": [50, 2], "label": "positive"}'
+pretok() {  # name, row (a JSONL line), [task json fields], [tokenizer block] -> manifest path
+  local dir="$OUT/pt/$1"; mkdir -p "$dir"
+  printf '%s\n%s\n' "$GOOD_ROW" "$2" > "$dir/train.jsonl"
+  local task=${3:-'"candidates": ["negative", "positive"], "candidate_ids": [[49], [50]]'}
+  local tok=${4:-"{\"file\": \"$DATA/tok.model\", \"vocab_size\": 512, \"bos_id\": 1, \"eos_id\": 2, \"pad_id\": 0}"}
+  printf '{"tokenizer": %s, "tasks": [{"name": "t", %s, "train": "train.jsonl"}]}\n' "$tok" "$task" > "$dir/m.json"
+  echo "$dir/m.json"
+}
+pretok_fail() {  # name, expected text, row, [task fields], [tokenizer block]
+  local name=$1 text=$2; shift 2
+  local m; m=$(pretok "$name" "$@")
+  expect_tool_fail "$name" "$text" "$BUILD/shard_data" build --manifest "$m" --out "$OUT/pt/$name/out" --max-len 64 --splits train
+}
+if [[ pretok_good =~ $ONLY ]]; then  # the control: the same manifest with good rows only builds
+  m=$(pretok pretok_good "$GOOD_ROW")
+  "$BUILD/shard_data" build --manifest "$m" --out "$OUT/pt/pretok_good/out" --max-len 64 --splits train \
+    > "$OUT/pretok_good.log" 2>&1
+  report pretok_good $? "a good pre-tokenized manifest builds"
+fi
+pretok_fail pretok_id_out_of_vocab "input_ids\[2\]: token id 600 is outside the vocabulary \[0, 512)" \
+  '{"input_ids": [1, 40, 600], "target_ids": [50, 2], "label": "positive"}'
+pretok_fail pretok_id_negative "target_ids\[0\]: token id -3 is outside the vocabulary" \
+  '{"input_ids": [1, 40], "target_ids": [-3, 2], "label": "positive"}'
+pretok_fail pretok_id_not_integer "input_ids\[1\] must be an integer token id, got number 40.5" \
+  '{"input_ids": [1, 40.5], "target_ids": [50, 2], "label": "positive"}'
+pretok_fail pretok_id_string "target_ids\[0\] must be an integer token id, got string" \
+  '{"input_ids": [1, 40], "target_ids": ["50", 2], "label": "positive"}'
+pretok_fail pretok_ids_not_array "input_ids must be an array of token ids, got string" \
+  '{"input_ids": "1 40 41", "target_ids": [50, 2], "label": "positive"}'
+pretok_fail pretok_empty_target "target_ids is empty" '{"input_ids": [1, 40], "target_ids": [], "label": "positive"}'
+pretok_fail pretok_missing_key "missing field 'target_ids'" '{"input_ids": [1, 40], "label": "positive"}'
+pretok_fail pretok_no_bos "input_ids must start with bos_id 1, got 40" \
+  '{"input_ids": [40, 41], "target_ids": [50, 2], "label": "positive"}'
+pretok_fail pretok_no_eos "target_ids must end with eos_id 2, got 50" \
+  '{"input_ids": [1, 40], "target_ids": [50], "label": "positive"}'
+pretok_fail pretok_unknown_field "unknown field 'labels' in a pre-tokenized row" \
+  '{"input_ids": [1, 40], "target_ids": [50, 2], "labels": [50, 2]}'
+pretok_fail pretok_text_row "unknown field 'input' in a pre-tokenized row" '{"input": "good film", "target": "positive"}'
+pretok_fail pretok_no_label "task 't' has candidates but the row has no 'label'" '{"input_ids": [1, 40], "target_ids": [50, 2]}'
+pretok_fail pretok_label_not_string "field 'label' must be a string (a candidate), got number" \
+  '{"input_ids": [1, 40], "target_ids": [50, 2], "label": 1}'
+pretok_fail pretok_candidate_ids_count "2 candidate(s) but 1 candidate_ids" "$GOOD_ROW" \
+  '"candidates": ["negative", "positive"], "candidate_ids": [[49]]'
+pretok_fail pretok_candidate_out_of_vocab "candidate_ids\[1\]\[0\]: token id 512 is outside the vocabulary" "$GOOD_ROW" \
+  '"candidates": ["negative", "positive"], "candidate_ids": [[49], [512]]'
+pretok_fail pretok_block_missing_field "\"tokenizer\": missing field 'bos_id'" "$GOOD_ROW" "" \
+  "{\"file\": \"$DATA/tok.model\", \"vocab_size\": 512, \"eos_id\": 2, \"pad_id\": 0}"
+pretok_fail pretok_block_unknown_field "\"tokenizer\": unknown field 'add_bos'" "$GOOD_ROW" "" \
+  "{\"file\": \"$DATA/tok.model\", \"vocab_size\": 512, \"bos_id\": 1, \"eos_id\": 2, \"pad_id\": 0, \"add_bos\": true}"
+pretok_fail pretok_block_no_file "tokenizer file '.*no_such_tokenizer.json' does not exist" "$GOOD_ROW" "" \
+  '{"file": "no_such_tokenizer.json", "vocab_size": 512, "bos_id": 1, "eos_id": 2, "pad_id": 0}'
+pretok_fail pretok_special_out_of_vocab "eos_id 700 is outside the vocabulary \[0, 512)" "$GOOD_ROW" "" \
+  "{\"file\": \"$DATA/tok.model\", \"vocab_size\": 512, \"bos_id\": 1, \"eos_id\": 700, \"pad_id\": 0}"
+m=$(pretok pretok_with_tokenizer_flag "$GOOD_ROW")
+expect_tool_fail pretok_with_tokenizer_flag "is pre-tokenized .*--tokenizer does not apply" "$BUILD/shard_data" build \
+  --manifest "$m" --tokenizer "$DATA/tok.model" --out "$OUT/pt/x" --max-len 64 --splits train
+printf '{"tasks": [{"name": "t", "candidates": ["negative", "positive"], "candidate_ids": [[49], [50]], "train": "train.jsonl"}]}\n' > "$OUT/mf/text_with_ids.json"
+expect_tool_fail text_manifest_candidate_ids "field 'candidate_ids' belongs to a pre-tokenized manifest" "$BUILD/shard_data" \
+  build --manifest "$OUT/mf/text_with_ids.json" --tokenizer "$DATA/tok.model" --out "$OUT/pt/y" --max-len 64 --splits train
+expect_tool_fail text_manifest_no_tokenizer "missing required flag --tokenizer (manifest '.*' holds text)" "$BUILD/shard_data" \
+  build --manifest "$(mk_manifest long)" --out "$OUT/pt/z" --max-len 64 --splits train
+
 # --- model weights -------------------------------------------------------------------------
 m=$(model_copy truncated_weights_model)
 head -c 20000 "$DATA/tiny/model.safetensors" > "$m/model.safetensors"

@@ -41,7 +41,7 @@ struct AdapterConfig {
 struct DataConfig {
   std::string train = "";          // shard directory or files (comma separated)
   std::string eval = "";           // eval shard directory (empty: same directory, split "eval")
-  std::string tokenizer = "";      // SentencePiece model; empty = <model.path>/tokenizer.model
+  std::string tokenizer = "";      // tokenizer file the shards were made with; empty = the model's (tokenizer_paths)
   std::string tasks = "";          // comma-separated subset of tasks; empty = all
   int64_t bucket = 16;             // pad sequence lengths to a multiple of this
   std::string sampling = "paper";  // paper | uniform | proportional | temperature
@@ -126,7 +126,10 @@ struct Config {
   // transfer.tasks parsed: (new task, source task) pairs.
   std::vector<std::pair<std::string, std::string>> TransferPairs() const;  // adapter.experts parsed (empty = all ranks)
   std::string checkpoint_dir() const;
-  std::string tokenizer_path() const;
+  // The tokenizer files the shards may have been made with (their tokenizer_hash is one of
+  // these files' hash): data.tokenizer if set, else those of <model.path>/tokenizer.model and
+  // <model.path>/tokenizer.json that exist (a model may ship both, e.g. Mistral).
+  std::vector<std::string> tokenizer_paths() const;
 };
 
 // One entry per option: name "section.key", a pointer-like accessor and help text.

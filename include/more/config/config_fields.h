@@ -31,7 +31,7 @@ void VisitConfig(C& c, F&& f) {
   f("adapter.task_emb_std", c.adapter.task_emb_std, "std of adapter.task_emb_init = normal");
   f("data.train", c.data.train, "training shard directory or files (comma separated)");
   f("data.eval", c.data.eval, "eval shard directory; empty = data.train, split 'eval'");
-  f("data.tokenizer", c.data.tokenizer, "SentencePiece model; empty = <model.path>/tokenizer.model");
+  f("data.tokenizer", c.data.tokenizer, "tokenizer file the shards were made with (a SentencePiece .model or a tokenizer.json); empty = <model.path>/tokenizer.model or tokenizer.json");
   f("data.tasks", c.data.tasks, "comma-separated task subset; empty = all tasks");
   f("data.bucket", c.data.bucket, "pad sequence length to a multiple of this");
   f("data.sampling", c.data.sampling, "task sampling: paper | uniform | proportional | temperature");

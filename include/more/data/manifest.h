@@ -14,6 +14,12 @@
 //   label_value = for metric "pearson" / "spearman": the numeric "label", else "label"/"target"
 //                 parsed as a number; NaN for other metrics.
 // "metric": accuracy | mcc | f1 (binary, two candidates, the second positive) | pearson | spearman.
+//
+// A PRE-TOKENIZED manifest (docs/data.md; launch/hf_tokenize.py writes one) has a top-level
+// "tokenizer" block {"file", "vocab_size", "bos_id", "eos_id", "pad_id"} and per task
+// "candidate_ids" (each candidate's ids, no BOS/EOS); its task files hold token rows
+// {"input_ids": [BOS, prompt...], "target_ids": [target..., EOS], "label": str, "value": number}
+// (label: the row's candidate, value: the numeric label of a pearson/spearman task; both optional).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -30,9 +36,16 @@ struct ManifestTask {
   std::map<std::string, std::string> files;  // split -> path (resolved against the manifest dir)
 };
 
+// The tokenizer block of a pre-tokenized manifest: what the ids were made with.
+struct TokenizerBlock {
+  std::string file;  // the tokenizer file (e.g. the model's tokenizer.json); its hash goes into the shards
+  int32_t vocab_size = 0, bos_id = 0, eos_id = 0, pad_id = 0;
+};
+
 struct Manifest {
   std::string path;
   std::vector<ManifestTask> tasks;
+  std::optional<TokenizerBlock> tokenizer;  // set: a pre-tokenized manifest (candidate_ids in tasks)
   std::vector<TaskInfo> task_infos() const;
 };
 
@@ -51,6 +64,18 @@ struct TextExample {
 // Reads a .jsonl (or .tsv) task file. Errors name file:line (bad JSON, missing input/target,
 // wrong field type).
 std::vector<TextExample> ReadTaskFile(const std::string& path);
+
+// One row of a pre-tokenized task file, checked against the manifest's tokenizer block: only
+// the keys input_ids, target_ids, label (string), value (number); ids are integers in [0, vocab_size); input_ids starts
+// with bos_id, target_ids is non-empty and ends with eos_id. `labels` carries label_str /
+// label_num and line (input and target are empty: LabelsOf finds the candidate from label_str).
+struct TokenExample {
+  std::vector<int32_t> input_ids;   // BOS + prompt
+  std::vector<int32_t> target_ids;  // target + EOS
+  TextExample labels;
+};
+// Errors name file:line and the problem.
+std::vector<TokenExample> ReadTokenFile(const std::string& path, const TokenizerBlock& tok);
 
 struct ExampleLabels {
   int32_t index = -1;
