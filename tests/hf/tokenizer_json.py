@@ -11,6 +11,9 @@
                            text rows (MODE plain: BOS + input, " " + target + EOS; MODE chat: the chat
                            template's prompt and assistant turn); candidate ids, special ids,
                            vocab_size and tokenizer_hash (FNV-1a 64 of tokenizer.json) likewise.
+  sp MANIFEST TOK.model OUT
+                           the text manifest encoded with the sentencepiece package, written as a
+                           pre-tokenized manifest (shard_data must shard it exactly as the text).
 """
 import json
 import os
@@ -140,10 +143,41 @@ def check(model, manifest, shards, h5poke, mode, eos_token=None):
     print(f"ok: {rows_checked} rows of {len(stored_tasks)} tasks equal AutoTokenizer's ids ({mode})")
 
 
+def sp_manifest(manifest, tok_model, out):
+    """The text manifest encoded with SentencePiece (the reference library) as a pre-tokenized
+    manifest: shard_data must make the same shards from it as from the text with --tokenizer."""
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=tok_model)
+    bos, eos = sp.bos_id(), sp.eos_id()
+    assert (bos, eos) == (1, 2) and sp.pad_id() < 0, "the fixture's LLaMA ids (no pad piece: pad 0)"
+    os.makedirs(out, exist_ok=True)
+    tasks = []
+    for split in ("train", "eval"):
+        for t, rows in task_rows(manifest, split):
+            fname = f"{t['name']}.{split}.jsonl"
+            with open(os.path.join(out, fname), "w") as f:
+                for r in rows:
+                    label = r.get("label")
+                    row = {"input_ids": [bos] + sp.encode(r["input"]), "target_ids": sp.encode(r["target"]) + [eos],
+                           "label": label if isinstance(label, str) else r["target"]}
+                    if isinstance(label, (int, float)):
+                        row["value"] = label
+                    f.write(json.dumps(row) + "\n")
+            if split == "train":
+                tasks.append({k: v for k, v in t.items() if k not in ("train", "eval")})
+                tasks[-1]["candidate_ids"] = [sp.encode(c) for c in t.get("candidates", [])]
+            next(x for x in tasks if x["name"] == t["name"])[split] = fname
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump({"tokenizer": {"file": os.path.abspath(tok_model), "vocab_size": sp.get_piece_size(),
+                                 "bos_id": bos, "eos_id": eos, "pad_id": 0}, "tasks": tasks}, f)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "check":
         check(*sys.argv[2:])
+    elif sys.argv[1] == "sp":
+        sp_manifest(*sys.argv[2:])
     else:
         sys.exit(f"unknown command {sys.argv[1]}")

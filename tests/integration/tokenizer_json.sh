@@ -8,7 +8,9 @@
 #  2. launch/hf_tokenize.py makes pre-tokenized manifests (plain, and chat template with
 #     --eos-token '<|eot_id|>'); shard_data build shards them;
 #  3. every stored row, candidate, special id and the tokenizer hash equal what AutoTokenizer
-#     gives (read back with build/tests/h5poke, not the project's shard reader);
+#     gives (read back with build/tests/h5poke, not the project's shard reader); and the bundled
+#     text encoded with the sentencepiece package, given as pre-tokenized rows, shards exactly as
+#     the text does through shard_data's SentencePiece path;
 #  4. more_train trains on the plain shards and evaluates every task (accuracy / mcc / pearson
 #     scored over the candidates' ids);
 #  5. refusals: shards of this tokenizer.json against a model whose tokenizer.json differs; the
@@ -48,6 +50,34 @@ mv "$M/tok.model" "$M/tokenizer.model"
 "$BUILD/shard_data" build --manifest "$OUT/ptc/manifest.json" --out "$OUT/shards_chat" --max-len 128 \
   --overlong error --splits train > "$OUT/build_chat.log" || { cat "$OUT/build_chat.log"; exit 1; }
 "$PY" "$T" check "$M" "$MAN" "$OUT/shards_chat" "$BUILD/tests/h5poke" chat '<|eot_id|>'
+
+# the pre-tokenized path is the text path: the text manifest encoded with the sentencepiece
+# package gives the same shards as the text with --tokenizer (a max-len of 24 truncates the prompts
+# of about 1200 rows, so the truncation rule is compared too)
+"$PY" "$T" sp "$MAN" "$DATA/tok.model" "$OUT/sp"
+"$BUILD/shard_data" build --manifest "$MAN" --tokenizer "$DATA/tok.model" --out "$OUT/sp_text" --max-len 24 \
+  --rows-per-shard 700 > "$OUT/sp_text.log" || { cat "$OUT/sp_text.log"; exit 1; }
+"$BUILD/shard_data" build --manifest "$OUT/sp/manifest.json" --out "$OUT/sp_ids" --max-len 24 \
+  --rows-per-shard 700 > "$OUT/sp_ids.log" || { cat "$OUT/sp_ids.log"; exit 1; }
+awk '$1 ~ /^(topic|nli|similarity)$/ && $3 > 0 { n++ } END { exit n >= 3 ? 0 : 1 }' "$OUT/sp_text.log" \
+  || { echo "FAIL: --max-len 24 truncated no rows"; cat "$OUT/sp_text.log"; exit 1; }
+n=0
+for f in "$OUT"/sp_text/*.h5; do
+  g="$OUT/sp_ids/$(basename "$f")"
+  for a in tokenizer_hash max_len split tasks shard_index num_shards vocab_size bos_id eos_id pad_id; do
+    [ "$("$BUILD/tests/h5poke" attr "$f" $a)" = "$("$BUILD/tests/h5poke" attr "$g" $a)" ] \
+      || { echo "FAIL: $(basename "$f") attribute $a differs between the text and the pre-tokenized build"; exit 1; }
+  done
+  for task in sentiment topic nli acceptability similarity; do
+    for d in input_ids target_mask lengths prompt_lengths label_index label_value; do
+      cmp -s <("$BUILD/tests/h5poke" dump "$f" /tasks/$task/$d) <("$BUILD/tests/h5poke" dump "$g" /tasks/$task/$d) \
+        || { echo "FAIL: $(basename "$f") /tasks/$task/$d differs between the text and the pre-tokenized build"; exit 1; }
+      n=$((n + 1))
+    done
+  done
+done
+[ "$(ls "$OUT"/sp_ids/*.h5 | wc -l)" = "$(ls "$OUT"/sp_text/*.h5 | wc -l)" ] && [ $n -gt 0 ]
+echo "ok: pre-tokenized (sentencepiece ids) and text builds agree on $n datasets and every attribute"
 
 # train and evaluate on the plain shards
 run() {  # name, model, extra args

@@ -3,7 +3,7 @@
 //                                           stay valid: the bad value itself is the damage)
 //   h5poke chunk FILE DATASET               print "<file offset> <bytes>" of the dataset's first
 //                                           stored chunk (to damage it on disk, bypassing HDF5)
-//   h5poke dump FILE DATASET                print an integer dataset, one row per line (values
+//   h5poke dump FILE DATASET                print an integer or float dataset, one row per line (values
 //                                           space-separated): a reader independent of ShardSet
 //   h5poke attr FILE NAME                   print a root attribute (an integer or a fixed-length string)
 #include <hdf5.h>
@@ -79,12 +79,24 @@ int main(int argc, char** argv) {
     hsize_t dims[2] = {0, 1};
     const int rank = H5Sget_simple_extent_dims(space, dims, nullptr);
     if (rank == 1) dims[1] = 1;
+    const hid_t type = H5Dget_type(ds);
+    const bool is_float = H5Tget_class(type) == H5T_FLOAT;
+    H5Tclose(type);
     std::vector<long long> v(dims[0] * dims[1]);
-    if (!v.empty() && H5Dread(ds, H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0) {
+    std::vector<double> d(is_float ? v.size() : 0);
+    const herr_t read = v.empty() ? 0
+                        : is_float ? H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, d.data())
+                                   : H5Dread(ds, H5T_NATIVE_LLONG, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data());
+    if (read < 0) {
       rc = Fail("read failed");
     } else {
       for (hsize_t r = 0; r < dims[0]; ++r)
-        for (hsize_t c = 0; c < dims[1]; ++c) std::printf(c + 1 < dims[1] ? "%lld " : "%lld\n", v[r * dims[1] + c]);
+        for (hsize_t c = 0; c < dims[1]; ++c) {
+          const size_t i = r * dims[1] + c;
+          if (is_float) std::printf("%.9g", d[i]);
+          else std::printf("%lld", v[i]);
+          std::printf(c + 1 < dims[1] ? " " : "\n");
+        }
     }
     H5Sclose(space);
   } else {
