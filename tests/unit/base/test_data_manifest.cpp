@@ -46,6 +46,45 @@ TEST(Manifest, ParsesTasksAndResolvesPaths) {
   EXPECT_TRUE(m.tasks[1].info.candidates.empty());
 }
 
+TEST(Manifest, PreTokenizedManifestAndRows) {
+  TempDir dir("manifest_pretok");
+  Write(dir / "tok.json", "any tokenizer file");
+  Write(dir / "m.json", R"({"tokenizer": {"file": "tok.json", "vocab_size": 100, "bos_id": 98, "eos_id": 99, "pad_id": 0},
+      "tasks": [{"name": "s", "metric": "pearson", "candidates": ["1", "2"], "candidate_ids": [[5], [6, 7]],
+                 "train": "s.jsonl"}]})");
+  const Manifest m = LoadManifest(dir / "m.json");
+  ASSERT_TRUE(m.tokenizer.has_value());
+  EXPECT_EQ(m.tokenizer->file, dir / "tok.json");
+  EXPECT_EQ(m.tokenizer->vocab_size, 100);
+  EXPECT_EQ(m.tokenizer->bos_id, 98);
+  EXPECT_EQ(m.tokenizer->eos_id, 99);
+  EXPECT_EQ(m.tasks[0].info.candidate_ids, (std::vector<std::vector<int32_t>>{{5}, {6, 7}}));
+  EXPECT_FALSE(LoadManifest(dir / "m.json").tasks[0].files.contains("candidate_ids"));
+  Write(dir / "s.jsonl", R"({"input_ids": [98, 3, 4], "target_ids": [6, 7, 99], "label": "2", "value": 1.75}
+
+{"input_ids": [98], "target_ids": [99], "label": "1"}
+)");
+  const auto rows = ReadTokenFile(dir / "s.jsonl", *m.tokenizer);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].input_ids, (std::vector<int32_t>{98, 3, 4}));
+  EXPECT_EQ(rows[0].target_ids, (std::vector<int32_t>{6, 7, 99}));
+  EXPECT_EQ(rows[1].labels.line, 3);
+  // labels as for text rows: the candidate from "label", the value from "value" (else "label")
+  const auto l0 = LabelsOf(m.tasks[0].info, rows[0].labels, "s.jsonl:1");
+  EXPECT_EQ(l0.index, 1);
+  EXPECT_FLOAT_EQ(l0.value, 1.75f);
+  const auto l1 = LabelsOf(m.tasks[0].info, rows[1].labels, "s.jsonl:3");
+  EXPECT_EQ(l1.index, 0);
+  EXPECT_FLOAT_EQ(l1.value, 1.0f);
+  // ids past the vocabulary, in a row and in candidate_ids
+  Write(dir / "bad.jsonl", R"({"input_ids": [98, 100], "target_ids": [99], "label": "1"})");
+  EXPECT_NE(ErrorOf([&] { ReadTokenFile(dir / "bad.jsonl", *m.tokenizer); }).find("bad.jsonl:1: input_ids[1]: token id 100"),
+            std::string::npos);
+  Write(dir / "m2.json", R"({"tokenizer": {"file": "tok.json", "vocab_size": 100, "bos_id": 98, "eos_id": 99, "pad_id": 0},
+      "tasks": [{"name": "s", "candidates": ["1"], "candidate_ids": [[100]], "train": "s.jsonl"}]})");
+  EXPECT_NE(ErrorOf([&] { LoadManifest(dir / "m2.json"); }).find("candidate_ids[0][0]: token id 100"), std::string::npos);
+}
+
 TEST(Manifest, Errors) {
   TempDir dir("manifest_err");
   EXPECT_NE(ErrorOf([&] { LoadManifest(dir / "none.json"); }).find("none.json"), std::string::npos);
