@@ -14,8 +14,8 @@
 #  4. more_train trains on the plain shards and evaluates every task (accuracy / mcc / pearson
 #     scored over the candidates' ids);
 #  5. refusals: shards of this tokenizer.json against a model whose tokenizer.json differs; the
-#     front end on a tokenizer without BOS, an unknown --bos-token, --chat-template without a
-#     template, a model without tokenizer.json.
+#     front end on a tokenizer without BOS (and that tokenizer with --bos-token, which works), an
+#     unknown --bos-token, --chat-template without a template, a model without tokenizer.json.
 # Needs ${SRC}/.venv (launch/venv.sh). Usage: tokenizer_json.sh BUILD DATA
 set -euo pipefail
 BUILD=$1; DATA=$2
@@ -119,6 +119,18 @@ NB="$OUT/no_bos"; mkdir -p "$NB"; cp "$M/tokenizer.json" "$NB/"
 "$PY" -c "import json,sys; c=json.load(open(sys.argv[1])); c.pop('bos_token'); json.dump(c, open(sys.argv[2], 'w'))" \
   "$M/tokenizer_config.json" "$NB/tokenizer_config.json"
 expect_fail front_no_bos "the tokenizer defines no BOS token" "$PY" "$FRONT" --model "$NB" --manifest "$MAN" --out "$OUT/x1"
+# the same tokenizer with a BOS named on the command line (as for Qwen2.5) goes through
+"$PY" "$FRONT" --model "$NB" --manifest "$MAN" --out "$OUT/nb" --splits train --bos-token '<|end_of_text|>' > /dev/null
+"$PY" - "$OUT/nb" "$NB" <<'PY' || fail=1
+import json, sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[2])
+bos = tok.convert_tokens_to_ids("<|end_of_text|>")
+man = json.load(open(sys.argv[1] + "/manifest.json"))
+row = json.loads(open(sys.argv[1] + "/" + man["tasks"][0]["train"]).readline())
+assert man["tokenizer"]["bos_id"] == bos and row["input_ids"][0] == bos, (man["tokenizer"], row["input_ids"][:3])
+print("ok   front_bos_token_given (bos", bos, ")")
+PY
 expect_fail front_unknown_bos "--bos-token '<|nope|>' is not a token of this tokenizer" \
   "$PY" "$FRONT" --model "$NB" --manifest "$MAN" --out "$OUT/x2" --bos-token '<|nope|>'
 NT="$OUT/no_template"; mkdir -p "$NT"; cp "$M/tokenizer.json" "$NT/"
