@@ -120,6 +120,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
     throw Error(fmt::format("shards '{}' hold samples of up to {} tokens but the model's max_position_embeddings "
                             "is {}", cfg_.data.train, meta.max_len, model_cfg_.max_position_embeddings),
                 "re-shard with shard_data --max-len <= max_position_embeddings");
+  model_cfg_.CheckSequenceLength(meta.max_len, fmt::format("the samples of shards '{}'", cfg_.data.train));
   for (const auto& t : train_->tasks()) task_names_.push_back(t.name);
 
   // task subset: unselected tasks get sampling weight 0 and are not evaluated
