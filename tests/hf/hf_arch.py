@@ -2,8 +2,9 @@
 
 Run by tests/integration/hf_arch.sh in two steps:
 
-  hf_arch.py make OUT ARCH
-      builds a tiny random model of ARCH (llama3, mistral, qwen2) with transformers' own config
+  hf_arch.py make OUT ARCH...
+      builds a tiny random model of ARCH (llama3, mistral, qwen2; llama_linear: linear rope
+      scaling, checked on its base logits only) with transformers' own config
       and model classes and save_pretrained (safetensors, float32) into OUT/ARCH: the config as
       transformers 5 writes it (rope_parameters). OUT/ARCH-v4 holds the same weights with the
       config in the 4.x layout (top-level rope_theta and rope_scaling).
@@ -41,6 +42,8 @@ def config_of(arch):
                            rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                                             "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                             "original_max_position_embeddings": 16})
+    if arch == "llama_linear":  # linear rope scaling (base logits only)
+        return LlamaConfig(**common, rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0})
     if arch == "mistral":  # v0.3 style: no sliding window, rope_theta 1e6
         return MistralConfig(**common, sliding_window=None,
                              rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})
@@ -65,7 +68,7 @@ def to_v4_layout(cfg):
 
 def make(out, arch):
     from transformers import AutoModelForCausalLM
-    torch.manual_seed({"llama3": 1, "mistral": 2, "qwen2": 3}[arch])
+    torch.manual_seed({"llama3": 1, "mistral": 2, "qwen2": 3, "llama_linear": 4}[arch])
     model = AutoModelForCausalLM.from_config(config_of(arch), dtype=torch.float32)
     with torch.no_grad():  # large enough weights that every part of the model moves the logits
         for name, p in model.named_parameters():
@@ -133,6 +136,9 @@ def check(manifest):
         if name == "llama3":
             off = model_of(base, rope_parameters={"rope_type": "default", "rope_theta": 500000.0})
             what = "llama3 rope scaling"
+        elif name == "llama_linear":
+            off = model_of(base, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+            what = "linear rope scaling"
         elif name == "mistral":
             off = model_of(base, rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
             what = "rope_theta 1e6"
@@ -147,6 +153,8 @@ def check(manifest):
         compare(f"{name} base: transformers vs more_logits (1 rank) [{what} matters]",
                 load_logits(a["logits"]), ref, feature)
         compare(f"{name} base: 4.x-layout config vs transformers", load_logits(a["logits_v4"]), ref)
+        if "export" not in a:  # a base-only variant
+            continue
         compare(f"{name} base: tp=2 x pp=2 vs transformers", load_logits(a["logits_tp2pp2"]), ref)
         ex = a["export"]
         for task, path in a["tasks"].items():
@@ -165,9 +173,10 @@ def check(manifest):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "make":
-        make(sys.argv[2], sys.argv[3])
+    if len(sys.argv) >= 4 and sys.argv[1] == "make":
+        for arch in sys.argv[3:]:
+            make(sys.argv[2], arch)
     elif len(sys.argv) == 3 and sys.argv[1] == "check":
         sys.exit(check(sys.argv[2]))
     else:
-        raise SystemExit("usage: hf_arch.py make OUT ARCH | check MANIFEST")
+        raise SystemExit("usage: hf_arch.py make OUT ARCH... | check MANIFEST")
