@@ -19,7 +19,7 @@ Run by tests/integration/hf_arch.sh in two steps:
       feature switched off (rope scaling type default, rope_theta 10000, q/k/v biases zero)
       differs from it by far more than the tolerance, so a loader ignoring it would fail.
 
-Tolerance (that of tests/hf/hf_interop.py): max |diff| <= TOL * max |reference| (float32).
+Tolerance (TOL of tests/hf/hf_interop.py): max |diff| <= TOL * max |reference| (float32).
 """
 import json
 import os
@@ -28,7 +28,8 @@ import sys
 
 import torch
 
-TOL = 2e-5
+from hf_interop import TOL, load_logits  # the tolerance and logits format of the LLaMA-2 checks
+
 VOCAB = 512  # the test shards' SentencePiece vocabulary (tests/make_testdata.sh)
 
 
@@ -90,12 +91,6 @@ def make(out, arch):
         open(f"{d}/model.safetensors", "rb").read(8), "little")]).keys())
     print(f"{arch}: {d} ({sum(p.numel() for p in model.parameters())} parameters; "
           f"{len(names) - 1} tensors, lm_head.weight {'present' if 'lm_head.weight' in names else 'absent (tied)'})")
-
-
-def load_logits(path):
-    shape = json.load(open(path + ".json"))["shape"]
-    with open(path, "rb") as f:
-        return torch.frombuffer(bytearray(f.read()), dtype=torch.float32).reshape(shape)
 
 
 def check(manifest):
