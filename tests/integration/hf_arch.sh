@@ -5,7 +5,8 @@
 # random model made by transformers (save_pretrained, config in the 5.x layout, plus a copy in
 # the 4.x layout) is
 #   - run by more_logits on 1 rank, on the 4.x-layout copy, and under tp=2 x pp=2 (mpirun -np 4);
-#   - trained with MoRE for a few steps, exported (--peft all --merge all), and its adapted
+#   - trained with MoRE for a few steps (llama3, qwen2: also under tp=2 x pp=2, same losses as
+#     1 rank), exported (--peft all --merge all), and its adapted
 #     logits (more_logits --export) recomputed by PeftModel.from_pretrained and by the merged
 #     model loaded in transformers.
 # A Mistral config with a sliding window shorter than the sequence is refused (more_logits).
@@ -48,11 +49,29 @@ for a in $ARCHS; do
     --eval.at_start=false --eval.every=0 --train.threads=1 --train.progress=false --ckpt.every=1000 \
     --train.steps=4 --train.lr=0.03 --train.warmup=0 --train.log_every=1 > "$OUT/train_$a.log" 2>&1 \
     || { echo "FAIL training $a"; tail -20 "$OUT/train_$a.log"; exit 1; }
-  "$PY" - "$OUT/run_$a/metrics.jsonl" "$a" <<'PY'
-import json, math, sys
-losses = [json.loads(l)["loss"] for l in open(sys.argv[1]) if '"train"' in l]
-assert len(losses) == 4 and all(math.isfinite(x) for x in losses), losses
-print(f"{sys.argv[2]}: MoRE trained 4 steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+  # the same run under tp=2 x pp=2 (llama3: tied head on both stages, head_dim; qwen2: sharded
+  # biases) must take the same steps
+  if [ "$a" != mistral ]; then
+    mpirun -np 4 "$BUILD/more_train" --config "$SRC/launch/demo.toml" --model.dtype=float32 --model.path="$m" \
+      --data.train="$DATA/shards" --data.tokenizer="$DATA/tok.model" --train.out_dir="$OUT/run4_$a" \
+      --eval.at_start=false --eval.every=0 --train.threads=1 --train.progress=false --ckpt.every=1000 \
+      --train.steps=4 --train.lr=0.03 --train.warmup=0 --train.log_every=1 --parallel.tp=2 --parallel.pp=2 \
+      > "$OUT/train4_$a.log" 2>&1 || { echo "FAIL training $a under tp=2 x pp=2"; tail -20 "$OUT/train4_$a.log"; exit 1; }
+  fi
+  "$PY" - "$OUT/run_$a/metrics.jsonl" "$a" "$OUT/run4_$a/metrics.jsonl" <<'PY'
+import json, math, os, sys
+def losses(p):
+    return [json.loads(l)["loss"] for l in open(p) if '"train"' in l]
+one = losses(sys.argv[1])
+assert len(one) == 4 and all(math.isfinite(x) for x in one), one
+print(f"{sys.argv[2]}: MoRE trained 4 steps, loss {one[0]:.4f} -> {one[-1]:.4f}")
+if os.path.exists(sys.argv[3]):
+    four = losses(sys.argv[3])
+    worst = max(abs(a - b) / max(1.0, abs(a)) for a, b in zip(one, four))
+    ok = len(four) == 4 and worst <= 1e-4
+    print(f"{'ok  ' if ok else 'FAIL'} {sys.argv[2]}: tp=2 x pp=2 training losses {[round(x, 5) for x in four]} "
+          f"vs 1 rank, max relative diff {worst:.2e}")
+    sys.exit(0 if ok else 1)
 PY
   "$BUILD/more_export" --checkpoint "$OUT/run_$a/checkpoints" --out "$OUT/ex_$a" --peft all --merge all \
     > "$OUT/ex_$a.log" 2>&1 || { cat "$OUT/ex_$a.log"; exit 1; }
