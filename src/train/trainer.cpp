@@ -244,12 +244,17 @@ void Trainer::Log(const nlohmann::json& j) {
 }
 
 nlohmann::json Trainer::ModelFingerprint() const {
-  return {{"vocab_size", model_cfg_.vocab_size},
-          {"hidden_size", model_cfg_.hidden_size},
-          {"intermediate_size", model_cfg_.intermediate_size},
-          {"num_hidden_layers", model_cfg_.num_hidden_layers},
-          {"num_attention_heads", model_cfg_.num_attention_heads},
-          {"num_key_value_heads", model_cfg_.num_key_value_heads}};
+  nlohmann::json j = {{"vocab_size", model_cfg_.vocab_size},
+                      {"hidden_size", model_cfg_.hidden_size},
+                      {"intermediate_size", model_cfg_.intermediate_size},
+                      {"num_hidden_layers", model_cfg_.num_hidden_layers},
+                      {"num_attention_heads", model_cfg_.num_attention_heads},
+                      {"num_key_value_heads", model_cfg_.num_key_value_heads}};
+  // q / o adapter shapes follow head_dim: recorded when it is not hidden / heads (checkpoints of
+  // other models keep their fingerprint)
+  if (model_cfg_.head_dim() * model_cfg_.num_attention_heads != model_cfg_.hidden_size)
+    j["head_dim"] = model_cfg_.head_dim();
+  return j;
 }
 
 nlohmann::json Trainer::AdapterFingerprint() const {
