@@ -331,7 +331,12 @@ void Config::ValidateAgainstModel(const LlamaConfig& m, int world_size) const {
                   "choose " + key + " dividing " + what);
   };
   div(m.num_attention_heads, tp, "num_attention_heads", "parallel.tp");
-  div(m.num_key_value_heads, tp, "num_key_value_heads", "parallel.tp");
+  if (m.num_key_value_heads % tp != 0)
+    throw Error(fmt::format("layout: num_key_value_heads = {} is not divisible by parallel.tp = {}{}",
+                            m.num_key_value_heads, tp,
+                            tp > m.num_key_value_heads ? " (tp may not exceed the number of kv heads)" : ""),
+                "tensor parallelism splits the kv heads, it does not replicate them: choose parallel.tp dividing "
+                "num_key_value_heads and use pipeline or data parallelism for more ranks");
   div(m.intermediate_size, tp, "intermediate_size", "parallel.tp");
   div(m.vocab_size, tp, "vocab_size", "parallel.tp");
   div(m.num_hidden_layers, pp, "num_hidden_layers", "parallel.pp");

@@ -105,7 +105,8 @@ LlamaStage::LlamaStage(const LlamaConfig& cfg, const SafetensorsCollection& st, 
   heads_local_ = cfg.num_attention_heads / tp;
   kv_local_ = cfg.num_key_value_heads / tp;
   MORE_CHECK(cfg.num_attention_heads % tp == 0 && cfg.num_key_value_heads % tp == 0,
-             "heads {} / kv heads {} not divisible by tp {}", cfg.num_attention_heads, cfg.num_key_value_heads, tp);
+             "heads {} / kv heads {} not divisible by tp {} (tp may not exceed num_key_value_heads: kv heads are "
+             "split, not replicated)", cfg.num_attention_heads, cfg.num_key_value_heads, tp);
   const int64_t d = cfg.hidden_size, v = cfg.vocab_size;
   auto load = [&](const std::string& name, std::vector<int64_t> shape, int split) {
     return LoadTensorSlice(st, name, shape, split, tr, tp, dtype, device);
@@ -127,8 +128,11 @@ LlamaStage::LlamaStage(const LlamaConfig& cfg, const SafetensorsCollection& st, 
     for (const auto& s : shapes) {
       const int split = s.parallel == ParallelKind::kColumn ? 0 : 1;
       auto w = load(p + HfModuleName(s.kind) + ".weight", {s.d_out, s.d_in}, split);
+      // q, k, v biases (qwen2): frozen, split with their output rows
+      const bool bias = cfg.qkv_bias && (s.kind == "q" || s.kind == "k" || s.kind == "v");
+      auto b = bias ? load(p + HfModuleName(s.kind) + ".bias", {s.d_out}, 0) : torch::Tensor();
       MoreAdapter* a = adapters ? adapters->Find(fmt::format("layers.{}.{}", i, s.kind)) : nullptr;
-      AdaptedLinear lin(w, s.parallel, a, &grid.tp());
+      AdaptedLinear lin(w, s.parallel, a, &grid.tp(), b);
       if (s.kind == "q") l.q = lin;
       else if (s.kind == "k") l.k = lin;
       else if (s.kind == "v") l.v = lin;
@@ -139,8 +143,9 @@ LlamaStage::LlamaStage(const LlamaConfig& cfg, const SafetensorsCollection& st, 
     }
     layers_.push_back(std::move(l));
   }
-  // rotary tables [max_pos, hd]
-  auto inv = torch::pow(cfg.rope_theta, -torch::arange(0, head_dim_, 2, torch::kFloat64) / head_dim_);
+  // rotary tables [max_pos, hd]; inv_freq of the config's rope type (default, linear, llama3)
+  const auto inv_freq = cfg.RopeInvFreq();
+  auto inv = torch::tensor(inv_freq, torch::kFloat64);                     // [hd/2]
   auto pos = torch::arange(cfg.max_position_embeddings, torch::kFloat64);
   auto freqs = torch::outer(pos, inv);                                      // [P, hd/2]
   auto emb = torch::cat({freqs, freqs}, -1);                                // [P, hd]
@@ -169,7 +174,11 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaStage::BaseWeights() con
     const std::string p = fmt::format("model.layers.{}.", i);
     w.emplace_back(p + "input_layernorm.weight", l.ln1);
     w.emplace_back(p + "post_attention_layernorm.weight", l.ln2);
-    for (const auto& s : LlamaModuleShapes(cfg_)) w.emplace_back(p + HfModuleName(s.kind) + ".weight", Linear(i, s.kind).weight());
+    for (const auto& s : LlamaModuleShapes(cfg_)) {
+      const auto& lin = Linear(i, s.kind);
+      w.emplace_back(p + HfModuleName(s.kind) + ".weight", lin.weight());
+      if (lin.bias().defined()) w.emplace_back(p + HfModuleName(s.kind) + ".bias", lin.bias());
+    }
   }
   if (norm_.defined()) w.emplace_back("model.norm.weight", norm_);
   if (lm_head_.defined() && !(cfg_.tie_word_embeddings && embed_.defined())) {
@@ -184,6 +193,7 @@ torch::Tensor LlamaStage::RmsNorm(const torch::Tensor& x, const torch::Tensor& w
 
 torch::Tensor LlamaStage::ApplyRope(const torch::Tensor& x, int64_t seq, double scale) const {
   MORE_CHECK(seq <= cos_.size(0), "sequence length {} exceeds max_position_embeddings {}", seq, cos_.size(0));
+  cfg_.CheckSequenceLength(seq, "sequences");
   auto c = cos_.narrow(0, 0, seq), s = sin_.narrow(0, 0, seq);             // [S, hd]
   if (scale != 1.0) {
     c = c * scale;  // the attention scale folded into the [S, hd] tables: no pass over q

@@ -176,8 +176,12 @@ torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight, co
 }
 
 AdaptedLinear::AdaptedLinear(torch::Tensor weight_local, ParallelKind kind, MoreAdapter* adapter,
-                             const Communicator* tp)
-    : weight_(std::move(weight_local)), kind_(kind), adapter_(adapter), tp_(tp) {}
+                             const Communicator* tp, torch::Tensor bias_local)
+    : weight_(std::move(weight_local)), bias_(std::move(bias_local)), kind_(kind), adapter_(adapter), tp_(tp) {
+  TORCH_CHECK(!bias_.defined() || (kind_ == ParallelKind::kColumn && bias_.dim() == 1 &&
+                                   bias_.size(0) == weight_.size(0)),
+              "AdaptedLinear: a bias must be column-parallel and [d_out/tp]");
+}
 
 torch::Tensor AdaptedLinear::Forward(const torch::Tensor& x, ForwardContext& ctx) const {
   torch::Tensor y;                                                         // [.., d_out/tp] or partial [.., d_out]
@@ -199,6 +203,7 @@ torch::Tensor AdaptedLinear::Forward(const torch::Tensor& x, ForwardContext& ctx
     }
     if (ctx.contrastive) ctx.cl_pending.push_back({adapter_, pooled, tp_});  // loss at FlushContrastive
   }
+  if (bias_.defined()) y = y + bias_;                                      // [.., d_out/tp] + [d_out/tp]
   if (kind_ == ParallelKind::kRow) y = ReduceFromTp(y, *tp_);
   return y;
 }

@@ -138,6 +138,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
     throw Error(fmt::format("shards '{}' hold samples of up to {} tokens but the model's max_position_embeddings "
                             "is {}", cfg_.data.train, meta.max_len, model_cfg_.max_position_embeddings),
                 "re-shard with shard_data --max-len <= max_position_embeddings");
+  model_cfg_.CheckSequenceLength(meta.max_len, fmt::format("the samples of shards '{}'", cfg_.data.train));
   for (const auto& t : train_->tasks()) task_names_.push_back(t.name);
 
   // task subset: unselected tasks get sampling weight 0 and are not evaluated
@@ -261,12 +262,17 @@ void Trainer::Log(const nlohmann::json& j) {
 }
 
 nlohmann::json Trainer::ModelFingerprint() const {
-  return {{"vocab_size", model_cfg_.vocab_size},
-          {"hidden_size", model_cfg_.hidden_size},
-          {"intermediate_size", model_cfg_.intermediate_size},
-          {"num_hidden_layers", model_cfg_.num_hidden_layers},
-          {"num_attention_heads", model_cfg_.num_attention_heads},
-          {"num_key_value_heads", model_cfg_.num_key_value_heads}};
+  nlohmann::json j = {{"vocab_size", model_cfg_.vocab_size},
+                      {"hidden_size", model_cfg_.hidden_size},
+                      {"intermediate_size", model_cfg_.intermediate_size},
+                      {"num_hidden_layers", model_cfg_.num_hidden_layers},
+                      {"num_attention_heads", model_cfg_.num_attention_heads},
+                      {"num_key_value_heads", model_cfg_.num_key_value_heads}};
+  // q / o adapter shapes follow head_dim: recorded when it is not hidden / heads (checkpoints of
+  // other models keep their fingerprint)
+  if (model_cfg_.head_dim() * model_cfg_.num_attention_heads != model_cfg_.hidden_size)
+    j["head_dim"] = model_cfg_.head_dim();
+  return j;
 }
 
 nlohmann::json Trainer::AdapterFingerprint() const {

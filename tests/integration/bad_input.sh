@@ -207,6 +207,15 @@ sed -i 's/"intermediate_size": *[0-9]*/"intermediate_size": 256/' "$m/config.jso
 expect_fail config_not_matching_weights "mlp" --model.path="$m"
 m=$(model_copy no_config_model); rm "$m/config.json"
 expect_fail missing_model_config "config.json" --model.path="$m"
+m=$(model_copy window_model)  # Mistral v0.1 style: a sliding window shorter than the 64-token samples
+sed -i -e 's/"model_type": *"llama"/"model_type": "mistral", "sliding_window": 16/' -e '/"attention_bias"/d' "$m/config.json"
+expect_fail sliding_window_shorter "sliding_window is 16" --model.path="$m"
+m=$(model_copy gemma_model)
+sed -i 's/"model_type": *"llama"/"model_type": "gemma"/' "$m/config.json"
+expect_fail model_type_unknown 'model_type "gemma" is not supported' --model.path="$m"
+m=$(model_copy yarn_model)
+sed -i 's/"rope_scaling": *null/"rope_scaling": {"rope_type": "yarn", "factor": 4.0}/' "$m/config.json"
+expect_fail rope_type_unsupported 'type "yarn" is not supported' --model.path="$m"
 
 # --- checkpoints ---------------------------------------------------------------------------
 timeout 120 mpirun -np 2 "$BUILD/more_train" --config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" \

@@ -1,4 +1,6 @@
-// LLaMA decoder (HF LlamaForCausalLM semantics) split for tensor and pipeline parallelism.
+// LLaMA-family decoder (HF LlamaForCausalLM semantics; MistralForCausalLM and Qwen2ForCausalLM
+// through the switches of LlamaConfig: head_dim, rope type, q/k/v biases, tied head) split for
+// tensor and pipeline parallelism.
 // A LlamaStage holds the layers of one pipeline stage (pp rank i owns layers
 // [i*L/pp, (i+1)*L/pp)), plus the token embedding on the first stage and the final norm and
 // LM head on the last. Base weights are frozen (no autograd leaves); only adapters train
@@ -8,7 +10,9 @@
 //   h  = x + o( attn( rope(q(n1)), rope(k(n1)), v(n1) ) ),  n1 = RMSNorm(x)
 //   y  = h + down( silu(gate(n2)) * up(n2) ),               n2 = RMSNorm(h)
 //   RMSNorm(x) = x * rsqrt(mean(x^2) + eps) * w              (in fp32)
-//   rope: HF rotate_half form, inv_freq_j = theta^(-2j/hd), cos/sin over cat(freqs, freqs)
+//   q, k, v = n1 W^T (+ b for qwen2);  hd = head_dim (config, or D / H)
+//   rope: HF rotate_half form, inv_freq_j = theta^(-2j/hd) (scaled by the rope type:
+//         LlamaConfig::RopeInvFreq), cos/sin over cat(freqs, freqs)
 //   attn: grouped-query: query head h uses kv head h / (H/KV); causal softmax(q k^T/sqrt(hd)) v
 // q, k, v, gate, up are column-parallel; o, down row-parallel; embedding and LM head are
 // vocabulary-parallel. Sequences are right-padded, so the causal mask alone keeps padding out

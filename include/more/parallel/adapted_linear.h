@@ -81,13 +81,18 @@ std::pair<torch::Tensor, torch::Tensor> LoraLinearPooled(const torch::Tensor& x,
 class AdaptedLinear {
  public:
   AdaptedLinear() = default;
-  AdaptedLinear(torch::Tensor weight_local, ParallelKind kind, MoreAdapter* adapter, const Communicator* tp);
+  // bias_local: optional frozen bias, column-parallel only (this rank's slice [d_out/tp]), added
+  // after the adapter (Qwen2's q, k, v).
+  AdaptedLinear(torch::Tensor weight_local, ParallelKind kind, MoreAdapter* adapter, const Communicator* tp,
+                torch::Tensor bias_local = {});
   torch::Tensor Forward(const torch::Tensor& x, ForwardContext& ctx) const;
   const torch::Tensor& weight() const { return weight_; }
+  const torch::Tensor& bias() const { return bias_; }  // undefined: none
   MoreAdapter* adapter() const { return adapter_; }
 
  private:
   torch::Tensor weight_;  // frozen local shard, base dtype
+  torch::Tensor bias_;    // [d_out/tp] frozen, base dtype; undefined: no bias
   ParallelKind kind_ = ParallelKind::kColumn;
   MoreAdapter* adapter_ = nullptr;
   const Communicator* tp_ = nullptr;

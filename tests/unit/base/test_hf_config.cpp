@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -174,9 +175,6 @@ TEST(HfConfig, GqaAndShapeValidation) {
 
 TEST(HfConfig, UnsupportedVariantsAndFileErrors) {
   nlohmann::json j = Llama2_7B();
-  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-  ExpectError([&] { LlamaConfigFromJson(j, "rs.json"); }, {"rs.json", "rope_scaling"});
-  j = Llama2_7B();
   j["hidden_act"] = "gelu";
   ExpectError([&] { LlamaConfigFromJson(j, "act.json"); }, {"hidden_act", "gelu"});
   j = Llama2_7B();
@@ -187,4 +185,222 @@ TEST(HfConfig, UnsupportedVariantsAndFileErrors) {
   ExpectError([&] { LoadLlamaConfig(dir.str()); }, {dir / "config.json", "does not exist"});
   WriteFileAtomic(dir / "config.json", "{\"vocab_size\": ");
   ExpectError([&] { LoadLlamaConfig(dir.str()); }, {dir / "config.json", "not valid JSON"});
+}
+
+namespace {
+
+// Llama-3.2-1B's published config.json, as transformers 4.45 wrote it.
+nlohmann::json Llama32_1B() {
+  return nlohmann::json::parse(R"({
+    "architectures": ["LlamaForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu",
+    "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+    "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
+    "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8, "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": true, "torch_dtype": "bfloat16",
+    "transformers_version": "4.45.0.dev0", "use_cache": true, "vocab_size": 128256})");
+}
+
+// The same model's config in the layout transformers 5 writes (rope_parameters, dtype).
+nlohmann::json Llama32_1B_v5() {
+  nlohmann::json j = Llama32_1B();
+  nlohmann::json rp = j["rope_scaling"];
+  rp["rope_theta"] = j["rope_theta"];
+  j.erase("rope_scaling");
+  j.erase("rope_theta");
+  j.erase("torch_dtype");
+  j["dtype"] = "bfloat16";
+  j["rope_parameters"] = rp;
+  j["transformers_version"] = "5.24.0";
+  return j;
+}
+
+// Qwen2.5-7B's published config.json (transformers 4.43).
+nlohmann::json Qwen25_7B() {
+  return nlohmann::json::parse(R"({
+    "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
+    "eos_token_id": 151643, "hidden_act": "silu", "hidden_size": 3584, "initializer_range": 0.02,
+    "intermediate_size": 18944, "max_position_embeddings": 131072, "max_window_layers": 28,
+    "model_type": "qwen2", "num_attention_heads": 28, "num_hidden_layers": 28, "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "sliding_window": 131072, "tie_word_embeddings": false,
+    "torch_dtype": "bfloat16", "transformers_version": "4.43.1", "use_cache": true, "use_mrope": false,
+    "use_sliding_window": false, "vocab_size": 152064})");
+}
+
+// Mistral-7B-v0.3's published config.json.
+nlohmann::json Mistral7B_v03() {
+  return nlohmann::json::parse(R"({
+    "architectures": ["MistralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2,
+    "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+    "max_position_embeddings": 32768, "model_type": "mistral", "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 1000000.0,
+    "sliding_window": null, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+    "transformers_version": "4.42.0.dev0", "use_cache": true, "vocab_size": 32768})");
+}
+
+}  // namespace
+
+TEST(HfConfig, Llama3ConfigInBothLayoutsReadsTheSame) {
+  for (const auto& [j, name] : {std::pair{Llama32_1B(), "4.x"}, std::pair{Llama32_1B_v5(), "5.x"}}) {
+    SCOPED_TRACE(name);
+    const LlamaConfig c = LlamaConfigFromJson(j, "llama3.2-1b/config.json");
+    EXPECT_EQ(c.model_type, "llama");
+    EXPECT_EQ(c.head_dim(), 64);
+    EXPECT_EQ(c.rope_theta, 500000.0);
+    EXPECT_EQ(c.rope_scaling.type, "llama3");
+    EXPECT_EQ(c.rope_scaling.factor, 32.0);
+    EXPECT_EQ(c.rope_scaling.low_freq_factor, 1.0);
+    EXPECT_EQ(c.rope_scaling.high_freq_factor, 4.0);
+    EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 8192);
+    EXPECT_TRUE(c.tie_word_embeddings);
+    EXPECT_EQ(c.torch_dtype, "bfloat16");
+    EXPECT_FALSE(c.qkv_bias);
+    EXPECT_EQ(c.sliding_window, 0);
+    // published size of Llama-3.2-1B: 1,235,814,400 parameters (tied head counted once)
+    EXPECT_EQ(c.NumParams(), 1235814400LL);
+  }
+  // a config holding both layouts must agree
+  nlohmann::json both = Llama32_1B_v5();
+  both["rope_theta"] = 10000.0;
+  ExpectError([&] { LlamaConfigFromJson(both, "b.json"); }, {"b.json", "rope_theta 10000", "rope_parameters"});
+  both = Llama32_1B_v5();
+  both["rope_scaling"] = Llama32_1B()["rope_scaling"];
+  EXPECT_EQ(LlamaConfigFromJson(both, "b.json").rope_scaling.factor, 32.0);
+  both["rope_scaling"]["factor"] = 8.0;
+  ExpectError([&] { LlamaConfigFromJson(both, "b.json"); }, {"b.json", "rope_scaling", "rope_parameters", "differ"});
+}
+
+TEST(HfConfig, WrittenLlama3ConfigParsesBack) {
+  const LlamaConfig c = LlamaConfigFromJson(Llama32_1B(), "in.json");
+  const LlamaConfig r = LlamaConfigFromJson(LlamaConfigToJson(c), "out.json");
+  EXPECT_EQ(r.head_dim(), 64);
+  EXPECT_EQ(r.rope_scaling.type, "llama3");
+  EXPECT_EQ(r.RopeInvFreq(), c.RopeInvFreq());
+  const LlamaConfig q = LlamaConfigFromJson(LlamaConfigToJson(LlamaConfigFromJson(Qwen25_7B(), "q")), "q2");
+  EXPECT_EQ(q.model_type, "qwen2");
+  EXPECT_TRUE(q.qkv_bias);
+}
+
+TEST(HfConfig, RopeInverseFrequenciesOfEachType) {
+  LlamaConfig c;
+  c.hidden_size = 256;
+  c.num_attention_heads = 4;  // head_dim 64
+  c.rope_theta = 500000.0;
+  const auto plain = c.RopeInvFreq();
+  ASSERT_EQ(plain.size(), 32u);
+  for (size_t j = 0; j < plain.size(); ++j)  // theta^(-2j/hd)
+    EXPECT_DOUBLE_EQ(plain[j], std::exp(-std::log(500000.0) * 2.0 * j / 64.0));
+  c.rope_scaling.type = "linear";
+  c.rope_scaling.factor = 4.0;
+  for (size_t j = 0; j < plain.size(); ++j) EXPECT_DOUBLE_EQ(c.RopeInvFreq()[j], plain[j] / 4.0);
+  // llama3 (Llama 3.1 numbers): wavelength 2 pi / f below 8192 / 4 = 2048 kept, above 8192
+  // divided by 8, between them (1 - s) f / 8 + s f with s = (8192 / wavelength - 1) / (4 - 1)
+  c.rope_scaling = {"llama3", 8.0, 1.0, 4.0, 8192};
+  const auto l3 = c.RopeInvFreq();
+  int kept = 0, divided = 0, ramp = 0;
+  for (size_t j = 0; j < plain.size(); ++j) {
+    const double wl = 2 * M_PI / plain[j];
+    if (wl < 2048) {
+      EXPECT_EQ(l3[j], plain[j]);
+      ++kept;
+    } else if (wl > 8192) {
+      EXPECT_DOUBLE_EQ(l3[j], plain[j] / 8.0);
+      ++divided;
+    } else {
+      const double s = (8192 / wl - 1.0) / 3.0;
+      EXPECT_NEAR(l3[j], (1 - s) * plain[j] / 8.0 + s * plain[j], 1e-15);
+      ++ramp;
+    }
+  }
+  EXPECT_GT(kept, 0);
+  EXPECT_GT(divided, 0);
+  EXPECT_GT(ramp, 0);
+}
+
+TEST(HfConfig, MistralAndQwen2Configs) {
+  const LlamaConfig m = LlamaConfigFromJson(Mistral7B_v03(), "mistral/config.json");
+  EXPECT_EQ(m.model_type, "mistral");
+  EXPECT_EQ(m.rope_theta, 1e6);
+  EXPECT_EQ(m.sliding_window, 0);
+  EXPECT_FALSE(m.qkv_bias);
+  EXPECT_EQ(m.NumParams(), 7248023552LL);  // published Mistral-7B-v0.3 size
+  m.CheckSequenceLength(32768, "s");
+
+  nlohmann::json w = Mistral7B_v03();
+  w["sliding_window"] = 4096;  // Mistral-7B-v0.1: a window
+  const LlamaConfig mw = LlamaConfigFromJson(w, "mistral01.json");
+  EXPECT_EQ(mw.sliding_window, 4096);
+  mw.CheckSequenceLength(4096, "s");  // equal to full attention up to the window
+  ExpectError([&] { mw.CheckSequenceLength(4097, "the samples"); }, {"the samples", "4097", "sliding_window is 4096"});
+
+  const LlamaConfig q = LlamaConfigFromJson(Qwen25_7B(), "qwen/config.json");
+  EXPECT_EQ(q.model_type, "qwen2");
+  EXPECT_TRUE(q.qkv_bias);
+  EXPECT_EQ(q.sliding_window, 0);  // use_sliding_window false: sliding_window is not applied
+  EXPECT_EQ(q.NumParams(), 7615616512LL);  // published Qwen2.5-7B size (q/k/v biases included)
+  nlohmann::json qs = Qwen25_7B();
+  qs["use_sliding_window"] = true;
+  qs["sliding_window"] = 4096;
+  EXPECT_EQ(LlamaConfigFromJson(qs, "q.json").sliding_window, 4096);
+  qs["layer_types"] = std::vector<std::string>(28, "full_attention");  // 5.x: the layer types decide
+  EXPECT_EQ(LlamaConfigFromJson(qs, "q.json").sliding_window, 0);
+  qs["layer_types"][27] = "sliding_attention";
+  EXPECT_EQ(LlamaConfigFromJson(qs, "q.json").sliding_window, 4096);
+  qs["layer_types"][27] = "chunked_attention";
+  ExpectError([&] { LlamaConfigFromJson(qs, "q.json"); }, {"q.json", "layer_types", "chunked_attention"});
+}
+
+TEST(HfConfig, FieldsThatChangeTheMathAreRefusedByName) {
+  struct Case {
+    const char* what;
+    nlohmann::json base;
+    const char* field;
+    nlohmann::json value;
+    std::vector<std::string> expect;
+  };
+  const std::vector<Case> cases = {
+      {"unknown model_type", Llama2_7B(), "model_type", "gemma", {"model_type \"gemma\"", "not supported"}},
+      {"attention_bias", Llama2_7B(), "attention_bias", true, {"attention_bias", "not supported"}},
+      {"mlp_bias", Llama2_7B(), "mlp_bias", true, {"mlp_bias", "not supported"}},
+      {"use_mrope", Qwen25_7B(), "use_mrope", true, {"use_mrope", "not supported"}},
+      {"attention_dropout", Mistral7B_v03(), "attention_dropout", 0.1, {"attention_dropout 0.1"}},
+      {"rope type yarn", Llama2_7B(), "rope_scaling", {{"rope_type", "yarn"}, {"factor", 4.0}}, {"rope_scaling", "\"yarn\""}},
+      {"rope type dynamic", Llama2_7B(), "rope_parameters", {{"rope_type", "dynamic"}, {"factor", 2.0}, {"rope_theta", 1e4}},
+       {"rope_parameters", "\"dynamic\""}},
+      {"rope type longrope", Llama2_7B(), "rope_scaling", {{"type", "longrope"}}, {"\"longrope\""}},
+      {"unknown rope key", Llama2_7B(), "rope_scaling", {{"rope_type", "linear"}, {"factor", 2.0}, {"attention_factor", 1.5}},
+       {"rope_scaling.attention_factor", "linear"}},
+      {"partial rotary in rope_parameters", Llama2_7B(), "rope_parameters",
+       {{"rope_type", "default"}, {"rope_theta", 1e4}, {"partial_rotary_factor", 0.5}}, {"partial_rotary_factor"}},
+      {"llama3 without factors", Llama2_7B(), "rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}},
+       {"llama3", "low_freq_factor"}},
+      {"per-layer-type rope", Llama2_7B(), "rope_parameters",
+       {{"full_attention", {{"rope_type", "default"}}}, {"sliding_attention", {{"rope_type", "default"}}}},
+       {"per-layer-type"}},
+      {"unknown field", Llama2_7B(), "partial_rotary_factor", 0.5, {"\"partial_rotary_factor\"", "not known"}},
+      {"quantized", Llama2_7B(), "quantization_config", {{"quant_method", "gptq"}}, {"\"quantization_config\"", "not known"}},
+      {"sliding_window on llama", Llama2_7B(), "sliding_window", 4096, {"sliding_window", "llama"}},
+      {"use_sliding_window on mistral", Mistral7B_v03(), "use_sliding_window", true, {"use_sliding_window", "qwen2"}},
+      {"pruned heads", Llama2_7B(), "pruned_heads", {{"0", {1}}}, {"pruned_heads"}},
+      {"head_dim odd", Llama2_7B(), "head_dim", 127, {"head_dim 127", "even"}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    nlohmann::json j = c.base;
+    j[c.field] = c.value;
+    auto expect = c.expect;
+    expect.push_back("cfg.json");
+    ExpectError([&] { LlamaConfigFromJson(j, "cfg.json"); }, expect);
+  }
+  // the linear type is implemented; an explicit head_dim frees hidden_size from heads * head_dim
+  nlohmann::json j = Llama2_7B();
+  j["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
+  EXPECT_EQ(LlamaConfigFromJson(j, "lin.json").rope_scaling.factor, 2.0);
+  j = Llama2_7B();
+  j["hidden_size"] = 4100;
+  j["head_dim"] = 128;
+  EXPECT_EQ(LlamaConfigFromJson(j, "hd.json").head_dim(), 128);
 }

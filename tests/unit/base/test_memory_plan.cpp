@@ -281,7 +281,8 @@ TEST(MemoryPlan, LayoutsThatDoNotDivideAreRejectedLikeTheTrainer) {
   ExpectErrorWith([&] { PlanMemory(Layout(1, 3), l7, 3, Opts(2)); }, "num_hidden_layers = 32");
   // 70B: 64 query heads divide by 16, its 8 kv heads do not: tp is capped at 8
   ExpectErrorWith([&] { PlanMemory(Layout(16, 1), LlamaPreset("llama2-70b"), 16, Opts(2)); },
-                  "num_key_value_heads = 8 is not divisible by parallel.tp = 16");
+                  "num_key_value_heads = 8 is not divisible by parallel.tp = 16 (tp may not exceed the number of "
+                  "kv heads)");
   // global batch 32 over micro_batch 8 x dp 8
   ExpectErrorWith([&] { PlanMemory(Layout(1, 1), l7, 8, Opts(2)); }, "train.global_batch");
 }
