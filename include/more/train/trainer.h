@@ -62,7 +62,9 @@ class Trainer {
   Trainer(Config cfg, const ProcessGrid& grid);
   ~Trainer();
 
-  // Resumes from <ckpt>/latest if enabled and present. Returns the step resumed at (0 if none).
+  // Resumes from the checkpoint the constructor found (<ckpt>/latest when ckpt.resume is on; its
+  // adapter record is what the adapters were built from): checks it against this run, loads
+  // adapters, optimizer and sampler. Returns the step resumed at (0 if none).
   // Without a checkpoint of its own and with transfer.from set, starts from that checkpoint's
   // adapters and gates instead (few-shot transfer; LoadTransfer) and returns 0.
   int64_t MaybeResume();
