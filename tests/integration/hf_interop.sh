@@ -10,7 +10,8 @@
 # of s(r_t) is the source's 5, not 1) and a run started from a PEFT adapter (adapter.init_from;
 # its step-0 evaluation must equal that adapter in peft, its final one its own export).
 # Also the base model and more_logits of three exports against transformers + peft (logits).
-# Needs the pinned Python environment: ${SRC}/.venv (made by launch/venv.sh). ~2-3 minutes.
+# Needs the pinned Python environment: ${SRC}/.venv (made by launch/venv.sh). About a minute (52-75 s
+# measured on 2 cores).
 # Usage: hf_interop.sh BUILD DATA
 set -euo pipefail
 BUILD=$1; DATA=$2
