@@ -272,16 +272,18 @@ nlohmann::json Trainer::AdapterFingerprint() const {
   return AdapterFingerprintOf(AdapterRecordFromConfig(cfg_, task_names_));
 }
 
-std::vector<std::string> Trainer::AllowedResumeChanges(const nlohmann::json& saved) const {
+std::vector<Trainer::GuardedChange> Trainer::GuardedChanges(const nlohmann::json& saved) const {
   const auto now = ConfigToJson(cfg_);
   const auto allowed = SplitList(cfg_.ckpt.allow_changes);
   const bool all = std::find(allowed.begin(), allowed.end(), "all") != allowed.end();
-  std::vector<std::string> out;
+  std::vector<GuardedChange> out;
   for (const auto& key : ResumeGuardedKeys()) {
     const auto dot = key.find('.');
     const auto sec = key.substr(0, dot), k = key.substr(dot + 1);
-    if (!saved.contains(sec) || !saved[sec].contains(k) || saved[sec][k] == now[sec][k]) continue;
-    if (all || std::find(allowed.begin(), allowed.end(), key) != allowed.end()) out.push_back(key);
+    if (!saved.contains(sec) || !saved[sec].contains(k)) continue;  // written before the key existed
+    if (saved[sec][k] == now[sec][k]) continue;
+    out.push_back({key, saved[sec][k], now[sec][k],
+                   all || std::find(allowed.begin(), allowed.end(), key) != allowed.end()});
   }
   return out;
 }
@@ -292,7 +294,9 @@ AdapterRecord Trainer::ResumedRecord() const {
   // a guarded setting that ckpt.allow_changes lets differ takes this run's value (CheckResumeConfig
   // refuses the others in MaybeResume)
   if (!resume_->state.contains("config")) return rec;
-  for (const auto& key : AllowedResumeChanges(resume_->state.at("config"))) {
+  for (const auto& change : GuardedChanges(resume_->state.at("config"))) {
+    if (!change.allowed) continue;
+    const auto& key = change.key;
     auto& o = rec.options;
     if (key == "adapter.scaling") o.scaling = cfg_.adapter.scaling;
     else if (key == "adapter.selection") o.soft = cfg_.adapter.selection == "soft";
@@ -434,17 +438,8 @@ std::string Trainer::SaveCheckpoint() {
 }
 
 void Trainer::CheckResumeConfig(const nlohmann::json& saved, const std::string& ckpt) const {
-  const auto now = ConfigToJson(cfg_);
-  const auto allowed = SplitList(cfg_.ckpt.allow_changes);
-  const bool all = std::find(allowed.begin(), allowed.end(), "all") != allowed.end();
-  for (const auto& key : ResumeGuardedKeys()) {
-    const auto dot = key.find('.');
-    const auto sec = key.substr(0, dot), k = key.substr(dot + 1);
-    if (!saved.contains(sec) || !saved[sec].contains(k)) continue;  // written before the key existed
-    const auto& was = saved[sec][k];
-    const auto& is = now[sec][k];
-    if (was == is) continue;
-    if (all || std::find(allowed.begin(), allowed.end(), key) != allowed.end()) {
+  for (const auto& [key, was, is, allowed] : GuardedChanges(saved)) {
+    if (allowed) {
       spdlog::warn("resuming '{}' with {} = {} (the checkpoint was trained with {}): allowed by ckpt.allow_changes",
                    ckpt, key, is.dump(), was.dump());
       continue;

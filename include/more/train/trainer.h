@@ -96,8 +96,13 @@ class Trainer {
   nlohmann::json AdapterFingerprint() const;  // of this run's config
   static nlohmann::json AdapterFingerprintOf(const AdapterRecord& r);
   // The guarded keys (ResumeGuardedKeys) whose value differs from the checkpoint's resolved
-  // config `saved` and that ckpt.allow_changes lets differ.
-  std::vector<std::string> AllowedResumeChanges(const nlohmann::json& saved) const;
+  // config `saved` (keys it predates are skipped), and whether ckpt.allow_changes lets each differ.
+  struct GuardedChange {
+    std::string key;
+    nlohmann::json was, is;
+    bool allowed = false;
+  };
+  std::vector<GuardedChange> GuardedChanges(const nlohmann::json& saved) const;
   // The record of the checkpoint being resumed (resume_), with the changes ckpt.allow_changes
   // allows applied (each one logged).
   AdapterRecord ResumedRecord() const;
