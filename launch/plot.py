@@ -150,7 +150,9 @@ def load_json(path):
 def ckpt_task_names(ckpt, count):
     state = load_json(os.path.join(ckpt, "state.json")) or {}
     export = load_json(os.path.join(ckpt, "adapter_config.json")) or {}
-    candidates = [state.get("task_names"), export.get("tasks")]
+    # the adapter record (checkpoints and exports since it exists), then the older fields
+    candidates = [state.get("adapter_record", {}).get("tasks"), export.get("adapter_record", {}).get("tasks"),
+                  state.get("task_names"), export.get("tasks")]
     out_dir = state.get("config", {}).get("train", {}).get("out_dir")
     runs = ([resolve(out_dir)] if out_dir else []) + [os.path.join(ckpt, "..", ".."),
                                                      os.path.join(ckpt, "..")]

@@ -141,7 +141,7 @@ std::string CheckpointManager::Resolve(const std::string& path) {
               "give a checkpoint directory (step-N), the checkpoints root, or its 'latest' file");
 }
 
-CheckpointManager::Loaded CheckpointManager::Load(const std::string& dir) {
+nlohmann::json CheckpointManager::LoadState(const std::string& dir) {
   Loaded out;
   const auto state_path = dir + "/state.json";
   if (!fs::exists(state_path))
@@ -186,6 +186,12 @@ CheckpointManager::Loaded CheckpointManager::Load(const std::string& dir) {
     throw Error(fmt::format("checkpoint '{}': state.json says step {} but the directory is named for step {}", dir,
                             step_field->get<int64_t>(), std::stoll(match[1].str())),
                 "the checkpoint was edited or moved; resume from an intact one");
+  return std::move(out.state);
+}
+
+CheckpointManager::Loaded CheckpointManager::Load(const std::string& dir) {
+  Loaded out;
+  out.state = LoadState(dir);
   int stages = 0;
   for (const auto& e : fs::directory_iterator(dir)) {
     const auto name = e.path().filename().string();

@@ -4,6 +4,8 @@
 #include <set>
 
 #include "more/ckpt/checkpoint.h"
+#include "more/ckpt/run_record.h"
+#include "more/core/log.h"
 #include "more/ckpt/tensor_file.h"
 #include "more/core/error.h"
 #include "more/core/safetensors.h"
@@ -14,28 +16,19 @@ namespace fs = std::filesystem;
 
 namespace more {
 
-inline constexpr int kExportFormatVersion = 1;
+// Version 2: the adapter record under "adapter_record". Version 1 (flat "method", "rank", ...
+// fields; written before the record existed) is still read.
+inline constexpr int kExportFormatVersion = 2;
 
-void ExportAdapters(const std::string& out_dir, const AdapterSet& adapters, const std::vector<std::string>& tasks,
-                    const Config& cfg, const LlamaConfig& model) {
+void ExportAdapters(const std::string& out_dir, const AdapterSet& adapters, const AdapterRecord& record,
+                    const LlamaConfig& model) {
+  MORE_CHECK(adapters.size() > 0, "export: no adapters");
   fs::create_directories(out_dir);
   SaveTensorFile(out_dir + "/adapters.safetensors", adapters.NamedTensors(),
                  {{"format_version", std::to_string(kExportFormatVersion)}});
-  MORE_CHECK(adapters.size() > 0, "export: no adapters");
-  // settings from the adapters themselves (the config could disagree with what was built)
-  const auto& o = adapters.adapters().front()->options();
   nlohmann::json j = {{"format_version", kExportFormatVersion},
-                      {"method", o.more ? "more" : "lora"},
-                      {"rank", o.rank},
-                      {"alpha", o.alpha},
-                      {"scaling", o.scaling},
-                      {"selection", o.soft ? "soft" : "ste"},
-                      {"scale_tasks", o.scale_tasks > 0 ? o.scale_tasks : o.num_tasks},  // |T| of s(r_t)
-                      {"experts", adapters.adapters().front()->experts()},
-                      {"gate_input", o.shared_gate_input ? "shared" : "task"},
-                      {"targets", cfg.TargetModules()},
-                      {"tasks", tasks},
-                      {"task_ranks", adapters.TaskRankMap(static_cast<int>(tasks.size()))},
+                      {"adapter_record", AdapterRecordToJson(record)},
+                      {"task_ranks", adapters.TaskRankMap(static_cast<int>(record.tasks.size()))},
                       {"base_model", LlamaConfigToJson(model)}};
   WriteFileAtomic(out_dir + "/adapter_config.json", j.dump(2));
 }
@@ -43,20 +36,52 @@ void ExportAdapters(const std::string& out_dir, const AdapterSet& adapters, cons
 ExportedCheckpoint ExportCheckpoint(const std::string& ckpt_dir, const std::string& out_dir,
                                     const std::string& model_dir) {
   auto loaded = CheckpointManager::Load(ckpt_dir);
-  auto cfg = ConfigFromJson(loaded.state.at("config"));
-  if (!model_dir.empty()) cfg.model.path = model_dir;
-  if (!fs::is_directory(cfg.model.path))
-    throw Error(fmt::format("base model '{}' does not exist (or is not a directory)", cfg.model.path),
+  const auto record = CheckpointAdapterRecord(loaded.state, ckpt_dir);
+  // the base model: the checkpoint's model.path (a location, not an adapter setting) unless given
+  std::string base = model_dir;
+  if (base.empty()) {
+    const auto& c = loaded.state.at("config");
+    base = c.contains("model") && c["model"].contains("path") ? c["model"]["path"].get<std::string>() : "";
+  }
+  if (!fs::is_directory(base))
+    throw Error(fmt::format("base model '{}' does not exist (or is not a directory)", base),
                 model_dir.empty() ? "the checkpoint's model.path is gone: pass --model HF_DIR" : "check --model");
-  auto model = LoadLlamaConfig(cfg.model.path);
-  auto tasks = loaded.state.at("task_names").get<std::vector<std::string>>();
+  auto model = LoadLlamaConfig(base);
   auto grid = ProcessGrid::Single();
-  auto adapters = BuildAdapters(model, AdapterOptionsFromConfig(cfg, tasks),
-                                cfg.TargetModules(), *grid);
+  auto adapters = BuildAdapters(model, record.options, record.targets, *grid);
   adapters->LoadNamed(loaded.adapters, ckpt_dir);
-  ExportAdapters(out_dir, *adapters, tasks, cfg, model);
-  return {tasks, cfg.model.path};
+  ExportAdapters(out_dir, *adapters, record, model);
+  return {record.tasks, base};
 }
+
+namespace {
+
+// The record of a version-1 export (flat fields; no trained_tasks, tau or task-embedding init:
+// none of them changes what an export computes).
+AdapterRecord RecordOfV1Export(const nlohmann::json& c, const std::string& where) {
+  AdapterRecord r;
+  try {
+    r.tasks = c.at("tasks").get<std::vector<std::string>>();
+    r.targets = c.at("targets").get<std::vector<std::string>>();
+    auto& ao = r.options;
+    ao.more = c.at("method") == "more";
+    ao.rank = c.at("rank").get<int64_t>();
+    ao.alpha = c.at("alpha").get<double>();
+    ao.scaling = c.at("scaling").get<std::string>();
+    ao.soft = c.at("selection") == "soft";
+    ao.num_tasks = static_cast<int64_t>(r.tasks.size());
+    ao.scale_tasks = c.value("scale_tasks", ao.num_tasks);  // exports before it was stored: all tasks
+    if (c.contains("experts")) ao.experts = c.at("experts").get<std::vector<int64_t>>();
+    ao.shared_gate_input = c.value("gate_input", std::string("task")) == "shared";
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("'{}': a version-1 export config with a missing or malformed field ({})", where, e.what()),
+                "re-export it from the checkpoint");
+  }
+  // a round trip through the record's own checks (ranges, names)
+  return AdapterRecordFromJson(AdapterRecordToJson(r), where);
+}
+
+}  // namespace
 
 LoadedExport LoadExport(const std::string& export_dir, const LlamaConfig& model) {
   LoadedExport out;
@@ -66,21 +91,24 @@ LoadedExport LoadExport(const std::string& export_dir, const LlamaConfig& model)
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("'{}' is not valid JSON: {}", cfg_path, e.what()));
   }
-  if (out.config.value("format_version", -1) != kExportFormatVersion)
-    throw Error(fmt::format("'{}': unknown export format version {}", cfg_path, out.config.value("format_version", -1)));
-  out.tasks = out.config.at("tasks").get<std::vector<std::string>>();
-  AdapterOptions ao;
-  ao.more = out.config.at("method") == "more";
-  ao.rank = out.config.at("rank").get<int64_t>();
-  ao.alpha = out.config.at("alpha").get<double>();
-  ao.scaling = out.config.at("scaling").get<std::string>();
-  ao.soft = out.config.at("selection") == "soft";
-  ao.num_tasks = static_cast<int64_t>(out.tasks.size());
-  ao.scale_tasks = out.config.value("scale_tasks", ao.num_tasks);  // exports before it was stored: all tasks
-  if (out.config.contains("experts")) ao.experts = out.config.at("experts").get<std::vector<int64_t>>();
-  ao.shared_gate_input = out.config.value("gate_input", std::string("task")) == "shared";
+  const int version = out.config.is_object() ? out.config.value("format_version", -1) : -1;
+  if (version == kExportFormatVersion) {
+    if (!out.config.contains("adapter_record"))
+      throw Error(fmt::format("'{}' has no adapter_record", cfg_path), "re-export it from the checkpoint");
+    out.record = AdapterRecordFromJson(out.config.at("adapter_record"), cfg_path);
+  } else if (version == 1) {
+    out.record = RecordOfV1Export(out.config, cfg_path);
+    spdlog::info("'{}' is a version-1 export: adapter record read from its flat fields (|T| = {})", cfg_path,
+                 out.record.scale_tasks());
+  } else {
+    throw Error(fmt::format("'{}': unknown export format version {}", cfg_path, version),
+                fmt::format("this build reads versions 1 and {}", kExportFormatVersion));
+  }
+  out.tasks = out.record.tasks;
+  if (!out.config.contains("task_ranks"))
+    throw Error(fmt::format("'{}' has no task_ranks", cfg_path), "re-export it from the checkpoint");
   auto grid = ProcessGrid::Single();
-  out.adapters = BuildAdapters(model, ao, out.config.at("targets").get<std::vector<std::string>>(), *grid);
+  out.adapters = BuildAdapters(model, out.record.options, out.record.targets, *grid);
   out.adapters->LoadNamed(LoadTensorFile(export_dir + "/adapters.safetensors"), export_dir);
   // the stored task->rank map must be what the gate now selects (it is part of the contract)
   if (out.adapters->TaskRankMap(static_cast<int>(out.tasks.size())) != out.config.at("task_ranks"))
@@ -266,8 +294,11 @@ std::string ExportPeft(const LoadedExport& ex, const LlamaConfig& model, const s
   torch::NoGradGuard ng;
   const auto& opts = ex.adapters->adapters().front()->options();
   const int64_t R = opts.rank;
+  // one global lora_alpha; PEFT then scales module m by lora_alpha / r_m (rank_pattern), and
+  // each module's exact factors are folded into its B so that this gives the trained function
+  const double lora_alpha = uniform ? static_cast<double>(R) : opts.alpha;
   std::map<std::string, torch::Tensor> tensors;
-  nlohmann::json rank_pattern = nlohmann::json::object(), alpha_pattern = nlohmann::json::object();
+  nlohmann::json rank_pattern = nlohmann::json::object();
   std::set<std::string> targets;
   for (const auto& a : ex.adapters->adapters()) {
     auto dot = a->name().rfind('.');
@@ -277,28 +308,18 @@ std::string ExportPeft(const LoadedExport& ex, const LlamaConfig& model, const s
     const auto f = a->FactorsFor(t, /*training=*/false);
     const int64_t rt = f.a.size(0);
     auto A = f.a.contiguous();                                        // [rt, d_in]
-    auto B = f.b;                                                     // [d_out, rt]
-    double alpha_m = 0;  // PEFT scaling = alpha_m / r_m
-    if (f.w.dim() == 0 && !uniform) {
-      // one factor s(r_t) * alpha / r: kept as PEFT's scaling, A and B as trained
-      alpha_m = f.w.item<double>() * static_cast<double>(rt);
-      B = B.contiguous();
-    } else {
-      // per-component factors (per_component scaling, soft selection) or the uniform variant:
-      // folded into B's columns, scaling 1
-      B = (B * f.w).contiguous();
-      alpha_m = static_cast<double>(uniform ? R : rt);
-    }
+    // h = W0 x + B diag(w) A x (w: one factor s(r_t) alpha/r, or per-component factors [rt]);
+    // PEFT computes W0 x + (lora_alpha / r_m) B' A x, so B' = B diag(w) r_m / lora_alpha, in
+    // float64, rounded once (a LoRA run's B comes back unchanged: w r / alpha = 1)
+    const double peft_scale = lora_alpha / static_cast<double>(uniform ? R : rt);
+    auto B = (f.b.to(torch::kFloat64) * (f.w.to(torch::kFloat64) / peft_scale)).to(torch::kFloat32).contiguous();  // [d_out, rt]
     if (uniform && rt < R) {  // zero-padded to rank R: the extra components contribute 0
       A = torch::cat({A, torch::zeros({R - rt, A.size(1)}, A.options())}, 0);   // [R, d_in]
       B = torch::cat({B, torch::zeros({B.size(0), R - rt}, B.options())}, 1);   // [d_out, R]
     }
     tensors["base_model.model." + module + ".lora_A.weight"] = A;
     tensors["base_model.model." + module + ".lora_B.weight"] = B;
-    if (!uniform) {
-      rank_pattern[module] = rt;
-      alpha_pattern[module] = alpha_m;
-    }
+    if (!uniform) rank_pattern[module] = rt;
   }
   const auto tmp = TmpDirFor(out_dir);
   TmpDirGuard guard(tmp);
@@ -307,10 +328,10 @@ std::string ExportPeft(const LoadedExport& ex, const LlamaConfig& model, const s
                       {"task_type", "CAUSAL_LM"},
                       {"base_model_name_or_path", AbsPath(base_dir)},
                       {"r", R},
-                      {"lora_alpha", uniform ? static_cast<double>(R) : opts.alpha},
+                      {"lora_alpha", lora_alpha},
                       {"target_modules", std::vector<std::string>(targets.begin(), targets.end())},
                       {"rank_pattern", rank_pattern},
-                      {"alpha_pattern", alpha_pattern},
+                      {"alpha_pattern", nlohmann::json::object()},  // empty: a loader that ignores it is right
                       {"lora_dropout", 0.0},
                       {"bias", "none"},
                       {"fan_in_fan_out", false},

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include "more/core/error.h"
+#include "more/core/safetensors.h"
 #include "more/eval/metrics.h"
 
 namespace more {
@@ -95,8 +97,9 @@ std::vector<double> ScoreSequences(Pipeline& pipeline, const ProcessGrid& grid,
 
 }  // namespace
 
-std::vector<TaskScore> Evaluator::Run(Pipeline& pipeline, const ProcessGrid& grid) const {
+std::vector<TaskScore> Evaluator::Run(Pipeline& pipeline, const ProcessGrid& grid, const std::string& dump_path) const {
   std::vector<TaskScore> scores;
+  std::string dump;  // JSON lines of every scored sequence (dump_path)
   const auto& tasks = eval_.tasks();
   for (size_t t = 0; t < tasks.size(); ++t) {
     if (task_ids_[t] < 0) continue;
@@ -143,6 +146,11 @@ std::vector<TaskScore> Evaluator::Run(Pipeline& pipeline, const ProcessGrid& gri
         }
       }
       auto ll = ScoreSequences(pipeline, grid, seqs, starts, task_ids_[t], meta.pad_id, batch_);
+      if (!dump_path.empty())
+        for (size_t i = 0; i < seqs.size(); ++i)
+          dump += nlohmann::json({{"task", info.name}, {"task_id", task_ids_[t]}, {"ids", seqs[i]},
+                                  {"start", starts[i]}, {"ll", ll[i]}})
+                      .dump() + "\n";
       const size_t k = cand.size();
       for (int i = 0; i < mb.batch_size; ++i) {
         const std::vector<double> row(ll.begin() + i * k, ll.begin() + (i + 1) * k);
@@ -157,6 +165,10 @@ std::vector<TaskScore> Evaluator::Run(Pipeline& pipeline, const ProcessGrid& gri
       }
     }
     scores.push_back(ScoreTask(info.name, info.metric, static_cast<int>(cand.size()), pred, gold, pv, gv));
+  }
+  if (!dump_path.empty() && grid.is_world_root()) {
+    std::filesystem::create_directories(std::filesystem::path(dump_path).parent_path());
+    WriteFileAtomic(dump_path, dump);
   }
   return scores;
 }

@@ -58,43 +58,6 @@ std::string HfModuleName(const std::string& kind) {
   Fail("unknown module kind '{}'", kind);
 }
 
-std::vector<int64_t> TrainedTaskIds(const Config& cfg, const std::vector<std::string>& task_names) {
-  std::vector<int64_t> ids;
-  for (const auto& item : SplitList(cfg.data.tasks)) {
-    auto it = std::find(task_names.begin(), task_names.end(), item);
-    if (it == task_names.end())
-      throw Error(fmt::format("data.tasks names task '{}' but the shards hold [{}]", item, fmt::join(task_names, ", ")),
-                  "use task names of the shards' manifest");
-    const auto id = static_cast<int64_t>(it - task_names.begin());
-    if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
-  }
-  if (ids.empty())
-    for (size_t t = 0; t < task_names.size(); ++t) ids.push_back(static_cast<int64_t>(t));
-  std::sort(ids.begin(), ids.end());
-  return ids;
-}
-
-AdapterOptions AdapterOptionsFromConfig(const Config& cfg, const std::vector<std::string>& task_names) {
-  const int64_t num_tasks = static_cast<int64_t>(task_names.size());
-  AdapterOptions ao;
-  ao.active_tasks = TrainedTaskIds(cfg, task_names);
-  ao.scale_tasks = static_cast<int64_t>(ao.active_tasks.size());
-  ao.more = cfg.adapter.method == "more";
-  ao.rank = cfg.adapter.rank;
-  ao.alpha = cfg.adapter.alpha;
-  ao.dropout = cfg.adapter.dropout;
-  ao.scaling = cfg.adapter.scaling;
-  ao.soft = cfg.adapter.selection == "soft";
-  ao.num_tasks = num_tasks;
-  ao.tau = cfg.adapter.tau;
-  ao.experts = cfg.ExpertRanks();
-  ao.shared_gate_input = cfg.adapter.gate_input == "shared";
-  ao.task_emb_init = cfg.adapter.task_emb_init;
-  ao.task_emb_std = cfg.adapter.task_emb_std;
-  ao.seed = static_cast<uint64_t>(cfg.train.seed);
-  return ao;
-}
-
 LlamaStage::LlamaStage(const LlamaConfig& cfg, const SafetensorsCollection& st, const ProcessGrid& grid,
                        AdapterSet* adapters, torch::ScalarType dtype, torch::Device device)
     : cfg_(cfg), grid_(grid), dtype_(dtype) {

@@ -28,7 +28,8 @@ constexpr const char* kUsage = R"(usage: more_export --checkpoint CKPT --out DIR
   --merge TASKS|all  comma-separated tasks: DIR/merged/<task>/, a complete Hugging Face LLaMA
                      (base weights + that task's adapter, same dtype and shard layout as the base)
   --peft TASKS|all   DIR/peft/<task>/: a standard PEFT LoRA adapter (adapter_config.json with
-                     rank_pattern/alpha_pattern, adapter_model.safetensors) for PeftModel.from_pretrained
+                     rank_pattern, scaling folded into lora_B so alpha_pattern is empty,
+                     adapter_model.safetensors) for PeftModel.from_pretrained
   --peft-uniform     with --peft, also DIR/peft-uniform/<task>/: zero-padded to the full rank r,
                      no rank_pattern (for tools that ignore rank_pattern)
   --model HF_DIR     the base model (default: the checkpoint's model.path)

@@ -14,6 +14,7 @@
 
 #include "more/ckpt/export.h"
 #include "more/ckpt/peft_import.h"
+#include "more/ckpt/run_record.h"
 #include "more/ckpt/tensor_file.h"
 #include "more/core/cpu_features.h"
 #include "more/core/error.h"
@@ -184,17 +185,24 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
     spdlog::warn("no eval shards found next to '{}': evaluation disabled", cfg_.data.train);
   }
 
-  auto ao = AdapterOptionsFromConfig(cfg_, task_names_);
-  if (!cfg_.transfer.from.empty()) {
-    transfer_dir_ = ResolveCheckpoint(cfg_.transfer.from);
-    const auto st = nlohmann::json::parse(ReadFileToString(transfer_dir_ + "/state.json"));
-    // |T| of s(r_t) stays the source run's: the transferred adapters compute for a new task
-    // exactly what they computed for its source task
-    ao.scale_tasks = static_cast<int64_t>(
-        TrainedTaskIds(ConfigFromJson(st.at("config")), st.at("task_names").get<std::vector<std::string>>()).size());
-    spdlog::info("transfer from {}: |T| of s(r_t) = {} (the source run's trained tasks)", transfer_dir_, ao.scale_tasks);
+  // The adapter record (ckpt/run_record.h): a resumed run's is its checkpoint's, a fresh run
+  // decides it now (a transfer run from its source's). Read once, here: everything below builds
+  // from it.
+  ckpt_ = std::make_unique<CheckpointManager>(cfg_.checkpoint_dir(), cfg_.ckpt.keep_last);
+  if (cfg_.ckpt.resume) {
+    if (grid_.is_world_root())
+      for (const auto& d : ckpt_->RemoveIncomplete())
+        spdlog::warn("removed '{}': an incomplete checkpoint of a save that did not finish", d);
+    grid_.world().Barrier();
+    if (auto latest = ckpt_->Latest()) {
+      resume_dir_ = *latest;
+      resume_ = std::make_unique<CheckpointManager::Loaded>(CheckpointManager::Load(*latest));
+    }
   }
-  const auto targets = cfg_.TargetModules();
+  if (!cfg_.transfer.from.empty()) transfer_dir_ = ResolveTransferSource(cfg_.transfer.from);
+  record_ = resume_ ? ResumedRecord() : DecideAdapterRecord(cfg_, task_names_);
+  const auto ao = record_.ForRun(cfg_);
+  const auto& targets = record_.targets;
   // model.device=cuda: this rank's GPU is its node-local rank (made current before the grid's
   // NCCL communicators were created); base weights bf16 by default, adapters and optimizer fp32
   const bool cuda = cfg_.model.device == "cuda";
@@ -227,7 +235,6 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   pipeline_ = std::make_unique<Pipeline>(*stage_, grid_, cfg_.parallel.schedule);
   AdamWOptions oo{cfg_.train.beta1, cfg_.train.beta2, cfg_.train.eps, cfg_.train.weight_decay};
   opt_ = std::make_unique<FlatAdamW>(adapters_->numel(), oo, device_);
-  ckpt_ = std::make_unique<CheckpointManager>(cfg_.checkpoint_dir(), cfg_.ckpt.keep_last);
   adapters_->RefreshSelections();  // the initial (or imported) gates' expert choices, one host read
 
   spdlog::info("layout: {}", grid_.Describe());
@@ -236,7 +243,7 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
                model_cfg_.num_key_value_heads, model_cfg_.vocab_size, model_cfg_.NumParams() / 1e6,
                c10::toString(dtype));
   spdlog::info("adapters: {} x {} modules on this stage, {} trainable params; {} micro-batches of {} per step",
-               cfg_.adapter.method, adapters_->size(), adapters_->numel(), n_micro_, cfg_.train.micro_batch);
+               ao.more ? "more" : "lora", adapters_->size(), adapters_->numel(), n_micro_, cfg_.train.micro_batch);
   if (grid_.is_world_root()) {
     fs::create_directories(cfg_.train.out_dir);
     WriteFileAtomic(cfg_.train.out_dir + "/config.resolved.toml", ConfigToToml(cfg_));
@@ -275,12 +282,60 @@ nlohmann::json Trainer::ModelFingerprint() const {
   return j;
 }
 
-nlohmann::json Trainer::AdapterFingerprint() const {
-  nlohmann::json j = {{"method", cfg_.adapter.method}, {"rank", cfg_.adapter.rank}, {"targets", cfg_.adapter.targets}};
-  // the ablations' shapes, only when set (checkpoints of default runs keep their fingerprint)
-  if (!cfg_.adapter.experts.empty()) j["experts"] = cfg_.ExpertRanks();
-  if (cfg_.adapter.gate_input != "task") j["gate_input"] = cfg_.adapter.gate_input;
+nlohmann::json Trainer::AdapterFingerprintOf(const AdapterRecord& r) {
+  nlohmann::json j = {{"method", r.options.more ? "more" : "lora"},
+                      {"rank", r.options.rank},
+                      {"targets", fmt::format("{}", fmt::join(r.targets, ","))}};
+  // the ablations' shapes, only when set
+  if (!r.options.experts.empty()) j["experts"] = r.options.experts;
+  if (r.options.shared_gate_input) j["gate_input"] = "shared";
   return j;
+}
+
+nlohmann::json Trainer::AdapterFingerprint() const {
+  return AdapterFingerprintOf(AdapterRecordFromConfig(cfg_, task_names_));
+}
+
+std::vector<Trainer::GuardedChange> Trainer::GuardedChanges(const nlohmann::json& saved) const {
+  const auto now = ConfigToJson(cfg_);
+  const auto allowed = SplitList(cfg_.ckpt.allow_changes);
+  const bool all = std::find(allowed.begin(), allowed.end(), "all") != allowed.end();
+  std::vector<GuardedChange> out;
+  for (const auto& key : ResumeGuardedKeys()) {
+    const auto dot = key.find('.');
+    const auto sec = key.substr(0, dot), k = key.substr(dot + 1);
+    if (!saved.contains(sec) || !saved[sec].contains(k)) continue;  // written before the key existed
+    if (saved[sec][k] == now[sec][k]) continue;
+    out.push_back({key, saved[sec][k], now[sec][k],
+                   all || std::find(allowed.begin(), allowed.end(), key) != allowed.end()});
+  }
+  return out;
+}
+
+AdapterRecord Trainer::ResumedRecord() const {
+  auto rec = CheckpointAdapterRecord(resume_->state, resume_dir_);
+  const auto before = rec;
+  // a guarded setting that ckpt.allow_changes lets differ takes this run's value (CheckResumeConfig
+  // refuses the others in MaybeResume)
+  if (!resume_->state.contains("config")) return rec;
+  for (const auto& change : GuardedChanges(resume_->state.at("config"))) {
+    if (!change.allowed) continue;
+    const auto& key = change.key;
+    auto& o = rec.options;
+    if (key == "adapter.scaling") o.scaling = cfg_.adapter.scaling;
+    else if (key == "adapter.selection") o.soft = cfg_.adapter.selection == "soft";
+    else if (key == "adapter.alpha") o.alpha = cfg_.adapter.alpha;
+    else if (key == "adapter.tau") o.tau = cfg_.adapter.tau;
+    else if (key == "adapter.task_emb_init") o.task_emb_init = cfg_.adapter.task_emb_init;
+    else if (key == "adapter.task_emb_std") o.task_emb_std = cfg_.adapter.task_emb_std;
+    else if (key == "data.tasks" && rec.tasks == task_names_) {
+      o.active_tasks = TrainedTaskIds(cfg_, rec.tasks);
+      if (cfg_.transfer.from.empty()) o.scale_tasks = static_cast<int64_t>(o.active_tasks.size());
+    }
+  }
+  for (const auto& d : AdapterRecordDiff(before, rec))
+    spdlog::warn("adapter record of '{}' changed on resume (ckpt.allow_changes): {}", resume_dir_, d);
+  return rec;
 }
 
 StepResult Trainer::Step() {
@@ -358,7 +413,8 @@ StepResult Trainer::Step() {
 
 std::vector<TaskScore> Trainer::Evaluate() {
   if (!evaluator_) return {};
-  auto scores = evaluator_->Run(*pipeline_, grid_);
+  auto scores = evaluator_->Run(*pipeline_, grid_,
+                                cfg_.eval.dump ? fmt::format("{}/eval/step-{}.jsonl", cfg_.train.out_dir, step_) : "");
   nlohmann::json ranks = GatherTaskRanks();
   Log({{"type", "eval"}, {"step", step_}, {"scores", Evaluator::ToJson(scores)}, {"mean", Evaluator::Mean(scores)},
        {"task_names", task_names_}, {"task_ranks", ranks}});
@@ -392,8 +448,7 @@ std::string Trainer::SaveCheckpoint() {
     nlohmann::json state = {{"optimizer_t", opt_->t()},
                             {"sampler", loader_->State()},
                             {"model", ModelFingerprint()},
-                            {"adapter", AdapterFingerprint()},
-                            {"task_names", task_names_},
+                            {"adapter_record", AdapterRecordToJson(record_)},
                             {"task_ranks", ranks},
                             {"skipped_steps", skipped_total_},
                             {"layout", {{"tp", grid_.layout().tp}, {"pp", grid_.layout().pp}, {"dp", grid_.layout().dp}}},
@@ -407,17 +462,8 @@ std::string Trainer::SaveCheckpoint() {
 }
 
 void Trainer::CheckResumeConfig(const nlohmann::json& saved, const std::string& ckpt) const {
-  const auto now = ConfigToJson(cfg_);
-  const auto allowed = SplitList(cfg_.ckpt.allow_changes);
-  const bool all = std::find(allowed.begin(), allowed.end(), "all") != allowed.end();
-  for (const auto& key : ResumeGuardedKeys()) {
-    const auto dot = key.find('.');
-    const auto sec = key.substr(0, dot), k = key.substr(dot + 1);
-    if (!saved.contains(sec) || !saved[sec].contains(k)) continue;  // written before the key existed
-    const auto& was = saved[sec][k];
-    const auto& is = now[sec][k];
-    if (was == is) continue;
-    if (all || std::find(allowed.begin(), allowed.end(), key) != allowed.end()) {
+  for (const auto& [key, was, is, allowed] : GuardedChanges(saved)) {
+    if (allowed) {
       spdlog::warn("resuming '{}' with {} = {} (the checkpoint was trained with {}): allowed by ckpt.allow_changes",
                    ckpt, key, is.dump(), was.dump());
       continue;
@@ -429,26 +475,18 @@ void Trainer::CheckResumeConfig(const nlohmann::json& saved, const std::string& 
   }
 }
 
-std::string Trainer::ResolveCheckpoint(const std::string& path) {
-  if (fs::exists(path + "/state.json")) return path;
-  if (fs::is_directory(path))
-    if (auto latest = CheckpointManager(path, 1).Latest()) return *latest;
-  throw Error(fmt::format("transfer.from '{}' is neither a checkpoint (a step directory with state.json) nor a "
-                          "checkpoint root with a 'latest' pointer", path),
-              "point it at <run>/checkpoints or <run>/checkpoints/step-N of a MoRE run");
-}
-
 void Trainer::LoadTransfer() {
   auto loaded = CheckpointManager::Load(transfer_dir_);
   const auto& st = loaded.state;
   if (st.at("model") != ModelFingerprint())
     throw Error(fmt::format("transfer.from '{}' was written for another model ({}) than '{}' ({})", transfer_dir_,
                             st.at("model").dump(), cfg_.model.path, ModelFingerprint().dump()));
-  if (st.at("adapter") != AdapterFingerprint())
+  const auto src_record = CheckpointAdapterRecord(st, transfer_dir_);
+  if (AdapterFingerprintOf(src_record) != AdapterFingerprint())
     throw Error(fmt::format("transfer.from '{}' was written for adapters {} but this run configures {}", transfer_dir_,
-                            st.at("adapter").dump(), AdapterFingerprint().dump()),
+                            AdapterFingerprintOf(src_record).dump(), AdapterFingerprint().dump()),
                 "use the adapter.method/rank/targets of the source run");
-  const auto src = st.at("task_names").get<std::vector<std::string>>();
+  const auto& src = src_record.tasks;
   const auto pairs = cfg_.TransferPairs();
   std::vector<int64_t> rows;  // source row of E for each task of this run
   for (const auto& name : task_names_) {
@@ -472,41 +510,34 @@ void Trainer::LoadTransfer() {
                               fmt::join(task_names_, ", ")));
   const auto index = torch::tensor(rows, torch::kLong);
   for (auto& [name, t] : loaded.adapters)
-    if (name.size() > 2 && name.compare(name.size() - 2, 2, ".E") == 0 && cfg_.adapter.gate_input == "task")
+    if (name.size() > 2 && name.compare(name.size() - 2, 2, ".E") == 0 && !record_.options.shared_gate_input)
       t = t.index_select(0, index);  // [T_this_run, d]
   adapters_->LoadNamed(loaded.adapters, transfer_dir_);
   spdlog::info("transfer: adapters and gates from {} (optimizer, schedule and sampler start fresh)", transfer_dir_);
 }
 
 int64_t Trainer::MaybeResume() {
-  std::optional<std::string> latest;
-  if (cfg_.ckpt.resume) {
-    if (grid_.is_world_root())
-      for (const auto& d : ckpt_->RemoveIncomplete())
-        spdlog::warn("removed '{}': an incomplete checkpoint of a save that did not finish", d);
-    grid_.world().Barrier();
-    latest = ckpt_->Latest();
-  }
-  if (!latest) {  // a fresh run: from the transfer checkpoint, if one is given
+  if (!resume_) {  // a fresh run: from the transfer checkpoint, if one is given
     if (!transfer_dir_.empty()) LoadTransfer();
     adapters_->RefreshSelections();
     return 0;
   }
-  auto loaded = CheckpointManager::Load(*latest);
+  const auto loaded = std::move(*resume_);  // read by the constructor (the adapter record)
+  resume_.reset();
+  const auto* latest = &resume_dir_;
   const auto& st = loaded.state;
   if (st.at("model") != ModelFingerprint())
     throw Error(fmt::format("checkpoint '{}' was written for another model ({}) than '{}' ({})", *latest,
                             st.at("model").dump(), cfg_.model.path, ModelFingerprint().dump()),
                 "point ckpt.dir at this model's checkpoints or start a new run directory");
-  const nlohmann::json adapter = AdapterFingerprint();
-  if (st.at("adapter") != adapter)
+  const nlohmann::json adapter = AdapterFingerprint(), saved_adapter = AdapterFingerprintOf(record_);
+  if (saved_adapter != adapter)
     throw Error(fmt::format("checkpoint '{}' was written for adapters {} but this run configures {}", *latest,
-                            st.at("adapter").dump(), adapter.dump()),
+                            saved_adapter.dump(), adapter.dump()),
                 "use the adapter.method/rank/targets of that run, or start a new run directory");
-  if (st.at("task_names").get<std::vector<std::string>>() != task_names_)
+  if (record_.tasks != task_names_)
     throw Error(fmt::format("checkpoint '{}' was trained on tasks [{}] but the shards hold [{}]", *latest,
-                            fmt::join(st.at("task_names").get<std::vector<std::string>>(), ", "),
-                            fmt::join(task_names_, ", ")));
+                            fmt::join(record_.tasks, ", "), fmt::join(task_names_, ", ")));
   CheckResumeConfig(st.at("config"), *latest);
   adapters_->LoadNamed(loaded.adapters, *latest);
   std::map<std::string, torch::Tensor> m, v;

@@ -257,6 +257,18 @@ expect_fail ckpt_dir_renamed "state.json says step 2 but the directory is named 
 with_checkpoint ckpt_latest_garbage
 echo "../../etc" > "$OUT/ckpt_latest_garbage/checkpoints/latest"
 expect_fail ckpt_latest_garbage "holds '../../etc', which is not a checkpoint name" --train.steps=4
+# an adapter record that does not parse (as format version 1, which carries no state checksum, so
+# the record's own checks are what catches it)
+with_checkpoint ckpt_record_malformed
+python3 - "$OUT/ckpt_record_malformed/checkpoints/step-00000002/state.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+s["format_version"] = 1
+del s["state_crc32"]
+s["adapter_record"]["alpha"] = "x"
+json.dump(s, open(sys.argv[1], "w"))
+PY
+expect_fail ckpt_record_malformed "adapter record field 'alpha' is not a number > 0" --train.steps=4
 
 # --- export, merge and PEFT import (rows 50-59) ------------------------------------------------
 # each export case must also leave no output behind: no merged/<task> and no .tmp-* directory
@@ -279,6 +291,8 @@ expect_export_fail export_unknown_task "unknown task 'nosuchtask'" \
 mkdir -p "$OUT/not_a_checkpoint"
 expect_export_fail export_not_a_checkpoint "is not a checkpoint: it has no state.json" \
   --checkpoint "$OUT/not_a_checkpoint" --out "$OUT/export_not_a_checkpoint.out"
+expect_export_fail export_record_malformed "adapter record field 'alpha' is not a number > 0" \
+  --checkpoint "$OUT/ckpt_record_malformed/checkpoints" --out "$OUT/export_record_malformed.out" --peft all
 expect_export_fail export_other_base "has shape\|shape" \
   --checkpoint "$CKPT" --out "$OUT/export_other_base.out" --merge all --model "$OUT/other_model"
 # merge onto a full disk: a tmpfs with room for the adapters, not for a merged model
@@ -326,6 +340,8 @@ expect_fail task_emb_init_unknown "adapter.task_emb_init must be kaiming or norm
 expect_fail transfer_unknown_source "source task 'nosuch'" --transfer.from="$OUT/good/checkpoints" \
   --transfer.tasks=sentiment=nosuch
 expect_fail transfer_not_a_checkpoint "is neither a checkpoint" --transfer.from="$OUT/no/such/ckpt"
+expect_fail transfer_changed_alpha "trained its adapters with alpha = 16.0 but this run sets adapter.alpha = 8.0" \
+  --transfer.from="$OUT/good/checkpoints" --adapter.alpha=8
 
 # disk full during a save: the checkpoint directory sits on a tmpfs (private mount namespace)
 # just large enough for the step-2 checkpoint it holds; the step-3 save cannot fit. Without the

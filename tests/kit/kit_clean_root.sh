@@ -13,10 +13,30 @@ R=${1:-$SRC/.cache/kit-root}
 CUDA=$(readlink -f "${CUDA_HOME:-/usr/local/cuda}")
 [ "$(id -u)" -eq 0 ] || { echo "kit_clean_root.sh: needs root (debootstrap, chroot, mount)" >&2; exit 1; }
 command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+# The URI of the host's configured apt source that serves SUITE's main archive (empty: none found).
+host_apt_source() {
+  local suite=$1 f
+  for f in /etc/apt/sources.list.d/*.sources; do  # deb822: a stanza with URIs: and Suites: naming the suite
+    [ -f "$f" ] || continue
+    awk -v s="$suite" 'BEGIN{RS=""} /(^|\n)Types:[^\n]*deb( |$|\n)/ {
+        u=""; ok=0; n=split($0, L, "\n")
+        for (i=1;i<=n;i++) { if (L[i] ~ /^URIs:/) { split(L[i], w, " "); u=w[2] }
+                            if (L[i] ~ /^Suites:/) { m=split(L[i], w, " "); for (j=2;j<=m;j++) if (w[j]==s) ok=1 } }
+        if (ok && u != "") { print u; exit } }' "$f"
+  done | head -1 | grep . && return 0
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do  # one-line format: deb URI SUITE ...
+    [ -f "$f" ] || continue
+    awk -v s="$suite" '{ l=$0; sub(/\[[^]]*\]/, "", l); n=split(l, w, " ")
+                        if (n >= 3 && w[1]=="deb" && w[3]==s) { print w[2]; exit } }' "$f"
+  done | head -1
+}
 if [ ! -f "$R/.more-root-ok" ]; then
   rm -rf "$R"
+  # the package source: the host's own apt source for bookworm (deb822 or one-line format), else
+  # debootstrap's built-in default; no mirror is named here
+  MIRROR=$(host_apt_source bookworm)
   debootstrap --variant=minbase --include=g++,cmake,ninja-build,python3,python3-numpy,pkg-config,make,xz-utils \
-    bookworm "$R" http://deb.debian.org/debian > "$SRC/.cache/kit-debootstrap.log" 2>&1 \
+    bookworm "$R" ${MIRROR:+"$MIRROR"} > "$SRC/.cache/kit-debootstrap.log" 2>&1 \
     || { tail -5 "$SRC/.cache/kit-debootstrap.log"; exit 1; }
   touch "$R/.more-root-ok"
 fi

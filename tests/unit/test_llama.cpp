@@ -9,6 +9,7 @@
 #include <set>
 #include <fstream>
 
+#include "more/adapter/adapter_record.h"
 #include "more/ckpt/export.h"
 #include "more/core/error.h"
 #include "more/core/safetensors.h"
@@ -37,6 +38,15 @@ std::unique_ptr<AdapterSet> RandomAdapters(const LlamaConfig& cfg, const Adapter
   torch::manual_seed(seed);
   adapters->flat().copy_(torch::randn({adapters->numel()}) * scale);
   return adapters;
+}
+
+// The record of adapters built from `ao` for the run's targets and these task names.
+AdapterRecord RecordFor(const AdapterOptions& ao, std::vector<std::string> tasks, const Config& run) {
+  AdapterRecord r;
+  r.options = ao;
+  r.tasks = std::move(tasks);
+  r.targets = run.TargetModules();
+  return r;
 }
 
 // Runs the python reference; returns logits [B, L, V] as float32.
@@ -243,7 +253,7 @@ TEST(Llama, MergedModelForTaskEqualsAdapterModel) {
   ao.seed = 5;
   auto adapters = RandomAdapters(cfg, ao, *grid, 1, 0.2);
   const auto ex = ScratchDir("merge_export");
-  ExportAdapters(ex, *adapters, {"a", "b", "c", "d", "e"}, run, cfg);
+  ExportAdapters(ex, *adapters, RecordFor(ao, {"a", "b", "c", "d", "e"}, run), cfg);
   SafetensorsCollection st(base);
   LlamaStage with(cfg, st, *grid, adapters.get(), torch::kFloat32, torch::kCPU);
   for (int t : {0, 3}) {
@@ -274,7 +284,7 @@ TEST(Llama, MergeOfShardedBf16KeepsLayoutAndFailedMergeLeavesNothing) {
   ao.seed = 7;
   auto adapters = RandomAdapters(cfg, ao, *grid, 1, 0.2);
   const auto ex = ScratchDir("merge_bf16_export");
-  ExportAdapters(ex, *adapters, {"a", "b"}, run, cfg);
+  ExportAdapters(ex, *adapters, RecordFor(ao, {"a", "b"}, run), cfg);
   const auto out = ScratchDir("merge_bf16_out") + "/merged/a";
   MergeTask(ex, base, "a", out);
   // same shard files and index as the base, bf16 kept, tokenizer/generation files present
@@ -336,7 +346,7 @@ TEST(Llama, MergeOfShardedBf16KeepsLayoutAndFailedMergeLeavesNothing) {
 TEST(Llama, AdapterOptionsUseTheTrainedTasks) {
   Config c;
   const std::vector<std::string> names = {"sentiment", "topic", "nli", "acceptability"};
-  auto ao = AdapterOptionsFromConfig(c, names);
+  auto ao = AdapterRecordFromConfig(c, names).options;
   EXPECT_EQ(ao.num_tasks, 4);
   EXPECT_EQ(ao.scale_tasks, 4);
   EXPECT_EQ(ao.active_tasks, (std::vector<int64_t>{0, 1, 2, 3}));
@@ -346,7 +356,7 @@ TEST(Llama, AdapterOptionsUseTheTrainedTasks) {
   c.adapter.gate_input = "shared";
   c.adapter.task_emb_init = "normal";
   c.adapter.task_emb_std = 0.2;
-  ao = AdapterOptionsFromConfig(c, names);
+  ao = AdapterRecordFromConfig(c, names).options;
   EXPECT_EQ(ao.num_tasks, 4);
   EXPECT_EQ(ao.scale_tasks, 2);
   EXPECT_EQ(ao.active_tasks, (std::vector<int64_t>{0, 2}));
@@ -355,7 +365,7 @@ TEST(Llama, AdapterOptionsUseTheTrainedTasks) {
   EXPECT_EQ(ao.task_emb_init, "normal");
   EXPECT_DOUBLE_EQ(ao.task_emb_std, 0.2);
   c.data.tasks = "nli,nosuch";
-  testing::ExpectError([&] { AdapterOptionsFromConfig(c, names); }, {"data.tasks", "'nosuch'"});
+  testing::ExpectError([&] { AdapterRecordFromConfig(c, names).options; }, {"data.tasks", "'nosuch'"});
   // the ablations' settings are validated with the key named
   Config v;
   v.model.path = "m";
@@ -376,6 +386,83 @@ TEST(Llama, AdapterOptionsUseTheTrainedTasks) {
   testing::ExpectError([&] { v.Validate(); }, {"transfer.tasks", "new_task=source_task"});
 }
 
+// The export computes what the adapters it was written from compute, for a record whose |T|
+// is not its task count (a transfer run: one task, |T| of its source run = 5) and for the
+// ablations' settings; the reference is the in-memory adapters, not anything read back.
+TEST(Llama, ExportKeepsTheRecordItWasWrittenWith) {
+  auto grid = ProcessGrid::Single();
+  auto cfg = LoadLlamaConfig(TestData("tiny"));
+  Config run = testing::TinyConfig(ScratchDir("record_run"));
+  for (int variant = 0; variant < 3; ++variant) {
+    AdapterOptions ao;
+    ao.rank = 4;
+    ao.alpha = 6;
+    ao.num_tasks = 1;
+    ao.scale_tasks = 5;  // the source run's |T|
+    ao.active_tasks = {0};
+    ao.seed = 11;
+    if (variant == 1) ao.scaling = "per_component", ao.experts = {2, 4};
+    if (variant == 2) ao.soft = true, ao.scaling = "none";
+    auto adapters = RandomAdapters(cfg, ao, *grid, 3, 0.3);
+    const auto ex = ScratchDir("record_export_" + std::to_string(variant));
+    ExportAdapters(ex, *adapters, RecordFor(ao, {"review"}, run), cfg);
+    auto loaded = LoadExport(ex, cfg);
+    EXPECT_EQ(loaded.record.scale_tasks(), 5);
+    ASSERT_EQ(loaded.adapters->size(), adapters->size());
+    torch::NoGradGuard ng;
+    for (size_t i = 0; i < adapters->size(); ++i) {
+      auto want = adapters->adapters()[i]->MergedDelta(0), got = loaded.adapters->adapters()[i]->MergedDelta(0);
+      EXPECT_GT(want.abs().max().item<double>(), 0.0);
+      EXPECT_TRUE(torch::allclose(got, want, 1e-6, 1e-7)) << "variant " << variant << " " << adapters->adapters()[i]->name();
+    }
+  }
+}
+
+// The record's JSON: a round trip keeps every field; each malformed field is an error naming it.
+TEST(Llama, AdapterRecordJsonRoundTripAndMalformedFields) {
+  Config c;
+  c.data.tasks = "nli,sentiment";
+  c.adapter.experts = "2,4";
+  c.adapter.scaling = "per_component";
+  c.adapter.alpha = 5;
+  const std::vector<std::string> names = {"sentiment", "topic", "nli"};
+  const auto rec = AdapterRecordFromConfig(c, names);
+  const auto j = AdapterRecordToJson(rec);
+  const auto back = AdapterRecordFromJson(j, "x.json");
+  EXPECT_EQ(AdapterRecordToJson(back), j);
+  EXPECT_TRUE(AdapterRecordDiff(rec, back).empty());
+  EXPECT_EQ(back.options.active_tasks, (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(back.scale_tasks(), 2);
+  EXPECT_EQ(back.options.experts, (std::vector<int64_t>{2, 4}));
+  const std::vector<std::tuple<std::string, nlohmann::json, std::string>> bad = {
+      {"version", 7, "version"},
+      {"method", "dora", "'dora'"},
+      {"rank", 0, "integer >= 1"},
+      {"alpha", -1.0, "> 0"},
+      {"scaling", 3, "not a string"},
+      {"selection", "maybe", "'maybe'"},
+      {"scale_tasks", "5", "integer >= 1"},
+      {"tasks", nlohmann::json::array(), "is empty"},
+      {"tasks", {"a", "a"}, "twice"},
+      {"trained_tasks", {"nosuch"}, "'nosuch'"},
+      {"experts", {4, 2}, "ascending"},
+      {"experts", {9}, "ascending"},
+      {"gate_input", "none", "'none'"},
+      {"targets", {"q", "lm_head"}, "'lm_head'"},
+      {"tau", 0, "> 0"},
+      {"task_emb_init", "zeros", "'zeros'"},
+  };
+  for (const auto& [key, value, what] : bad) {
+    auto broken = j;
+    broken[key] = value;
+    testing::ExpectError([&] { AdapterRecordFromJson(broken, "x.json"); }, {"x.json", "'" + key + "'", what});
+  }
+  auto missing = j;
+  missing.erase("scale_tasks");
+  testing::ExpectError([&] { AdapterRecordFromJson(missing, "x.json"); }, {"'scale_tasks'", "missing"});
+  testing::ExpectError([&] { AdapterRecordFromJson(nlohmann::json::array(), "x.json"); }, {"x.json", "not a JSON object"});
+}
+
 TEST(Llama, ExportWithTamperedRankMapIsRejected) {
   auto grid = ProcessGrid::Single();
   auto cfg = LoadLlamaConfig(TestData("tiny"));
@@ -385,7 +472,7 @@ TEST(Llama, ExportWithTamperedRankMapIsRejected) {
   ao.num_tasks = 2;
   auto adapters = BuildAdapters(cfg, ao, run.TargetModules(), *grid);
   const auto ex = ScratchDir("tamper_export");
-  ExportAdapters(ex, *adapters, {"a", "b"}, run, cfg);
+  ExportAdapters(ex, *adapters, RecordFor(ao, {"a", "b"}, run), cfg);
   auto j = nlohmann::json::parse(ReadFileToString(ex + "/adapter_config.json"));
   auto& ranks = j["task_ranks"]["layers.0.q"];
   ranks[0] = ranks[0].get<int>() % 4 + 1;

@@ -14,6 +14,7 @@
 #include <ATen/Context.h>
 
 #include "more/ckpt/checkpoint.h"
+#include "more/ckpt/export.h"
 #include "more/core/cpu_features.h"
 #include "more/core/error.h"
 #include "more/core/hash.h"
@@ -377,8 +378,10 @@ TEST(Trainer, TransferInitialisesNewTasksFromTheirSources) {
   // rename the checkpoint's task 0 (sentiment): for this run it is then a new task
   const auto state_path = src_dir + "/checkpoints/step-00000002/state.json";
   auto st = nlohmann::json::parse(ReadFileToString(state_path));
-  ASSERT_EQ(st["task_names"][0], "sentiment");
-  st["task_names"][0] = "old_sentiment";
+  auto& rec = st["adapter_record"];
+  ASSERT_EQ(rec["tasks"][0], "sentiment");
+  rec["tasks"][0] = "old_sentiment";
+  rec["trained_tasks"] = rec["tasks"];
   st.erase(kStateChecksumKey);  // re-sealed: this edit stands for a checkpoint written that way
   st[kStateChecksumKey] = CheckpointManager::StateChecksum(st);
   WriteFileAtomic(state_path, st.dump());
@@ -417,6 +420,87 @@ TEST(Trainer, TransferInitialisesNewTasksFromTheirSources) {
   t.SaveCheckpoint();
   Trainer again(c, *grid);
   EXPECT_EQ(again.MaybeResume(), 1);
+
+  // |T| of s(r_t) is the source run's (5 trained tasks), not this run's (data.tasks: 1): in the
+  // run, its checkpoint and its export, which computes what the trainer's adapters compute
+  auto one = c;
+  one.data.tasks = "sentiment";
+  one.train.out_dir = ScratchDir("transfer_one");
+  {
+    auto bad = one;
+    bad.adapter.alpha = 3;  // the source trained with 16: the transferred adapters would change
+    ExpectError([&] { Trainer t(bad, *grid); }, {"transfer.from", "alpha = 16", "adapter.alpha = 3", "--adapter.alpha=16"});
+  }
+  Trainer t1(one, *grid);
+  EXPECT_EQ(t1.adapter_record().scale_tasks(), 5);
+  EXPECT_EQ(AdapterRecordFromConfig(one, t1.task_names()).scale_tasks(), 1);  // what the config alone says
+  EXPECT_EQ(t1.MaybeResume(), 0);
+  t1.Step();
+  const auto ck = t1.SaveCheckpoint();
+  const auto state = CheckpointManager::LoadState(ck);
+  EXPECT_EQ(state["adapter_record"]["scale_tasks"], 5);
+  EXPECT_EQ(state["adapter_record"], AdapterRecordToJson(t1.adapter_record()));
+  const auto ex = ScratchDir("transfer_one_export");
+  ExportCheckpoint(ck, ex);
+  auto loaded = LoadExport(ex, LoadLlamaConfig(one.model.path));
+  EXPECT_EQ(loaded.record.scale_tasks(), 5);
+  ASSERT_EQ(loaded.adapters->size(), t1.adapters().size());
+  torch::NoGradGuard ng;
+  for (size_t i = 0; i < loaded.adapters->size(); ++i) {
+    const auto want = t1.adapters().adapters()[i]->MergedDelta(0);
+    EXPECT_TRUE(torch::allclose(loaded.adapters->adapters()[i]->MergedDelta(0), want, 1e-6, 1e-8))
+        << t1.adapters().adapters()[i]->name();
+  }
+}
+
+// Every checkpoint carries the run's adapter record; a checkpoint written before the record
+// existed ("adapter" + "task_names" instead) resumes with a record derived once from its
+// config (and says so); a malformed record is refused naming the field.
+TEST(Trainer, CheckpointCarriesTheAdapterRecord) {
+  auto grid = ProcessGrid::Single();
+  auto c = TinyConfig(ScratchDir("record"));
+  c.data.tasks = "sentiment,nli";
+  c.adapter.alpha = 8;
+  std::string ck;
+  nlohmann::json want;
+  {
+    Trainer t(c, *grid);
+    t.Step();
+    ck = t.SaveCheckpoint();
+    want = AdapterRecordToJson(t.adapter_record());
+  }
+  auto st = CheckpointManager::LoadState(ck);
+  EXPECT_EQ(st["adapter_record"], want);
+  EXPECT_EQ(want["scale_tasks"], 2);
+  EXPECT_EQ(want["alpha"], 8.0);
+  EXPECT_FALSE(st.contains("task_names"));  // one record: the task list lives in it
+  auto reseal = [&](nlohmann::json s) {
+    s.erase(kStateChecksumKey);
+    s[kStateChecksumKey] = CheckpointManager::StateChecksum(s);
+    WriteFileAtomic(ck + "/state.json", s.dump());
+  };
+  // the old layout: no record
+  auto old = st;
+  old.erase("adapter_record");
+  old["task_names"] = want["tasks"];
+  old["adapter"] = {{"method", "more"}, {"rank", c.adapter.rank}, {"targets", c.adapter.targets}};
+  reseal(old);
+  {
+    Trainer t(c, *grid);
+    EXPECT_EQ(AdapterRecordToJson(t.adapter_record()), want);
+    EXPECT_EQ(t.MaybeResume(), 1);
+  }
+  // malformed records
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"alpha", "x"}, {"scale_tasks", -2}, {"tasks", 3}}) {
+    auto bad = st;
+    bad["adapter_record"][key] = value;
+    reseal(bad);
+    ExpectError([&] { Trainer t(c, *grid); }, {ck + "/state.json", "adapter record field '" + key + "'"});
+  }
+  reseal(st);
+  Trainer t(c, *grid);
+  EXPECT_EQ(t.MaybeResume(), 1);
 }
 
 TEST(Trainer, BadInputsGiveClearErrors) {

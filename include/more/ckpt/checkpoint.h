@@ -8,9 +8,10 @@
 //   <root>/latest                  "step-00000100", written (atomically) last
 // keep_last: older step directories are removed after a new one is complete.
 //
-// state.json: format_version, step, model fingerprint (config.json fields), adapter settings,
-// task names, task->rank map, sampler state, resolved config, and a CRC-32 of every
-// tensor (verified on load). state.json carries "state_crc32": the CRC-32 of its own compact
+// state.json: format_version, step, model fingerprint (config.json fields), the run's adapter
+// record ("adapter_record", adapter/adapter_record.h: adapter settings and task names; older
+// checkpoints have "adapter" and "task_names" instead, see ckpt/run_record.h), task->rank map,
+// sampler state, resolved config, and a CRC-32 of every tensor (verified on load). state.json carries "state_crc32": the CRC-32 of its own compact
 // JSON text without that field; Load verifies it, and that "step" matches the directory name.
 #pragma once
 #include <map>
@@ -63,6 +64,8 @@ class CheckpointManager {
   // Reads a checkpoint directory; checks format version, checksums (tensors and state.json) and
   // that the step inside state.json is the one the directory is named for.
   static Loaded Load(const std::string& dir);
+  // Only the checked state.json of a checkpoint directory (the same checks as Load).
+  static nlohmann::json LoadState(const std::string& dir);
   // CRC-32 of state.dump() (state without kStateChecksumKey).
   static uint32_t StateChecksum(const nlohmann::json& state);
 

@@ -76,6 +76,7 @@ struct EvalConfig {
   int64_t max_samples = 0;         // per task; 0 = all
   int64_t batch = 32;              // sequences per scoring forward
   bool at_start = true;            // evaluate the untrained adapters first (baseline)
+  bool dump = false;               // also write <out_dir>/eval/step-N.jsonl: every scored sequence
 };
 
 struct CheckpointConfig {

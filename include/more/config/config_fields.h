@@ -62,6 +62,9 @@ void VisitConfig(C& c, F&& f) {
   f("eval.max_samples", c.eval.max_samples, "eval samples per task; 0 = all");
   f("eval.batch", c.eval.batch, "sequences per scoring forward");
   f("eval.at_start", c.eval.at_start, "evaluate before training (untrained baseline)");
+  f("eval.dump", c.eval.dump,
+    "also write <out_dir>/eval/step-N.jsonl: every scored sequence (token ids, first scored token, "
+    "log-likelihood), for checks against other implementations");
   f("ckpt.dir", c.ckpt.dir, "checkpoint directory; empty = <train.out_dir>/checkpoints");
   f("ckpt.every", c.ckpt.every, "steps between checkpoints; 0 = only at the end");
   f("ckpt.keep_last", c.ckpt.keep_last, "checkpoints kept");

@@ -55,7 +55,10 @@ class Evaluator {
   Evaluator(const ShardSet& eval, std::vector<int> task_ids, int64_t max_samples, int64_t batch);
   // Every rank of the job calls Run (pipeline stages forward in lock-step); the scores, computed
   // on the last stage, are broadcast so every rank returns the same values.
-  std::vector<TaskScore> Run(Pipeline& pipeline, const ProcessGrid& grid) const;
+  // dump_path non-empty: world rank 0 also writes every scored sequence there as JSON lines
+  // {"task", "task_id", "ids": [prompt + candidate + EOS], "start": first scored token, "ll":
+  // its log-likelihood} (eval.dump; checks against other implementations read it).
+  std::vector<TaskScore> Run(Pipeline& pipeline, const ProcessGrid& grid, const std::string& dump_path = "") const;
   static nlohmann::json ToJson(const std::vector<TaskScore>& s);
   static double Mean(const std::vector<TaskScore>& s);
 

@@ -44,14 +44,6 @@ std::vector<ModuleShape> LlamaModuleShapes(const LlamaConfig& c);
 std::pair<int64_t, int64_t> StageLayerRange(const LlamaConfig& c, int pp_rank, int pp);
 // Hugging Face name of a module kind inside a layer: "q" -> "self_attn.q_proj", ...
 std::string HfModuleName(const std::string& kind);
-// The ids (positions in `task_names`, the shards' task order) of the tasks a run trains:
-// data.tasks, or every task when it is empty. An unknown name is an error naming it.
-std::vector<int64_t> TrainedTaskIds(const Config& cfg, const std::vector<std::string>& task_names);
-// The adapter settings of a run configuration (one mapping for training, export and tools):
-// E gets a row per task of the shards; s(r_t) = r_t/|T| and the contrastive classes use the
-// trained tasks only (TrainedTaskIds).
-AdapterOptions AdapterOptionsFromConfig(const Config& cfg, const std::vector<std::string>& task_names);
-
 // Creates the adapters of this stage's layers (names "layers.<i>.<kind>"), fp32 on `device`.
 std::unique_ptr<AdapterSet> BuildAdapters(const LlamaConfig& c, const AdapterOptions& opt,
                                           const std::vector<std::string>& targets, const ProcessGrid& grid,

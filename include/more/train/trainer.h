@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "more/adapter/adapter_record.h"
 #include "more/adapter/adapter_set.h"
 #include "more/ckpt/checkpoint.h"
 #include "more/config/config.h"
@@ -61,7 +62,9 @@ class Trainer {
   Trainer(Config cfg, const ProcessGrid& grid);
   ~Trainer();
 
-  // Resumes from <ckpt>/latest if enabled and present. Returns the step resumed at (0 if none).
+  // Resumes from the checkpoint the constructor found (<ckpt>/latest when ckpt.resume is on; its
+  // adapter record is what the adapters were built from): checks it against this run, loads
+  // adapters, optimizer and sampler. Returns the step resumed at (0 if none).
   // Without a checkpoint of its own and with transfer.from set, starts from that checkpoint's
   // adapters and gates instead (few-shot transfer; LoadTransfer) and returns 0.
   int64_t MaybeResume();
@@ -77,6 +80,8 @@ class Trainer {
   const LlamaStage& stage() const { return *stage_; }
   const Config& config() const { return cfg_; }
   const std::vector<std::string>& task_names() const { return task_names_; }
+  // What the adapters compute (adapter/adapter_record.h), saved in every checkpoint.
+  const AdapterRecord& adapter_record() const { return record_; }
   StreamingLoader& loader() { return *loader_; }  // benchmarks read batches directly
   const ShardSet& train_shards() const { return *train_; }
   const ProcessGrid& grid() const { return grid_; }
@@ -88,12 +93,22 @@ class Trainer {
   // World rank 0: opens metrics.jsonl for a run at step_, dropping rows of steps it will re-run.
   void OpenMetrics();
   nlohmann::json ModelFingerprint() const;    // what a checkpoint must match to be resumed
-  nlohmann::json AdapterFingerprint() const;
+  nlohmann::json AdapterFingerprint() const;  // of this run's config
+  static nlohmann::json AdapterFingerprintOf(const AdapterRecord& r);
+  // The guarded keys (ResumeGuardedKeys) whose value differs from the checkpoint's resolved
+  // config `saved` (keys it predates are skipped), and whether ckpt.allow_changes lets each differ.
+  struct GuardedChange {
+    std::string key;
+    nlohmann::json was, is;
+    bool allowed = false;
+  };
+  std::vector<GuardedChange> GuardedChanges(const nlohmann::json& saved) const;
+  // The record of the checkpoint being resumed (resume_), with the changes ckpt.allow_changes
+  // allows applied (each one logged).
+  AdapterRecord ResumedRecord() const;
   // Refuses a resume whose ResumeGuardedKeys() differ from the checkpoint's resolved config
   // (`saved`), naming the key, unless ckpt.allow_changes lists it (then it warns).
   void CheckResumeConfig(const nlohmann::json& saved, const std::string& ckpt) const;
-  // transfer.from as a step directory (a checkpoint root resolves to its latest).
-  static std::string ResolveCheckpoint(const std::string& path);
   // Copies A, B and the gates of the transfer checkpoint; E row of each task of this run = the
   // row of the same-named task there, or of its source in transfer.tasks (else an error).
   void LoadTransfer();
@@ -129,6 +144,11 @@ class Trainer {
   std::vector<int> trained_tasks_;  // ids of the tasks being trained (data.tasks; all if empty)
   int64_t num_modules_ = 0;
   std::string transfer_dir_;  // resolved transfer.from (empty: none)
+  AdapterRecord record_;      // decided (or read from the resumed checkpoint) by the constructor
+  // the checkpoint to resume (ckpt.resume and a latest one exist), read by the constructor for
+  // its adapter record, consumed by MaybeResume
+  std::unique_ptr<CheckpointManager::Loaded> resume_;
+  std::string resume_dir_;
   int64_t n_micro_ = 1;
   int64_t step_ = 0;
   int64_t skipped_in_row_ = 0, skipped_total_ = 0;
