@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # more_train on several nodes with Open MPI's mpirun and a hostfile (see launch/hostfile.example).
 # Usage: bash launch/multinode.sh HOSTFILE CONFIG.toml [--section.key=value ...]
-#   NP (default 16) and PPN (ranks per node, default 8) may be set in the environment.
+#   NP (default 16) and PPN (ranks per node, default 8) may be set in the environment, and
+#   MORE_BUILD (default build) the build folder whose more_train runs.
 #   e.g. bash launch/multinode.sh launch/hostfile run.toml --model.path=/models/llama-2-7b \
 #          --data.train=/data/shards --parallel.tp=8 --parallel.pp=2
 #
@@ -25,9 +26,10 @@ fi
 HOSTFILE=$1; CONFIG=$2; shift 2
 NP=${NP:-16}
 PPN=${PPN:-8}
+BUILD=$(cd "${MORE_BUILD:-build}" && pwd)
 source launch/env.sh
 # With model.device=cuda, also forward NCCL's settings, e.g. -x NCCL_DEBUG=WARN -x NCCL_SOCKET_IFNAME=<nic>.
 exec mpirun --hostfile "$HOSTFILE" -np "$NP" --map-by "ppr:${PPN}:node" --bind-to none \
   -x PATH -x LD_LIBRARY_PATH -x OPENBLAS_NUM_THREADS \
   -x OMPI_MCA_btl_vader_single_copy_mechanism \
-  "$(pwd)/build/more_train" --config "$CONFIG" "$@"
+  "$BUILD/more_train" --config "$CONFIG" "$@"
