@@ -29,7 +29,34 @@ PPN=${PPN:-8}
 BUILD=$(cd "${MORE_BUILD:-build}" && pwd)
 source launch/env.sh
 # With model.device=cuda, also forward NCCL's settings, e.g. -x NCCL_DEBUG=WARN -x NCCL_SOCKET_IFNAME=<nic>.
-exec mpirun --hostfile "$HOSTFILE" -np "$NP" --map-by "ppr:${PPN}:node" --bind-to none \
+mpirun --hostfile "$HOSTFILE" -np "$NP" --map-by "ppr:${PPN}:node" --bind-to none \
   -x PATH -x LD_LIBRARY_PATH -x OPENBLAS_NUM_THREADS \
   -x OMPI_MCA_btl_vader_single_copy_mechanism \
-  "$BUILD/more_train" --config "$CONFIG" "$@"
+  "$BUILD/more_train" --config "$CONFIG" "$@" &
+MPIRUN=$!
+trap 'kill -TERM $MPIRUN 2>/dev/null' INT TERM
+# A node that drops off the network holds mpirun: when the ranks here end (the watchdog,
+# parallel.timeout_s, names the silent peers and aborts), mpirun orders the lost node's daemon to
+# end its ranks and waits for it; that message sits unacknowledged in a TCP socket, which
+# suspends TCP keep-alive, so only the kernel's retransmission limit (net.ipv4.tcp_retries2,
+# ~15 min) would end the wait. MPI_Finalize synchronises every rank, so once the ranks on this
+# node have all ended, the job is over: if mpirun is still running MORE_LAUNCH_LINGER_S (default
+# 10) seconds later, it is waiting for a node it cannot reach and is ended here (measured cut ->
+# launcher exit: docs/cluster.md). Only when this node runs ranks (it is in the hostfile).
+LINGER=${MORE_LAUNCH_LINGER_S:-10}
+seen=0; idle=0
+while kill -0 "$MPIRUN" 2>/dev/null; do
+  if pgrep -P "$MPIRUN" -x more_train >/dev/null; then seen=1; idle=0
+  elif [ $seen -eq 1 ]; then
+    idle=$((idle + 1))
+    if [ $idle -gt "$LINGER" ]; then
+      echo "multinode.sh: every rank on $(hostname) has ended, but mpirun still waits for a node it cannot reach" \
+           "after ${LINGER} s: ending it (MORE_LAUNCH_LINGER_S)" >&2
+      kill -KILL "$MPIRUN" 2>/dev/null
+      wait "$MPIRUN" 2>/dev/null || true
+      exit 1
+    fi
+  fi
+  sleep 1
+done
+wait "$MPIRUN"
