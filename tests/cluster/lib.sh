@@ -2,8 +2,13 @@
 # by a trap on exit), a hostfile, and launch/multinode.sh run from node1 as a user runs it.
 # Expects BUILD, DATA and SRC set by the test.
 CLUSTER_SH=$SRC/tests/cluster/cluster.sh
+# skip (77: ctest's SKIP_RETURN_CODE) where namespaces cannot be made: not root, or a container
+# without CAP_SYS_ADMIN
+if [ "$(id -u)" -ne 0 ] || ! unshare --net --uts --mount true 2>/dev/null; then
+  echo "SKIP: the test cluster needs root and network/UTS/mount namespaces"; exit 77
+fi
 export MORE_CLUSTER=${MORE_CLUSTER:-mc$(( $$ % 100000 ))}
-OUT=$(mktemp -d /tmp/more-cluster-test.XXXXXX)
+OUT=$(mktemp -d -p "${CLUSTER_OUT_BASE:-/tmp}" more-cluster-test.XXXXXX)
 cluster_cleanup() {
   bash "$CLUSTER_SH" down
   [ -n "${KEEP_OUT:-}" ] || rm -rf "$OUT"

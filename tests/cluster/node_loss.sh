@@ -6,7 +6,7 @@
 # Each time, the ranks on node1 must exit non-zero within T + MARGIN, naming the operation and the
 # silent peers (the watchdog) or the dead ranks (mpirun), and the launcher (mpirun under
 # launch/multinode.sh) must end too within T + MARGIN. MARGIN: the watchdog's two grace periods
-# (2 x clamp(T/2, 1, 10) s), the launcher's linger (MORE_LAUNCH_LINGER_S, 10 s) and 5 s of slack.
+# (2 x clamp(T/2, 1, 10) s), the launcher's linger (MORE_LAUNCH_LINGER_S, 10 s) and 10 s of slack.
 # Then launch/multinode.sh on node1 alone (another layout: tp=1 x pp=2) resumes from the last
 # checkpoint and ends bitwise equal (checkpoint files, every step's loss) to a one-host run of the
 # same layout from a copy of that checkpoint. Usage: node_loss.sh BUILD DATA [cut|kill ...]
@@ -17,7 +17,7 @@ SRC=$(cd "$(dirname "$0")/../.." && pwd)
 source "$SRC/launch/env.sh"
 source "$SRC/tests/cluster/lib.sh"
 T=8; LINGER=10
-MARGIN=$(( 2 * (T / 2 < 1 ? 1 : (T / 2 > 10 ? 10 : T / 2)) + LINGER + 5 ))
+MARGIN=$(( 2 * (T / 2 < 1 ? 1 : (T / 2 > 10 ? 10 : T / 2)) + LINGER + 10 ))
 STEPS=60; EVERY=4
 LAYOUT=(--parallel.tp=2 --parallel.pp=2 --parallel.timeout_s=$T)
 node1_ranks() {  # ids of the trainer's processes in node1's network namespace
