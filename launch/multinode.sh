@@ -44,13 +44,20 @@ trap 'kill -TERM $MPIRUN 2>/dev/null' INT TERM
 # 10) seconds later, it is waiting for a node it cannot reach and is ended here (measured cut ->
 # launcher exit: docs/cluster.md). Only when this node runs ranks (it is in the hostfile).
 LINGER=${MORE_LAUNCH_LINGER_S:-10}
+local_ranks() {  # does mpirun still have a more_train child here? (/proc: no procps needed)
+  local c
+  for c in $(cat /proc/"$MPIRUN"/task/*/children 2>/dev/null); do
+    [ "$(cat "/proc/$c/comm" 2>/dev/null)" = more_train ] && return 0
+  done
+  return 1
+}
 seen=0; idle=0
 while kill -0 "$MPIRUN" 2>/dev/null; do
-  if pgrep -P "$MPIRUN" -x more_train >/dev/null; then seen=1; idle=0
+  if local_ranks; then seen=1; idle=0
   elif [ $seen -eq 1 ]; then
     idle=$((idle + 1))
     if [ $idle -gt "$LINGER" ]; then
-      echo "multinode.sh: every rank on $(hostname) has ended, but mpirun still waits for a node it cannot reach" \
+      echo "multinode.sh: every rank on $(uname -n) has ended, but mpirun still waits for a node it cannot reach" \
            "after ${LINGER} s: ending it (MORE_LAUNCH_LINGER_S)" >&2
       kill -KILL "$MPIRUN" 2>/dev/null
       wait "$MPIRUN" 2>/dev/null || true

@@ -7,7 +7,6 @@
 # to the checkpoint directory (the run directory does not appear; a resumed one is left as it was).
 # Usage: hidden_path.sh BUILD DATA
 set -uo pipefail
-if [ "${MORE_TEST_CLUSTER_FULL:-0}" = 0 ]; then echo "SKIP: set MORE_TEST_CLUSTER_FULL=1 to run it"; exit 77; fi
 BUILD=$(cd "$1" && pwd); DATA=$(cd "$2" && pwd)
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 source "$SRC/launch/env.sh"

@@ -9,6 +9,8 @@
 #      itself with the same command line, resumes from `latest` and ends COMPLETED, bitwise equal
 #      to an uninterrupted run (the test moves the requeued job's begin time, which Slurm sets ~2
 #      minutes ahead, to now)
+#   3. a job with --time=1 and --signal=B:USR1@50: before the limit the script passes USR1 to the
+#      ranks (checkpoint, exit 0) and requeues the job itself; it ends COMPLETED, bitwise equal
 # Usage: slurm.sh BUILD DATA   (root; installs slurm-wlm and munge when missing)
 set -uo pipefail
 if [ "${MORE_TEST_CLUSTER_FULL:-0}" = 0 ]; then echo "SKIP: set MORE_TEST_CLUSTER_FULL=1 to run it"; exit 77; fi
@@ -62,5 +64,29 @@ check requeue "the second run resumed from a checkpoint written before step $S" 
   grep -q "resumed from .*step-[0-9]* at step" "$OUT/job2.out"
 check requeue "final checkpoint bitwise equal to an uninterrupted run" same_files "$OUT/ref2" "$OUT/job2" $S
 check requeue "every step's loss equal to the uninterrupted run's" same_losses "$OUT/ref2/metrics.jsonl" "$OUT/job2/metrics.jsonl"
+
+# 3. the time limit: --time=1 with USR1 50 s before it; the script checkpoints, requeues the job
+#    itself, and the job comes back (again and again if need be) until the run is done
+S=240
+onehost 4 "$OUT/ref3.log" --train.out_dir="$OUT/ref3" --train.steps=$S --ckpt.every=80 --parallel.tp=2 --parallel.pp=2 ||
+  { echo "FAIL: the mpirun run"; tail -20 "$OUT/ref3.log"; exit 1; }
+job=$(cd "$SRC" && slurm env TP=2 PP=2 MORE_BUILD="$BUILD" sbatch --parsable --nodes=2 --ntasks-per-node=2 \
+  --cpus-per-task=1 --time=1 --signal=B:USR1@50 --output="$OUT/job3.out" launch/slurm.sbatch launch/demo.toml \
+  "${RUN_ARGS[@]}" --train.out_dir="$OUT/job3" --train.steps=$S --ckpt.every=80)
+for _ in $(seq 900); do  # until it ends; each time it is requeued, start it without Slurm's 2-minute hold
+  state=$(job_state "$job")
+  case $state in COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL) break ;; esac
+  if [ "$state" = PENDING ] && grep -q "requeueing job" "$OUT/job3.out"; then
+    slurm scontrol update JobId="$job" StartTime=now 2>/dev/null
+  fi
+  sleep 0.5
+done
+runs=$(grep -c "^slurm.sbatch: job $job (restart" "$OUT/job3.out")
+check timelimit "with --time=1 and --signal=B:USR1@50 the job ends COMPLETED (job $job: $state, $runs runs)" \
+  test "$state" = COMPLETED || tail -30 "$OUT/job3.out"
+check timelimit "USR1 before the time limit: checkpoint, then the script requeued the job" \
+  grep -q "checkpoint written on USR1 (time limit or pre-emption): requeueing job $job" "$OUT/job3.out"
+check timelimit "final checkpoint bitwise equal to an uninterrupted run" same_files "$OUT/ref3" "$OUT/job3" $S
+check timelimit "every step's loss equal to the uninterrupted run's" same_losses "$OUT/ref3/metrics.jsonl" "$OUT/job3/metrics.jsonl"
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ] || { tail -3 "$SL"/*.log; exit 1; }
