@@ -3,7 +3,9 @@
 # Debian's LibTorch 1.13 (build/) and against LibTorch 2.11.0+cu130 (build-t211/, the GPU
 # machine's version, CUDA path compiled; its CUDA tests skip without a GPU).
 # Usage: bash launch/test.sh [ctest args]   (MORE_TEST_BUILDS="build" runs one build's suite;
-#        MORE_TEST_KIT=1 also proves the device kit in a clean root: tests/kit/kit_clean_root.sh)
+#        MORE_TEST_KIT=1 also proves the device kit in a clean root: tests/kit/kit_clean_root.sh;
+#        MORE_TEST_CLUSTER_FULL=1 adds the Slurm cluster test, tests/cluster/slurm.sh, which
+#        installs slurm-wlm and munge: docs/cluster.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh --torch211

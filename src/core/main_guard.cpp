@@ -46,6 +46,7 @@ int RunMain(int argc, char** argv, const std::function<int(int, char**)>& body) 
   } catch (const std::exception& e) {
     std::fprintf(stderr, "[rank %d] error: %s\n", rank, e.what());
     std::fflush(stderr);
+    if (dynamic_cast<const CollectiveError*>(&e)) MPI_Barrier(MPI_COMM_WORLD);
     spdlog::shutdown();
     // Ends every rank of the job (a lone failing rank must not leave the others hanging).
     MPI_Abort(MPI_COMM_WORLD, 1);

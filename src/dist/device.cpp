@@ -1,5 +1,11 @@
 #include "more/dist/device.h"
 
+#include <unistd.h>
+
+#include <array>
+
+#include <spdlog/spdlog.h>
+
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/cuda.h>
 
@@ -18,6 +24,46 @@ LocalRank NodeLocalRank(MPI_Comm world) {
   MPI_Comm_size(node, &lr.size);
   MPI_Comm_free(&node);
   return lr;
+}
+
+std::string HostName() {
+  std::array<char, 256> name{};
+  if (::gethostname(name.data(), name.size() - 1) != 0) return "?";
+  return name.data();
+}
+
+std::vector<std::string> RankHosts(MPI_Comm world) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) return {HostName()};
+  int size = 1;
+  MPI_Comm_size(world, &size);
+  constexpr int kLen = 256;
+  std::array<char, kLen> mine{};
+  const auto host = HostName();
+  host.copy(mine.data(), kLen - 1);
+  std::vector<char> all(static_cast<size_t>(kLen) * size);
+  MPI_Allgather(mine.data(), kLen, MPI_CHAR, all.data(), kLen, MPI_CHAR, world);
+  std::vector<std::string> out;
+  for (int r = 0; r < size; ++r) out.emplace_back(all.data() + static_cast<size_t>(r) * kLen);
+  return out;
+}
+
+void LogPlacement(MPI_Comm world) {
+  const auto hosts = RankHosts(world);
+  const auto local = NodeLocalRank(world);
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  std::vector<int> locals{local.rank, local.size};
+  if (initialized) {
+    int size = 1;
+    MPI_Comm_size(world, &size);
+    locals.resize(2 * static_cast<size_t>(size));
+    const int mine[2] = {local.rank, local.size};
+    MPI_Allgather(mine, 2, MPI_INT, locals.data(), 2, MPI_INT, world);
+  }
+  for (size_t r = 0; r < hosts.size(); ++r)
+    spdlog::info("rank {}: host {}, node-local rank {} of {}", r, hosts[r], locals[2 * r], locals[2 * r + 1]);
 }
 
 int SelectDevice(const std::string& device, MPI_Comm world) {

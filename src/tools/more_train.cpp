@@ -7,6 +7,8 @@
 #include "more/config/config.h"
 #include "more/core/error.h"
 #include "more/core/main_guard.h"
+#include "more/dist/device.h"
+#include "more/dist/path_check.h"
 #include "more/dist/process_grid.h"
 #include "more/model/hf_config.h"
 #include "more/train/trainer.h"
@@ -29,6 +31,8 @@ int main(int argc, char** argv) {
     }
     auto cfg = more::LoadConfig(config_path, overrides);
     cfg.Validate();
+    more::LogPlacement(MPI_COMM_WORLD);
+    more::CheckSharedPaths(cfg, MPI_COMM_WORLD);
     const auto grid = more::MakeRunGrid(cfg, more::LoadLlamaConfig(cfg.model.path), MPI_COMM_WORLD);
     more::Trainer trainer(cfg, *grid);
     trainer.Run();

@@ -6,7 +6,17 @@
 #pragma once
 #include <functional>
 
+#include "more/core/error.h"
+
 namespace more {
+
+// An error every rank throws at once (after a collective that found it): RunMain prints each
+// rank's message and waits at a barrier until all have, before MPI_Abort ends the job, so every
+// rank's message is out (a plain Error aborts at once: the other ranks may be killed unheard).
+class CollectiveError : public Error {
+ public:
+  using Error::Error;
+};
 
 int RunMain(int argc, char** argv, const std::function<int(int argc, char** argv)>& body);
 

@@ -1,6 +1,7 @@
 // This rank's compute device. Torch-free header (the trainer builds the torch::Device).
 #pragma once
 #include <string>
+#include <vector>
 
 #include <mpi.h>
 
@@ -12,6 +13,17 @@ struct LocalRank {
   int rank = 0, size = 1;
 };
 LocalRank NodeLocalRank(MPI_Comm world);
+
+// This process's host name (gethostname).
+std::string HostName();
+
+// Every rank's host name, in world rank order (collective over `world`; one entry without MPI).
+std::vector<std::string> RankHosts(MPI_Comm world);
+
+// Start-up line per rank, logged by rank 0 (collective over `world`):
+//   "rank 2: host node2, node-local rank 0 of 2"
+// The node-local rank is what picks the GPU (SelectDevice); the cluster tests read these lines.
+void LogPlacement(MPI_Comm world);
 
 // "cpu": returns -1. "cuda": GPU index = node-local rank, made the current CUDA device (before
 // any NCCL communicator or CUDA tensor is created); throws more::Error, naming the problem, when
