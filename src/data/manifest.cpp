@@ -135,7 +135,10 @@ std::optional<double> ParseNumber(const std::string& s) {
 std::vector<TextExample> ReadTaskFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw Error("cannot read task file '" + path + "'", "check the paths in the manifest");
-  const bool tsv = fs::path(path).extension() == ".tsv";
+  return ReadTaskStream(in, fs::path(path).extension() == ".tsv", path);
+}
+
+std::vector<TextExample> ReadTaskStream(std::istream& in, bool tsv, const std::string& path) {
   std::vector<TextExample> out;
   std::string line;
   for (int64_t n = 1; std::getline(in, line); ++n) {

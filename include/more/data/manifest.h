@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <istream>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,8 @@ struct TextExample {
 // Reads a .jsonl (or .tsv) task file. Errors name file:line (bad JSON, missing input/target,
 // wrong field type).
 std::vector<TextExample> ReadTaskFile(const std::string& path);
+// The same from a stream; `path` names the source in errors, `tsv` picks the format.
+std::vector<TextExample> ReadTaskStream(std::istream& in, bool tsv, const std::string& path);
 
 struct ExampleLabels {
   int32_t index = -1;
