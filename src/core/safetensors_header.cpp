@@ -201,9 +201,6 @@ SafetensorsHeader ParseSafetensorsHeader(const uint8_t* bytes, uint64_t size, co
   h.header_bytes = n;
   h.data_start = 8 + n;
   const uint8_t* text = bytes + 8;
-  if (text[0] != '{')
-    FailFile(path, fmt::format("header does not start with '{{' (first byte 0x{:02x})", text[0]),
-             "the header is a JSON object written from its first byte; the file is corrupt or not safetensors");
 
   // Duplicate tensor names: JSON allows them, the parser would keep the last silently.
   std::set<std::string> seen;

@@ -5,9 +5,12 @@
 // The rules are the reference implementation's (Hugging Face `safetensors`, Rust), so a file
 // the reference refuses is refused here too; docs/formats.md lists each with its message:
 //   * the file holds at least the 8-byte length; 0 < N <= 100,000,000; 8 + N <= file size;
-//   * the header is UTF-8 JSON starting with '{', an object; "__metadata__" maps strings to
-//     strings; every other key is a tensor {"dtype", "shape": [n >= 0], "data_offsets": [b, e]};
-//   * no tensor name appears twice (the reference keeps the last silently; refused here);
+//   * the header is UTF-8 JSON, an object; "__metadata__" maps strings to strings; every other
+//     key is a tensor {"dtype", "shape": [n >= 0], "data_offsets": [b, e]};
+// Stricter than the reference (which accepts these silently): a name appearing twice (it keeps
+// the last), a tensor entry with a field besides those three (it ignores it), and dtypes this
+// project does not read (F8_*, U16, U32, U64, ...).
+// Then, as the reference:
 //   * e - b == numel(shape) x dtype size, computed without overflow;
 //   * sorted by (b, e), the tensors tile the data section exactly: the first begins at 0, each
 //     begins where the previous ended, and the last ends at the end of the file (no gap, no
