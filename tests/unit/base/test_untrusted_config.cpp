@@ -125,9 +125,10 @@ TEST(PeftConfig, EachBadFieldIsRefusedNamingIt) {
       {"{" + ok + R"(, "r": 8, "rank_pattern": [4]})", {"\"rank_pattern\" must be an object"}},
       {R"({"peft_type": "LORA", "r": 8})", {"r or lora_alpha is missing"}},
   };
-  for (const auto& [text, parts] : cases) {
+  for (const auto& c : cases) {
+    const std::string& text = c.first;
     SCOPED_TRACE(text);
-    auto want = parts;
+    auto want = c.second;
     want.push_back("adapter.init_from: 'cfg.json'");
     ExpectError([&] { ParsePeftLoraConfig(text, "cfg.json"); }, want);
   }
