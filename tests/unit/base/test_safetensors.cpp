@@ -11,6 +11,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <fmt/format.h>
@@ -959,4 +960,30 @@ TEST(SafetensorsStrictness, RandomHeaderDamageSameVerdictAsTheReference) {
   }
   EXPECT_GT(refused, 100);  // the mutations do reach the rules
   EXPECT_LT(refused, 300);
+}
+
+// The three documented rules where this reader is stricter than the reference: each file is
+// refused here with its message, and the reference accepts it (so the difference is known, not
+// an accident).
+TEST(SafetensorsStrictness, StricterThanTheReferenceOnlyWhereDocumented) {
+  TempDir dir("stricter");
+  const std::vector<std::tuple<std::string, std::string, std::vector<uint8_t>, std::string>> cases = {
+      {"same_name_same_offsets",
+       R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",
+       Pattern(4, 1), "names 'w' twice"},
+      {"unknown_field", R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"byteorder":"big"}})", Pattern(4, 2),
+       "tensor 'w' has an unknown field \"byteorder\""},
+      {"unread_dtype", R"({"w":{"dtype":"U16","shape":[2],"data_offsets":[0,4]}})", Pattern(4, 3),
+       "unknown safetensors dtype 'U16'"},
+  };
+  std::vector<std::string> files;
+  for (const auto& [name, header, data, message] : cases) {
+    const std::string path = dir / (name + ".safetensors");
+    WriteRaw(path, header, data);
+    files.push_back(path);
+    ExpectError([&] { SafetensorsFile f(path); }, {path, message});
+  }
+  const auto verdicts = ReferenceVerdicts(files, dir.str());
+  if (verdicts.empty()) GTEST_SKIP() << kVenvPython << " is missing (bash launch/venv.sh)";
+  for (size_t i = 0; i < files.size(); ++i) EXPECT_EQ(verdicts.at(i), "ACCEPTED") << files[i];
 }
