@@ -151,7 +151,16 @@ SafetensorsCollection::SafetensorsCollection(const std::string& dir_or_file) {
         throw Error(fmt::format("sharded weights index '{}': weight_map entry for '{}' is not a file name",
                                 index.string(), it.key()),
                     "the file is corrupt");
-      weight_map_[it.key()] = it.value().get<std::string>();
+      const std::string file = it.value().get<std::string>();
+      // a shard is a file beside the index: a path (or "..") could name any file on the machine
+      if (file.empty() || file == "." || file == ".." || file.find('/') != std::string::npos ||
+          file.find('\0') != std::string::npos)
+        throw Error(fmt::format("sharded weights index '{}': weight_map entry for '{}' is '{}', not a file name in "
+                                "the model directory",
+                                index.string(), it.key(), file),
+                    "the index names the shard files beside it (model-00001-of-00002.safetensors); it is corrupt or "
+                    "was edited");
+      weight_map_[it.key()] = file;
     }
     if (weight_map_.empty())
       throw Error(fmt::format("sharded weights index '{}' lists no tensors", index.string()), "the file is corrupt");

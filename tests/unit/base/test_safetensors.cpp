@@ -390,6 +390,15 @@ TEST(SafetensorsCollection, ShardedViaIndex) {
 
   WriteFileAtomic(dir / "model.safetensors.index.json", "{not json");
   ExpectError([&] { SafetensorsCollection c4(dir.str()); }, {"model.safetensors.index.json", "not valid JSON"});
+
+  // an entry naming a path, not a file beside the index (issue 26): refused before any is opened
+  for (const std::string bad : {"../elsewhere/model.safetensors", "/etc/passwd", "..", "sub/model.safetensors"}) {
+    SCOPED_TRACE(bad);
+    index["weight_map"]["model.d"] = bad;
+    WriteFileAtomic(dir / "model.safetensors.index.json", index.dump());
+    ExpectError([&] { SafetensorsCollection c5(dir.str()); },
+                {"model.safetensors.index.json", "'model.d'", "'" + bad + "'", "not a file name in the model directory"});
+  }
 }
 
 TEST(SafetensorsCollection, SingleFileDirectoryAndErrors) {
