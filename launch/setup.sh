@@ -15,7 +15,8 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       libopenmpi-dev openmpi-bin libhdf5-dev libspdlog-dev libfmt-dev libboost-dev
       libgtest-dev libgmock-dev libsentencepiece-dev nlohmann-json3-dev libtomlplusplus-dev
       python3-torch python3-numpy python3-matplotlib
-      iproute2)  # ip netns: the multi-node test cluster (tests/cluster/)
+      iproute2   # ip netns: the multi-node test cluster (tests/cluster/)
+      clang-14 libclang-rt-14-dev)  # clang-14: the sanitizer and fuzzing builds (launch/sanitize.sh, fuzz.sh)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

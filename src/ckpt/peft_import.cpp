@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <regex>
 
+#include "more/ckpt/peft_config.h"
 #include "more/core/error.h"
 #include "more/core/log.h"
 #include "more/core/safetensors.h"
@@ -44,25 +45,10 @@ int ImportPeftLora(const std::string& dir, const LlamaConfig& model, const std::
                             fs::exists(cfg_path) ? "adapter_model.safetensors" : "adapter_config.json"),
                 "a PEFT LoRA directory holds adapter_config.json and adapter_model.safetensors "
                 "(.bin adapters must be converted first)");
-  nlohmann::json c;
-  try {
-    c = nlohmann::json::parse(ReadFileToString(cfg_path));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("adapter.init_from: '{}' is not valid JSON: {}", cfg_path, e.what()));
-  }
-  auto refuse = [&](const std::string& what) {
-    throw Error(fmt::format("adapter.init_from: '{}': {}", cfg_path, what),
-                "only plain LoRA adapters (peft_type LORA) can be imported");
-  };
-  if (c.value("peft_type", std::string()) != "LORA") refuse("peft_type is " + c.value("peft_type", std::string("missing")) + ", not LORA");
-  if (c.value("use_dora", false)) refuse("use_dora is true (DoRA)");
-  if (c.value("fan_in_fan_out", false)) refuse("fan_in_fan_out is true");
-  if (c.contains("bias") && c["bias"].is_string() && c["bias"] != "none") refuse("bias is '" + c["bias"].get<std::string>() + "'");
-  if (!c.contains("r") || !c["r"].is_number() || !c.contains("lora_alpha") || !c["lora_alpha"].is_number())
-    refuse("r or lora_alpha is missing");
-  const bool rslora = c.value("use_rslora", false);
-  const nlohmann::json rank_pattern = c.value("rank_pattern", nlohmann::json::object());
-  const nlohmann::json alpha_pattern = c.value("alpha_pattern", nlohmann::json::object());
+  const PeftLoraConfig c = ParsePeftLoraConfig(ReadFileToString(cfg_path), cfg_path);
+  const bool rslora = c.use_rslora;
+  const nlohmann::json& rank_pattern = c.rank_pattern;
+  const nlohmann::json& alpha_pattern = c.alpha_pattern;
 
   SafetensorsFile f(st_path);
   // every tensor must name a module this run adapts (dropping part of an adapter silently would
@@ -121,8 +107,8 @@ int ImportPeftLora(const std::string& dir, const LlamaConfig& model, const std::
                     HfModuleName(a->name().substr(a->name().rfind('.') + 1));
     const auto* rv = PatternValue(rank_pattern, hf);
     const auto* av = PatternValue(alpha_pattern, hf);
-    const double r_cfg = rv ? rv->get<double>() : c["r"].get<double>();
-    const double alpha = av ? av->get<double>() : c["lora_alpha"].get<double>();
+    const double r_cfg = rv ? rv->get<double>() : c.r;
+    const double alpha = av ? av->get<double>() : c.lora_alpha;
     if (static_cast<int64_t>(r_cfg) != rp)
       throw Error(fmt::format("adapter.init_from: '{}': module {} is stored with rank {} but the config says {}",
                               dir, a->name(), rp, r_cfg),

@@ -2,6 +2,8 @@
 
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "more/core/error.h"
 
 namespace more::h5 {
@@ -75,6 +77,18 @@ void WriteAttr(hid_t obj, const std::string& name, int64_t value) {
 
 bool HasAttr(hid_t obj, const std::string& name) { return H5Aexists(obj, name.c_str()) > 0; }
 
+namespace {
+// An attribute the shards write is one value. H5Aread fills the whole dataspace, so an array
+// attribute (a damaged or foreign file) would overrun the one-value buffer: refused first.
+void RequireOneValue(hid_t attr, const std::string& name, const std::string& where) {
+  Id space = Check(H5Aget_space(attr), where + ": attribute '" + name + "'");
+  const hssize_t n = H5Sget_simple_extent_npoints(space.get());
+  if (n != 1)
+    throw Error(fmt::format("{}: attribute '{}' holds {} values, expected one", where, name, n),
+                "the file was not written by shard_data build (or is damaged)");
+}
+}  // namespace
+
 std::string ReadStringAttr(hid_t obj, const std::string& name, const std::string& where) {
   if (!HasAttr(obj, name))
     throw Error(where + ": missing attribute '" + name + "'",
@@ -83,6 +97,7 @@ std::string ReadStringAttr(hid_t obj, const std::string& name, const std::string
   Id type = Check(H5Aget_type(attr.get()), where + ": attribute '" + name + "'");
   if (H5Tget_class(type.get()) != H5T_STRING)
     throw Error(where + ": attribute '" + name + "' is not a string");
+  RequireOneValue(attr.get(), name, where);
   if (H5Tis_variable_str(type.get()) > 0) {
     Id mem = Check(H5Tcopy(H5T_C_S1), "H5Tcopy");
     Check(H5Tset_size(mem.get(), H5T_VARIABLE), "H5Tset_size");
@@ -107,6 +122,7 @@ int64_t ReadIntAttr(hid_t obj, const std::string& name, const std::string& where
   Id type = Check(H5Aget_type(attr.get()), where + ": attribute '" + name + "'");
   if (H5Tget_class(type.get()) != H5T_INTEGER)
     throw Error(where + ": attribute '" + name + "' is not an integer");
+  RequireOneValue(attr.get(), name, where);
   int64_t value = 0;
   Check(H5Aread(attr.get(), H5T_NATIVE_INT64, &value), where + ": cannot read attribute '" + name + "'");
   return value;

@@ -10,8 +10,10 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "more/core/error.h"
+#include "more/core/strings.h"
 
 namespace more {
 
@@ -146,12 +148,22 @@ namespace {
 
 TextExample ParseJsonLine(const std::string& line, const std::string& where) {
   nlohmann::json j;
+  std::set<std::string> keys;
+  std::string duplicate;  // JSON allows a key twice and the parser would keep the last silently
+  const auto on_event = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+    if (event == nlohmann::json::parse_event_t::key && depth == 1 && duplicate.empty() &&
+        !keys.insert(parsed.get<std::string>()).second)
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
   try {
-    j = nlohmann::json::parse(line);
+    j = nlohmann::json::parse(line, on_event);
   } catch (const nlohmann::json::exception& e) {
     throw Error(where + ": bad JSON: " + e.what(), "each line must be one JSON object");
   }
   if (!j.is_object()) throw Error(where + ": the line is not a JSON object");
+  if (!duplicate.empty())
+    throw Error(fmt::format("{}: field '{}' appears twice", where, duplicate), "which one is meant? keep one");
   TextExample ex;
   for (const char* key : {"input", "target"}) {
     if (!j.contains(key)) throw Error(where + ": missing field '" + key + "'");
@@ -185,6 +197,10 @@ TextExample ParseTsvLine(const std::string& line, const std::string& where) {
   if (cols.size() < 2 || cols.size() > 3)
     throw Error(fmt::format("{}: {} tab-separated columns, expected input<TAB>target[<TAB>label]", where,
                             cols.size()));
+  size_t bad = 0;
+  if (!IsValidUtf8(line, &bad))
+    throw Error(fmt::format("{}: not valid UTF-8 (byte {} of the line)", where, bad + 1),
+                "task files are UTF-8 text (as JSON lines must be)");
   TextExample ex;
   ex.input = cols[0];
   ex.target = cols[1];
@@ -209,7 +225,10 @@ std::optional<double> ParseNumber(const std::string& s) {
 std::vector<TextExample> ReadTaskFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw Error("cannot read task file '" + path + "'", "check the paths in the manifest");
-  const bool tsv = fs::path(path).extension() == ".tsv";
+  return ReadTaskStream(in, fs::path(path).extension() == ".tsv", path);
+}
+
+std::vector<TextExample> ReadTaskStream(std::istream& in, bool tsv, const std::string& path) {
   std::vector<TextExample> out;
   std::string line;
   for (int64_t n = 1; std::getline(in, line); ++n) {

@@ -64,7 +64,18 @@ std::vector<TaskInfo> TasksFromJson(const std::string& json, const std::string& 
       t.name = j.at("name").get<std::string>();
       t.metric = j.at("metric").get<std::string>();
       t.candidates = j.at("candidates").get<std::vector<std::string>>();
-      if (j.contains("candidate_ids")) t.candidate_ids = j.at("candidate_ids").get<std::vector<std::vector<int32_t>>>();
+      if (j.contains("candidate_ids"))
+        for (const auto& ids : j.at("candidate_ids")) {  // each id checked, not wrapped into int32
+          auto& out = t.candidate_ids.emplace_back();
+          for (const auto& id : ids.get<std::vector<nlohmann::json>>()) {
+            if (!id.is_number_integer() || (id.is_number_unsigned() && id.get<uint64_t>() > INT32_MAX) ||
+                id.get<int64_t>() < INT32_MIN || id.get<int64_t>() > INT32_MAX)
+              throw Error(fmt::format("{}: attribute 'tasks': task '{}' has candidate token id {}, not a 32-bit integer",
+                                      where, t.name, id.dump()),
+                          "re-create the shards with shard_data build");
+            out.push_back(static_cast<int32_t>(id.get<int64_t>()));
+          }
+        }
       tasks.push_back(std::move(t));
     }
   } catch (const nlohmann::json::exception& e) {

@@ -67,29 +67,29 @@ Shard OpenShard(const std::string& path) {
                       where + ": cannot open (truncated or corrupt HDF5 file?)");
   const hid_t root = sh.file.get();
   ShardMeta& m = sh.meta;
-  m.format_version = static_cast<int>(h5::ReadIntAttr(root, "format_version", where));
+  // Integer attributes are stored as int64: each is range-checked before it is narrowed, so a
+  // damaged value cannot wrap into a plausible one (2^32 + 2 read as format version 2).
+  auto read_int = [&](const char* name, int64_t lo, int64_t hi) {
+    const int64_t v = h5::ReadIntAttr(root, name, where);
+    if (v < lo || v > hi)
+      throw Error(fmt::format("{}: attribute '{}' = {} is outside [{}, {}]", where, name, v, lo, hi), kHintRebuild);
+    return v;
+  };
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+  m.format_version = static_cast<int>(read_int("format_version", std::numeric_limits<int32_t>::min(), kInt32Max));
   if (m.format_version != kShardFormatVersion && m.format_version != kShardFormatVersionNoChecksums)
     throw Error(fmt::format("{}: shard format version {} is not supported (this build reads versions {} and {})",
                             where, m.format_version, kShardFormatVersionNoChecksums, kShardFormatVersion),
                 "re-create the shards with this build's shard_data");
   m.tokenizer_hash = h5::ReadStringAttr(root, "tokenizer_hash", where);
-  m.max_len = static_cast<int>(h5::ReadIntAttr(root, "max_len", where));
-  m.vocab_size = h5::ReadIntAttr(root, "vocab_size", where);
-  m.bos_id = static_cast<int32_t>(h5::ReadIntAttr(root, "bos_id", where));
-  m.eos_id = static_cast<int32_t>(h5::ReadIntAttr(root, "eos_id", where));
-  m.pad_id = static_cast<int32_t>(h5::ReadIntAttr(root, "pad_id", where));
-  if (m.max_len < 2) Fail("{}: max_len {} is invalid (must be >= 2)", where, m.max_len);
-  if (m.vocab_size < 1 || m.vocab_size > std::numeric_limits<int32_t>::max())
-    Fail("{}: vocab_size {} is invalid", where, m.vocab_size);
-  for (int32_t id : {m.bos_id, m.eos_id, m.pad_id})
-    if (id < 0 || id >= m.vocab_size)
-      Fail("{}: special token id {} (bos/eos/pad) outside [0, vocab_size={}) (hint: {})", where, id, m.vocab_size,
-           kHintRebuild);
+  m.max_len = static_cast<int>(read_int("max_len", 2, kInt32Max));
+  m.vocab_size = read_int("vocab_size", 1, kInt32Max);
+  m.bos_id = static_cast<int32_t>(read_int("bos_id", 0, m.vocab_size - 1));
+  m.eos_id = static_cast<int32_t>(read_int("eos_id", 0, m.vocab_size - 1));
+  m.pad_id = static_cast<int32_t>(read_int("pad_id", 0, m.vocab_size - 1));
   m.split = h5::ReadStringAttr(root, "split", where);
-  m.shard_index = static_cast<int>(h5::ReadIntAttr(root, "shard_index", where));
-  m.num_shards = static_cast<int>(h5::ReadIntAttr(root, "num_shards", where));
-  if (m.num_shards < 1 || m.shard_index < 0 || m.shard_index >= m.num_shards)
-    Fail("{}: shard_index {} / num_shards {} are inconsistent", where, m.shard_index, m.num_shards);
+  m.num_shards = static_cast<int>(read_int("num_shards", 1, kInt32Max));
+  m.shard_index = static_cast<int>(read_int("shard_index", 0, m.num_shards - 1));
   m.tasks = TasksFromJson(h5::ReadStringAttr(root, "tasks", where), where);
   for (const auto& t : m.tasks)
     for (const auto& cand : t.candidate_ids)

@@ -202,6 +202,21 @@ assert len(text) == n
 open(p, "wb").write(b[:8] + text + b[8 + n:])
 PY
 expect_fail mislabelled_weights "dtype\|bytes\|size" --model.path="$m"
+# issue 26: the header length field one smaller than written. The JSON header is space-padded, so
+# it still parses, and every tensor would be read one byte off (more_logits printed NaN logits
+# and exited 0). The reference refuses it: "incomplete metadata, file not fully covered".
+m=$(model_copy weights_length_one_short_model)
+$PY - "$m/model.safetensors" <<'PY'
+import struct, sys
+p = sys.argv[1]; b = bytearray(open(p, "rb").read())
+n = struct.unpack("<Q", b[:8])[0]
+if b[8 + n - 1:8 + n] != b" ":  # no padding to hide the cut: add 8 spaces (still a valid file)
+    b = bytearray(struct.pack("<Q", n + 8)) + b[8:8 + n] + b" " * 8 + b[8 + n:]
+    n += 8
+open(p, "wb").write(struct.pack("<Q", n - 1) + b[8:])
+PY
+expect_tool_fail weights_length_one_short "data section not fully covered" \
+  "$BUILD/more_logits" --model "$m" --ids "1,5,9" --out "$OUT/weights_length_one_short.bin"
 m=$(model_copy config_mismatch_model)
 sed -i 's/"intermediate_size": *[0-9]*/"intermediate_size": 256/' "$m/config.json"
 expect_fail config_not_matching_weights "mlp" --model.path="$m"

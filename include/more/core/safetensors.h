@@ -3,15 +3,14 @@
 // File layout: u64 little-endian N | N bytes of JSON header | raw data.
 // Header: { "__metadata__": {str: str}, "<name>": {"dtype": "F32"|"F16"|"BF16"|..., "shape": [..],
 //           "data_offsets": [begin, end]} }  offsets relative to the start of the data section.
-// Reading memory-maps the file (POSIX mmap, read-only) and validates everything that a
-// truncated, corrupt or mislabelled file could get wrong: header length, JSON, dtype names,
-// offsets inside the file, offsets matching shape x dtype size, no overlap.
+// Reading memory-maps the file (POSIX mmap, read-only) and validates it by the reference
+// implementation's rules (ParseSafetensorsHeader, more/core/safetensors_header.h): header length,
+// JSON, dtype names, offsets matching shape x dtype size, and the tensors tiling the data section
+// exactly (no gap, no overlap, nothing after the last tensor).
 // A sharded checkpoint (model.safetensors.index.json: {"weight_map": {name: file}}) is opened
 // as one SafetensorsCollection; each rank then reads only the tensors (and row/column slices)
 // it owns.
-// Writing follows the Hugging Face writer: tensors sorted by name and laid out in that order,
-// the JSON header padded with spaces to a multiple of 8 bytes so every tensor's data starts
-// 8-byte aligned in the file (and in the memory map). See docs/formats.md.
+// Writing: more/core/safetensors_writer.h. See docs/formats.md.
 // Float conversions without torch (BF16/F16 <-> F32): more/core/dtype_convert.h.
 #pragma once
 #include <cstdint>
@@ -21,20 +20,10 @@
 #include <string>
 #include <vector>
 
+#include "more/core/safetensors_header.h"
+#include "more/core/safetensors_writer.h"
+
 namespace more {
-
-enum class DType { kF32, kF16, kBF16, kF64, kI64, kI32, kI16, kI8, kU8, kBool };
-size_t DTypeSize(DType d);
-std::string DTypeName(DType d);        // "F32", ...
-DType ParseDType(const std::string& s, const std::string& context);  // throws with context
-
-struct TensorInfo {
-  std::string name;
-  DType dtype;
-  std::vector<int64_t> shape;
-  uint64_t begin = 0, end = 0;  // byte offsets in the data section
-  int64_t numel() const;
-};
 
 class SafetensorsFile {
  public:
@@ -88,64 +77,5 @@ class SafetensorsCollection {
   mutable std::map<std::string, std::unique_ptr<SafetensorsFile>> open_;
   std::unique_ptr<std::mutex> mu_ = std::make_unique<std::mutex>();  // guards open_
 };
-
-// Writes a safetensors file atomically (to path + ".tmp", fsync, rename).
-class SafetensorsWriter {
- public:
-  void Add(const std::string& name, DType dtype, std::vector<int64_t> shape, const void* data,
-           size_t nbytes);
-  void SetMetadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
-  // Returns the number of bytes written. Throws more::Error (e.g. disk full) leaving any
-  // earlier file at `path` untouched.
-  uint64_t Write(const std::string& path) const;
-
- private:
-  struct Entry {
-    std::string name;
-    DType dtype;
-    std::vector<int64_t> shape;
-    std::vector<uint8_t> bytes;
-  };
-  std::vector<Entry> entries_;
-  std::map<std::string, std::string> metadata_;
-};
-
-// Writes a safetensors file tensor by tensor without holding the data (for files larger than
-// memory): the tensors (name, dtype, shape) are declared up front, which fixes the header and
-// the layout (sorted by name, as the Hugging Face writer lays them out; Order() has the
-// offsets); Append then takes each tensor's bytes, in any order and in any number of pieces,
-// written in place (pwrite); Finish() checks every tensor is complete, fsyncs and renames
-// `path`.tmp onto `path`.
-// Errors name the path, the step and the bytes written (as SafetensorsWriter::Write); a writer
-// destroyed before Finish (an exception) removes its .tmp file, leaving `path` untouched.
-class SafetensorsStreamWriter {
- public:
-  SafetensorsStreamWriter(std::string path, std::vector<TensorInfo> tensors,
-                          const std::map<std::string, std::string>& metadata);
-  ~SafetensorsStreamWriter();
-  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
-  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
-
-  const std::vector<TensorInfo>& Order() const { return tensors_; }  // with data offsets
-  // Appends the next piece of tensor `name`'s bytes.
-  void Append(const std::string& name, const void* data, size_t nbytes);
-  uint64_t Finish();  // returns the file size
-
- private:
-  void WriteAll(const void* data, size_t n, uint64_t at);
-  [[noreturn]] void Fail(const std::string& step, int err);
-  std::string path_, tmp_;
-  int fd_ = -1;
-  std::vector<TensorInfo> tensors_;   // sorted by name
-  std::vector<uint64_t> written_;     // bytes of each tensor written so far
-  uint64_t data_start_ = 0, done_ = 0, total_ = 0;
-};
-
-// Writes a whole file atomically: tmp + fsync + rename. Throws naming the path on failure.
-void WriteFileAtomic(const std::string& path, const std::string& contents);
-std::string ReadFileToString(const std::string& path);  // throws naming the path
-// fsync()s a directory so that a rename into it survives a crash; best effort on file systems
-// that do not support it (EINVAL), otherwise throws naming the directory.
-void FsyncDirectory(const std::string& dir);
 
 }  // namespace more

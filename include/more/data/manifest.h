@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <istream>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,8 @@ struct TextExample {
 // Reads a .jsonl (or .tsv) task file. Errors name file:line (bad JSON, missing input/target,
 // wrong field type).
 std::vector<TextExample> ReadTaskFile(const std::string& path);
+// The same from a stream; `path` names the source in errors, `tsv` picks the format.
+std::vector<TextExample> ReadTaskStream(std::istream& in, bool tsv, const std::string& path);
 
 // One row of a pre-tokenized task file, checked against the manifest's tokenizer block: only
 // the keys input_ids, target_ids, label (string), value (number); ids are integers in [0, vocab_size); input_ids starts

@@ -123,4 +123,37 @@ inline void SetRootIntAttr(const std::string& file, const std::string& name, int
   H5Fclose(f);
 }
 
+// Replaces a root attribute by an array of `n` int64 values (a damaged or foreign file: the
+// shards write single values).
+inline void SetRootIntArrayAttr(const std::string& file, const std::string& name, hsize_t n, int64_t value) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  if (f < 0) throw std::runtime_error("SetRootIntArrayAttr: cannot open " + file);
+  H5Adelete(f, name.c_str());
+  const hid_t space = H5Screate_simple(1, &n, nullptr);
+  const hid_t a = H5Acreate2(f, name.c_str(), H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+  const std::vector<int64_t> values(n, value);
+  H5Awrite(a, H5T_NATIVE_INT64, values.data());
+  H5Aclose(a);
+  H5Sclose(space);
+  H5Fclose(f);
+}
+
+// Replaces a root string attribute (fixed length, as the shards write them).
+inline void SetRootStringAttr(const std::string& file, const std::string& name, const std::string& value) {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  if (f < 0) throw std::runtime_error("SetRootStringAttr: cannot open " + file);
+  H5Adelete(f, name.c_str());
+  const hid_t type = H5Tcopy(H5T_C_S1);
+  H5Tset_size(type, value.size() + 1);
+  const hid_t space = H5Screate(H5S_SCALAR);
+  const hid_t a = H5Acreate2(f, name.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(a, type, value.c_str());
+  H5Aclose(a);
+  H5Sclose(space);
+  H5Tclose(type);
+  H5Fclose(f);
+}
+
 }  // namespace more::testing_util

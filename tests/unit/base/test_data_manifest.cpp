@@ -135,6 +135,27 @@ TEST(TaskFile, ErrorsNameFileAndLine) {
   EXPECT_THROW(ReadTaskFile(dir / "none.jsonl"), Error);
 }
 
+// Found in the review for issue 26: a key given twice (the parser kept the last silently), and
+// TSV lines that are not UTF-8 (JSON lines are checked by the JSON parser; TSV ones were not).
+TEST(TaskFile, DuplicateFieldAndInvalidUtf8AreRefused) {
+  TempDir dir("taskfile_strict");
+  Write(dir / "dup.jsonl", "{\"input\": \"a\", \"target\": \"b\"}\n{\"input\": \"a\", \"target\": \"b\", \"target\": \"c\"}\n");
+  std::string msg = ErrorOf([&] { ReadTaskFile(dir / "dup.jsonl"); });
+  EXPECT_NE(msg.find("dup.jsonl:2: field 'target' appears twice"), std::string::npos) << msg;
+  // nested objects may repeat their own keys' names (only the row's fields are checked)
+  Write(dir / "nested.jsonl", "{\"input\": \"a\", \"target\": \"b\", \"meta\": {\"input\": 1}}\n");
+  EXPECT_EQ(ReadTaskFile(dir / "nested.jsonl").size(), 1u);
+  Write(dir / "bad.tsv", "caf\xc3\xa9\tpositive\nabc\x80\tnegative\n");
+  msg = ErrorOf([&] { ReadTaskFile(dir / "bad.tsv"); });
+  EXPECT_NE(msg.find("bad.tsv:2: not valid UTF-8 (byte 4 of the line)"), std::string::npos) << msg;
+  Write(dir / "bad.jsonl", "{\"input\": \"abc\x80\", \"target\": \"b\"}\n");
+  msg = ErrorOf([&] { ReadTaskFile(dir / "bad.jsonl"); });
+  EXPECT_NE(msg.find("bad.jsonl:1: bad JSON"), std::string::npos) << msg;
+  // well-formed multi-byte text is kept byte for byte
+  Write(dir / "ok.tsv", "caf\xc3\xa9 \xe6\xa8\xa1\xf0\x9f\x99\x82\tpositive\n");
+  EXPECT_EQ(ReadTaskFile(dir / "ok.tsv").at(0).input, "caf\xc3\xa9 \xe6\xa8\xa1\xf0\x9f\x99\x82");
+}
+
 TEST(Labels, IndexAndValue) {
   const TaskInfo cls{"c", "accuracy", {"neg", "pos"}, 0};
   const TaskInfo reg{"r", "pearson", {"0", "1", "2"}, 0};

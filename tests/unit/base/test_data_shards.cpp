@@ -308,6 +308,64 @@ TEST(ShardsValidation, UnknownFormatVersion) {
   EXPECT_NE(msg.find(file), std::string::npos) << msg;
 }
 
+// Found in the review for issue 26: an attribute holding an array made H5Aread overrun the
+// one-value buffer (AddressSanitizer: stack-buffer-overflow); int64 attributes were narrowed to
+// int before their range was checked, so 2^32 + 2 passed as format version 2; candidate token
+// ids were narrowed to int32 the same way.
+TEST(ShardsValidation, DamagedAttributesAreRefusedNotWrapped) {
+  TempDir dir("attrs");
+  WriteShards(dir.str(), {{1, 1, 1}}, 5);
+  const std::string file = dir / ShardFileName("train", 0, 1);
+  const std::string pristine = dir / "pristine.h5";
+  fs::copy_file(file, pristine);
+  auto restore = [&] { fs::copy_file(pristine, file, fs::copy_options::overwrite_existing); };
+
+  SetRootIntArrayAttr(file, "max_len", 64, kMaxLen);
+  std::string msg = ErrorOf([&] { ShardSet({file}); });
+  EXPECT_NE(msg.find("attribute 'max_len' holds 64 values, expected one"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(file), std::string::npos) << msg;
+  restore();
+  {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    H5Adelete(f, "split");
+    const hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, 8);
+    const hsize_t n = 16;
+    const hid_t space = H5Screate_simple(1, &n, nullptr);
+    const hid_t a = H5Acreate2(f, "split", type, space, H5P_DEFAULT, H5P_DEFAULT);
+    const std::vector<char> text(8 * n, 'x');
+    H5Awrite(a, type, text.data());
+    H5Aclose(a);
+    H5Sclose(space);
+    H5Tclose(type);
+    H5Fclose(f);
+  }
+  msg = ErrorOf([&] { ShardSet({file}); });
+  EXPECT_NE(msg.find("attribute 'split' holds 16 values, expected one"), std::string::npos) << msg;
+  restore();
+
+  SetRootIntAttr(file, "format_version", (int64_t{1} << 32) + 2);
+  msg = ErrorOf([&] { ShardSet({file}); });
+  EXPECT_NE(msg.find("attribute 'format_version' = 4294967298 is outside"), std::string::npos) << msg;
+  restore();
+  SetRootIntAttr(file, "pad_id", (int64_t{1} << 32) + 1);
+  msg = ErrorOf([&] { ShardSet({file}); });
+  EXPECT_NE(msg.find("attribute 'pad_id' = 4294967297 is outside [0, "), std::string::npos) << msg;
+  restore();
+  SetRootIntAttr(file, "shard_index", 1);  // of 1 shard
+  msg = ErrorOf([&] { ShardSet({file}); });
+  EXPECT_NE(msg.find("attribute 'shard_index' = 1 is outside [0, 0]"), std::string::npos) << msg;
+  restore();
+
+  SetRootStringAttr(file, "tasks",
+                    R"([{"name": "alpha", "metric": "accuracy", "candidates": ["x"], "candidate_ids": [[4294967297]]}])");
+  msg = ErrorOf([&] { ShardSet({file}); });
+  EXPECT_NE(msg.find("task 'alpha' has candidate token id 4294967297, not a 32-bit integer"), std::string::npos) << msg;
+  restore();
+  EXPECT_NO_THROW(ShardSet({file}));  // the restored file is fine: the refusals came from the damage
+}
+
 TEST(ShardsValidation, BadStoredRowIsReportedOnRead) {
   TempDir dir("badrow");
   WriteShards(dir.str(), {{4, 1, 1}, {4, 1, 1}}, 5);
