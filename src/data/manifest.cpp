@@ -146,7 +146,8 @@ Manifest LoadManifest(const std::string& path) {
 
 namespace {
 
-TextExample ParseJsonLine(const std::string& line, const std::string& where) {
+// One line of a task file (text or pre-tokenized) as a JSON object whose keys are unique.
+nlohmann::json ParseJsonObjectLine(const std::string& line, const std::string& where) {
   nlohmann::json j;
   std::set<std::string> keys;
   std::string duplicate;  // JSON allows a key twice and the parser would keep the last silently
@@ -164,6 +165,11 @@ TextExample ParseJsonLine(const std::string& line, const std::string& where) {
   if (!j.is_object()) throw Error(where + ": the line is not a JSON object");
   if (!duplicate.empty())
     throw Error(fmt::format("{}: field '{}' appears twice", where, duplicate), "which one is meant? keep one");
+  return j;
+}
+
+TextExample ParseJsonLine(const std::string& line, const std::string& where) {
+  const nlohmann::json j = ParseJsonObjectLine(line, where);
   TextExample ex;
   for (const char* key : {"input", "target"}) {
     if (!j.contains(key)) throw Error(where + ": missing field '" + key + "'");
@@ -228,17 +234,27 @@ std::vector<TextExample> ReadTaskFile(const std::string& path) {
   return ReadTaskStream(in, fs::path(path).extension() == ".tsv", path);
 }
 
-std::vector<TextExample> ReadTaskStream(std::istream& in, bool tsv, const std::string& path) {
-  std::vector<TextExample> out;
+namespace {
+// Calls fn(line, where, n) for each line of a task file that is not blank (a trailing \r dropped);
+// where is "path:n".
+template <class Fn>
+void ForEachTaskLine(std::istream& in, const std::string& path, Fn&& fn) {
   std::string line;
   for (int64_t n = 1; std::getline(in, line); ++n) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    const std::string where = fmt::format("{}:{}", path, n);
+    fn(line, fmt::format("{}:{}", path, n), n);
+  }
+}
+}  // namespace
+
+std::vector<TextExample> ReadTaskStream(std::istream& in, bool tsv, const std::string& path) {
+  std::vector<TextExample> out;
+  ForEachTaskLine(in, path, [&](const std::string& line, const std::string& where, int64_t n) {
     TextExample ex = tsv ? ParseTsvLine(line, where) : ParseJsonLine(line, where);
     ex.line = n;
     out.push_back(std::move(ex));
-  }
+  });
   return out;
 }
 
@@ -246,18 +262,8 @@ std::vector<TokenExample> ReadTokenFile(const std::string& path, const Tokenizer
   std::ifstream in(path);
   if (!in) throw Error("cannot read task file '" + path + "'", "check the paths in the manifest");
   std::vector<TokenExample> out;
-  std::string line;
-  for (int64_t n = 1; std::getline(in, line); ++n) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    const std::string where = fmt::format("{}:{}", path, n);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(where + ": bad JSON: " + e.what(), "each line must be one JSON object");
-    }
-    if (!j.is_object()) throw Error(where + ": the line is not a JSON object");
+  ForEachTaskLine(in, path, [&](const std::string& line, const std::string& where, int64_t n) {
+    const nlohmann::json j = ParseJsonObjectLine(line, where);
     for (const auto& [key, value] : j.items())
       if (key != "input_ids" && key != "target_ids" && key != "label" && key != "value")
         throw Error(fmt::format("{}: unknown field '{}' in a pre-tokenized row", where, key),
@@ -291,7 +297,7 @@ std::vector<TokenExample> ReadTokenFile(const std::string& path, const Tokenizer
     }
     ex.labels.line = n;
     out.push_back(std::move(ex));
-  }
+  });
   return out;
 }
 

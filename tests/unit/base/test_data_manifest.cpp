@@ -76,6 +76,10 @@ TEST(Manifest, PreTokenizedManifestAndRows) {
   const auto l1 = LabelsOf(m.tasks[0].info, rows[1].labels, "s.jsonl:3");
   EXPECT_EQ(l1.index, 0);
   EXPECT_FLOAT_EQ(l1.value, 1.0f);
+  // a field given twice (the JSON parser would keep the last silently), as in text rows
+  Write(dir / "dup.jsonl", R"({"input_ids": [98], "target_ids": [99], "target_ids": [6, 99], "label": "1"})");
+  EXPECT_NE(ErrorOf([&] { ReadTokenFile(dir / "dup.jsonl", *m.tokenizer); }).find("dup.jsonl:1: field 'target_ids' appears twice"),
+            std::string::npos);
   // ids past the vocabulary, in a row and in candidate_ids
   Write(dir / "bad.jsonl", R"({"input_ids": [98, 100], "target_ids": [99], "label": "1"})");
   EXPECT_NE(ErrorOf([&] { ReadTokenFile(dir / "bad.jsonl", *m.tokenizer); }).find("bad.jsonl:1: input_ids[1]: token id 100"),
