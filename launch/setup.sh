@@ -17,13 +17,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
       python3-torch python3-numpy python3-matplotlib
       iproute2   # ip netns: the multi-node test cluster (tests/cluster/)
       clang-14 libclang-rt-14-dev)  # clang-14: the sanitizer and fuzzing builds (launch/sanitize.sh, fuzz.sh)
-missing=()
-for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+bash launch/apt_need.sh "${PKGS[@]}"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
 ninja -C build -j"$(nproc)"
 

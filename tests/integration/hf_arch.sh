@@ -16,15 +16,7 @@
 set -euo pipefail
 BUILD=$1; DATA=$2; shift 2
 ARCHS=${*:-llama3 mistral qwen2 llama_linear}
-SRC=$(cd "$(dirname "$0")/../.." && pwd)
-PY="$SRC/.venv/bin/python"
-if [ ! -x "$PY" ]; then
-  echo "FAIL: $PY is missing: run 'bash launch/venv.sh' (it makes .venv with transformers and peft)" >&2
-  exit 1
-fi
-OUT=$(mktemp -d)
-trap '[ -n "${KEEP_OUT:-}" ] || rm -rf "$OUT"' EXIT
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1
+source "$(dirname "$0")/venv_env.sh"  # SRC, PY, OUT, offline
 # two sequences of 20 tokens (< the shards' vocabulary of 512), past llama3's original_max_position_embeddings 16
 IDS="1,25,80,7,300,41,9,12,511,3,77,5,250,61,2,400,33,18,90,6;1,100,3,77,5,250,61,2,17,44,480,8,120,9,310,27,64,11,200,4"
 

@@ -15,15 +15,7 @@
 # Usage: hf_interop.sh BUILD DATA
 set -euo pipefail
 BUILD=$1; DATA=$2
-SRC=$(cd "$(dirname "$0")/../.." && pwd)
-PY="$SRC/.venv/bin/python"
-if [ ! -x "$PY" ]; then
-  echo "FAIL: $PY is missing: run 'bash launch/venv.sh' (it makes .venv with transformers and peft)" >&2
-  exit 1
-fi
-OUT=$(mktemp -d)
-trap '[ -n "${KEEP_OUT:-}" ] || rm -rf "$OUT"' EXIT
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1
+source "$(dirname "$0")/venv_env.sh"  # SRC, PY, OUT, offline
 IDS="1,25,80,7,300,41,9,12;1,100,3,77,5,250,61,2"
 
 train() {  # name, ranks, overrides...

@@ -19,15 +19,7 @@
 # Needs ${SRC}/.venv (launch/venv.sh). Usage: tokenizer_json.sh BUILD DATA
 set -euo pipefail
 BUILD=$1; DATA=$2
-SRC=$(cd "$(dirname "$0")/../.." && pwd)
-PY="$SRC/.venv/bin/python"
-if [ ! -x "$PY" ]; then
-  echo "FAIL: $PY is missing: run 'bash launch/venv.sh' (it makes .venv with transformers)" >&2
-  exit 1
-fi
-OUT=$(mktemp -d)
-trap '[ -n "${KEEP_OUT:-}" ] || rm -rf "$OUT"' EXIT
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1
+source "$(dirname "$0")/venv_env.sh"  # SRC, PY, OUT, offline
 MAN="$SRC/shard_data/bundled/tasks.json"
 T="$SRC/tests/hf/tokenizer_json.py"
 FRONT="$SRC/launch/hf_tokenize.py"
