@@ -10,7 +10,8 @@
           compilation runs in the warm-up step, is left out of the step times and reported as
           compile_s (first step's time minus the median step). --check first runs the eager and
           the compiled loss function side by side from the same weights and adapters and fails
-          unless two steps' losses and adapter gradients agree within bf16 tolerance.
+          unless the first --check-steps (1) steps' losses and adapter gradients agree (bf16:
+          1e-3 relative loss, 5e-2 relative gradient norm; fp32: 1e-5, 1e-4).
   hf    : Hugging Face transformers' LlamaForCausalLM + PEFT LoRA (same targets, r, alpha,
           dropout 0), same dtype, same batch, AdamW.
 
@@ -115,13 +116,15 @@ def build_compiled(a, cfg, weights, dtype):
     return model, (lambda: fn(model, a.ids, a.labels_t))
 
 
-def check_compiled(a, cfg, weights, dtype, steps=2):
+def check_compiled(a, cfg, weights, dtype, steps):
     """The compiled loss function against the eager one at the same weights and adapters, for
     `steps` AdamW steps: each step's loss and the adapter gradients must agree (bf16 tolerance: the
     two run the same GEMMs, but inductor fuses and reorders the elementwise work). The eager side
     takes the optimizer step and its adapters are copied into the compiled side's, so each step
-    compares the two functions at one point (AdamW's first steps are nearly sign(gradient), so two
-    separate optimizers would part on the rounding noise of near-zero gradients, not on a bug)."""
+    compares the two functions at one point. In bf16 only the first step is comparable: once the
+    adapters are non-zero their term is far below a bf16 ulp of the base output, and the eager
+    loop's bf16 add rounds it (the loss moves ~1% less per step than when inductor adds in fp32);
+    in fp32 any number of steps must agree to ~1e-7."""
     em, ef = build_eager(a, cfg, weights, dtype)
     cm, cf = build_compiled(a, cfg, weights, dtype)
     eo = torch.optim.AdamW([p for p in em.parameters() if p.requires_grad], lr=a.lr)
@@ -164,6 +167,7 @@ def main():
     ap.add_argument("--alpha", type=float, default=16.0)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--check", action="store_true", help="compiled only: check against eager first")
+    ap.add_argument("--check-steps", type=int, default=1)
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
     if a.check and a.peer != "compiled":
@@ -184,7 +188,7 @@ def main():
         from safetensors.torch import load_file
         weights = load_file(os.path.join(a.model, "model.safetensors"))
         if a.check:
-            if not check_compiled(a, cfg, weights, dtype):
+            if not check_compiled(a, cfg, weights, dtype, a.check_steps):
                 return 1
             torch._dynamo.reset()  # compile again below, so that compile_s is this run's compilation
         model, loss_fn = (build_eager if a.peer == "eager" else build_compiled)(a, cfg, weights, dtype)
