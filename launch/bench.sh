@@ -6,11 +6,14 @@
 #   100m  : hidden 768, 12 layers, vocab 8192 (~98M parameters)  } of a task per row, 256 tokens
 # Usage: bash launch/bench.sh [SECTIONS="matmul train ratio pipeline tp loader ckpt"]  (also: profile peer)
 # Run it on an otherwise idle machine: every section measures wall time.
+# BENCH_SETUP=0: skip launch/setup.sh and use build/ and build-t211/ as they are (e.g. to measure
+# a trainer built earlier, without rebuilding it first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECTIONS=${1:-matmul train ratio pipeline tp loader ckpt}
 BENCH=${BENCH:-runs/bench}; OUTF=$BENCH/results.jsonl
-bash launch/setup.sh > /dev/null
+SETUP=${BENCH_SETUP:-1}
+[ "$SETUP" = 0 ] || bash launch/setup.sh > /dev/null
 source launch/env.sh
 B=./build/more_bench
 mkdir -p "$BENCH"
@@ -99,29 +102,33 @@ loader)
 ckpt)
   run mpirun -np 1 $B ckpt "${COMMON[@]}" "${F32[@]}" "${BIG[@]}" --train.threads=2 --adapter.rank=64 --bench.tag=100m_r64 ;;
 profile)  # where a bf16 step's time goes: one step of the 100m run under the autograd profiler
-  bash launch/setup.sh --torch211 > /dev/null
+  [ "$SETUP" = 0 ] || bash launch/setup.sh --torch211 > /dev/null
   run mpirun -np 1 ./build-t211/more_bench train "${COMMON[@]}" "${BIG[@]}" --model.dtype=bfloat16 --train.threads=2 \
     --train.global_batch=8 --train.micro_batch=8 --bench.warmup=1 --bench.steps=1 --bench.profile="$BENCH/profile_100m_bf16" \
     --bench.tag=profile_100m_bf16
   /usr/bin/python3 launch/trace_summary.py "$BENCH/profile_100m_bf16.rank0.json" ;;
-peer)  # the trainer (LibTorch 2.11 build; MoRE r8 and LoRA r8) vs eager PyTorch vs transformers +
+peer)  # the trainer (LibTorch 2.11 build; MoRE r8 and LoRA r8) vs eager PyTorch vs the same loop
+  # under torch.compile (inductor; its first run checks it against eager: --check) vs transformers +
   # PEFT, 100m, bf16, 8 rows x 256 tokens each step (every batch padded to 256), one rank, 2 threads,
-  # alternating five times; then MoRE/LoRA on the mid model in bf16 and in fp32. PEER_BASELINE=path
-  # to another more_bench (e.g. built at an earlier commit) adds it to the alternation.
-  bash launch/setup.sh --torch211 > /dev/null
+  # alternating PEER_ROUNDS (5) times; then MoRE/LoRA on the mid model in bf16 and in fp32.
+  # PEER_BASELINE=path to another more_bench (e.g. built at an earlier commit) adds it to the
+  # alternation. The summary names the host's CPU: ratios hold for that CPU only.
+  [ "$SETUP" = 0 ] || bash launch/setup.sh --torch211 > /dev/null
   first=$(( $(wc -l < "$OUTF" 2>/dev/null || echo 0) + 1 ))
   PT=(--model.dtype=bfloat16 --train.threads=2 --train.global_batch=8 --train.micro_batch=8 --bench.warmup=1
       --bench.steps=3)
-  for i in 1 2 3 4 5; do
+  for i in $(seq "${PEER_ROUNDS:-5}"); do
     run mpirun -np 1 ./build-t211/more_bench train "${COMMON[@]}" "${BIG[@]}" "${PT[@]}" --bench.tag=peer_trainer
     run mpirun -np 1 ./build-t211/more_bench train "${COMMON[@]}" "${BIG[@]}" "${PT[@]}" --adapter.method=lora \
       --adapter.lambda_cl=0 --bench.tag=peer_trainer_lora
     if [ -n "${PEER_BASELINE:-}" ]; then
       run mpirun -np 1 "$PEER_BASELINE" train "${COMMON[@]}" "${BIG[@]}" "${PT[@]}" --bench.tag=peer_trainer_before
     fi
-    for p in eager hf; do
+    for p in eager compiled hf; do
+      chk=(); [ "$p" = compiled ] && [ "$i" = 1 ] && chk=(--check)  # exits non-zero on a mismatch
       .venv/bin/python launch/peer_bench.py $p "$BENCH/llama100m" --batch 8 --seq 256 --threads 2 \
-        --dtype bfloat16 --warmup 1 --steps 3 --tag peer_$p | tee -a "$OUTF" | cut -c1-160
+        --dtype bfloat16 --warmup 1 --steps 3 "${chk[@]}" --tag peer_$p 2> >(grep -v '^W[0-9]' >&2) |
+        tee -a "$OUTF" | cut -c1-160
     done
   done
   for dt in bfloat16 float32; do  # MoRE r8 vs LoRA r8, alternating in one process
@@ -130,21 +137,27 @@ peer)  # the trainer (LibTorch 2.11 build; MoRE r8 and LoRA r8) vs eager PyTorch
   done
   /usr/bin/python3 - "$OUTF" "$first" <<'PY'
 import json, statistics, sys
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+print(f"host CPU: {cpu}, {sum(1 for l in open('/proc/cpuinfo') if l.startswith('processor'))} logical CPUs, "
+      f"{'AMX' if 'amx_bf16' in flags else 'no AMX'}, {'AVX512-BF16' if 'avx512_bf16' in flags else 'no AVX512-BF16'}")
 lines = open(sys.argv[1]).read().splitlines()[int(sys.argv[2]) - 1:]
 rows = [json.loads(l.split("BENCH ", 1)[-1]) for l in lines if '"peer_' in l]
-steps, mfu = {}, []
+steps, mfu, compile_s = {}, [], []
 for r in rows:
     if r["tag"].startswith("peer_ratio_"):
         print(f"{r['tag']:22s} MoRE {r['more_step_s']:.3f} s / LoRA {r['lora_step_s']:.3f} s = {r['ratio']:.3f}")
         continue
     steps.setdefault(r["tag"], []).extend(r["step_s"])
     if r["tag"] == "peer_trainer": mfu.append(r["mfu"])
+    if "compile_s" in r: compile_s.append(r["compile_s"])
 t = steps.get("peer_trainer")
 for tag, s in sorted(steps.items()):
     line = f"{tag:22s} fastest {min(s):7.3f} s  median {statistics.median(s):7.3f} s  ({len(s)} steps)"
     if t and tag != "peer_trainer":
         line += f"  trainer (MoRE) faster by {min(s) / min(t):.2f}x (fastest), {statistics.median(s) / statistics.median(t):.2f}x (median)"
     print(line)
+if compile_s: print(f"torch.compile time (left out of its steps): " + ", ".join(f"{c:.1f} s" for c in compile_s))
 if mfu: print(f"trainer bf16 MFU: median {100 * statistics.median(mfu):.1f}% ({100 * min(mfu):.1f}-{100 * max(mfu):.1f}%)")
 PY
   ;;
