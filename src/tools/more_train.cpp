@@ -15,6 +15,7 @@
 
 int main(int argc, char** argv) {
   return more::RunMain(argc, argv, [](int argc, char** argv) {
+    more::InstallStopSignalHandlers();  // before the start-up, which can take minutes (trainer.h)
     std::string config_path;
     std::vector<std::string> overrides;
     for (int i = 1; i < argc; ++i) {

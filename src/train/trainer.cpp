@@ -417,12 +417,16 @@ bool Trainer::StopRequested() const {
   return flag.item<int64_t>() != 0;
 }
 
-std::vector<TaskScore> Trainer::Run() {
+void InstallStopSignalHandlers() {
   struct sigaction sa {};
   sa.sa_handler = OnStopSignal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGUSR1, &sa, nullptr);
+}
+
+std::vector<TaskScore> Trainer::Run() {
+  InstallStopSignalHandlers();
   MaybeResume();
   OpenMetrics();
   std::vector<TaskScore> last;

@@ -66,8 +66,10 @@ for how in "${CASES[@]}"; do
     python3 -c "import sys; sys.exit(float(sys.argv[2]) - float(sys.argv[1]) > $((T + MARGIN)))" "$t0" "$t_launcher"
   if [ "$how" = cut ]; then
     for r in 0 1; do
+      # the cut finds the rank in a transfer with its pp peer ("... with world rank 2 ...") or in a
+      # collective of its pp group ("all_reduce in the pp group (world ranks 0, 2)"): either names it
       check "$how" "rank $r names its operation and its silent peer rank $((r + 2))" \
-        grep -q "\[rank $r\] error: watchdog: .* with world rank $((r + 2)) .*no word from world rank(s) 2, 3" "$OUT/$how.log"
+        grep -Eq "\[rank $r\] error: watchdog: [^;]*(with world rank $((r + 2)) |\(world ranks [0-9, ]*\b$((r + 2))\)).*no word from world rank\(s\) 2, 3" "$OUT/$how.log"
     done
   else
     check "$how" "the launcher names a killed rank on node2" \

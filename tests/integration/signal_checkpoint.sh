@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pre-emption: SIGUSR1 (Slurm's warning signal; SIGTERM behaves the same) sent to ONE rank makes
 # every rank save a checkpoint at the next step boundary and exit 0; a relaunch resumes there.
+# Also when the signal comes during start-up, before the first step.
 set -euo pipefail
 BUILD=$1; DATA=$2
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,4 +26,24 @@ echo "saved $STEP after the signal"
 N=$((10#${STEP#step-}))
 timeout 300 mpirun -np 2 "$BUILD/more_train" "${args[@]}" --train.steps=$((N + 5)) > "$OUT/resume.log" 2>&1
 grep -q "resumed from .*$STEP at step $N" "$OUT/resume.log"
-echo "1 passed, 0 failed"
+
+# The signal during start-up (after the placement log, while the trainer loads the model, which
+# takes minutes on a real one; a requeue or pre-emption can come then): not fatal, the run stops
+# after its first step with a checkpoint and exits 0, so Slurm's requeue finds a clean exit.
+early=(--config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" --data.train="$DATA/shards"
+       --train.out_dir="$OUT/early" --eval.at_start=false --eval.max_samples=8 --ckpt.every=0
+       --train.log_every=5 --train.threads=1 --train.progress=false --train.steps=100000)
+timeout 300 mpirun -np 2 "$BUILD/more_train" "${early[@]}" > "$OUT/early.log" 2>&1 &
+MPIRUN=$!
+for _ in $(seq 1 3000); do
+  grep -q "rank 1: host" "$OUT/early.log" 2>/dev/null && break
+  sleep 0.01
+done
+PID=$(pgrep -f "^[^ ]*/more_train .*$OUT/early" | tail -1)
+kill -USR1 "$PID"
+wait $MPIRUN
+grep -q "stop signal received: saving a checkpoint" "$OUT/early.log"
+STEP=$(cat "$OUT/early/checkpoints/latest")
+test -f "$OUT/early/checkpoints/$STEP/state.json"
+echo "saved $STEP after a signal during start-up"
+echo "2 passed, 0 failed"
