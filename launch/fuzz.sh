@@ -14,16 +14,9 @@ shift || true
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(fuzz_safetensors_header fuzz_toml_config fuzz_hf_config fuzz_task_jsonl fuzz_peft_config)
 B=build-fuzz
-CXX=${MORE_FUZZ_CXX:-clang++-14}
-CC=${MORE_FUZZ_CC:-clang-14}
-command -v "$CXX" >/dev/null || { echo "fuzz.sh: $CXX not found (apt install clang-14 libclang-rt-14-dev)" >&2; exit 1; }
-launcher=()
-command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
-if [ ! -f $B/CMakeCache.txt ]; then
-  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$CXX" -DCMAKE_C_COMPILER="$CC" \
-    "${launcher[@]}" -DMORE_WITH_TORCH=OFF -DMORE_BUILD_TESTS=OFF -DMORE_FUZZ=ON \
-    -DMORE_SANITIZE=address,undefined >/dev/null
-fi
+source launch/clang_sanitized.sh
+clang_sanitized_configure fuzz.sh $B "${MORE_FUZZ_CXX:-clang++-14}" "${MORE_FUZZ_CC:-clang-14}" \
+  -DMORE_BUILD_TESTS=OFF -DMORE_FUZZ=ON
 ninja -C $B -j"${MORE_FUZZ_JOBS:-2}" "${TARGETS[@]}"
 rm -rf $B/seeds && python3 fuzz/make_corpus.py $B/seeds
 mkdir -p $B/logs
