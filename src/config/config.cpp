@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
+#include "more/config/toml_text.h"
 #include "more/core/error.h"
 #include "more/core/safetensors_writer.h"
 #include "more/core/strings.h"
@@ -102,43 +103,6 @@ std::string ValueToString(const T& v) {
   } else return std::to_string(v);
 }
 
-// toml++ 3.3 (Debian 12's) reaches __builtin_unreachable, undefined behaviour, when it asks
-// whether a character in U+00A1-U+0499, U+2C5E-U+3057 (but U+3000) or U+FB26-U+FEFE is
-// whitespace, which it does for the characters of a key, the one after it and at the start of a
-// line (found by fuzz/fuzz_toml_config.cpp: "päth = 1", and a file holding only U+2CDA). Such a file is refused here, naming the line and the character, before toml++
-// reads it; as it would refuse them anyway, bytes that are not UTF-8 are refused here too.
-void CheckTomlLibraryCanRead(const std::string& text, const std::string& path) {
-  int64_t line = 1;
-  for (size_t i = 0; i < text.size();) {
-    const auto b = static_cast<unsigned char>(text[i]);
-    if (b == '\n') ++line;
-    if (b < 0x80) {
-      ++i;
-      continue;
-    }
-    const int len = b >= 0xF0 && b < 0xF5 ? 4 : b >= 0xE0 ? 3 : b >= 0xC2 && b < 0xE0 ? 2 : 0;
-    char32_t cp = len == 4 ? b & 0x07 : len == 3 ? b & 0x0F : b & 0x1F;
-    bool ok = len > 0 && i + len <= text.size();
-    for (int k = 1; ok && k < len; ++k) {
-      const auto c = static_cast<unsigned char>(text[i + k]);
-      ok = (c & 0xC0) == 0x80;
-      cp = (cp << 6) | (c & 0x3F);
-    }
-    if (!ok || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-      throw Error(fmt::format("cannot parse config file '{}': line {} is not valid UTF-8", path, line),
-                  "TOML files are UTF-8 text");
-    if ((cp >= 0xA1 && cp <= 0x499) || (cp >= 0x2C5E && cp <= 0x3057 && cp != 0x3000) ||
-        (cp >= 0xFB26 && cp <= 0xFEFE))
-      throw Error(fmt::format("config file '{}': line {} holds the character U+{:04X}, which the TOML library "
-                              "(toml++ 3.3) cannot read safely",
-                              path, line, static_cast<uint32_t>(cp)),
-                  "inside a \"string\" write it as an escape (\\u00e9 for U+00E9), or give the value on the "
-                  "command line (--section.key=value)");
-    i += static_cast<size_t>(len);
-  }
-}
-
 void Require(bool ok, const std::string& key, const std::string& msg) {
   if (!ok) throw Error(fmt::format("config: {} {}", key, msg));
 }
@@ -151,8 +115,8 @@ Config LoadConfig(const std::string& toml_path, const std::vector<std::string>& 
     if (!std::filesystem::is_regular_file(toml_path))
       throw Error(fmt::format("config file '{}' does not exist", toml_path), "check the --config path");
     toml::table tbl;
-    const std::string text = ReadFileToString(toml_path);
-    CheckTomlLibraryCanRead(text, toml_path);
+    // no character beyond ASCII reaches toml++ (config/toml_text.h says why and how)
+    const std::string text = TomlTextForLibrary(ReadFileToString(toml_path), toml_path);
     try {
       tbl = toml::parse(text, toml_path);
     } catch (const toml::parse_error& e) {
