@@ -165,7 +165,11 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   loader_ = std::make_unique<StreamingLoader>(train_, std::move(sampler), grid_.dp_rank(), static_cast<int>(dp),
                                               static_cast<int>(cfg_.train.micro_batch),
                                               static_cast<int>(cfg_.data.bucket), pad_id_,
-                                              static_cast<int>(cfg_.data.prefetch));
+                                              static_cast<int>(cfg_.data.prefetch),
+                                              cfg_.data.packing ? static_cast<int>(meta.max_len) : 0);
+  if (cfg_.data.packing)
+    spdlog::info("data.packing: each micro-batch's {} examples packed into rows of up to {} tokens "
+                 "(first-fit decreasing; evaluation unpacked)", cfg_.train.micro_batch, meta.max_len);
 
   // eval shards: data.eval, or eval-*.h5 next to the training shards
   std::vector<std::string> eval_paths = cfg_.data.eval.empty() ? SplitList(cfg_.data.train) : SplitList(cfg_.data.eval);
