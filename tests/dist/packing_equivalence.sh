@@ -97,7 +97,9 @@ packed_fewer("tp2pp2_packed", "tp2pp2")
 a = {s["step"]: s["loss"] for s in steps("drop")}
 b = {s["step"]: s["loss"] for s in steps("drop_resumed")}
 if a != b: print(f"FAIL resume: losses {b} vs {a}"); failed += 1
-for f in sorted(glob.glob(f"{out}/drop/checkpoints/step-00000006/*.safetensors")):
+final = sorted(glob.glob(f"{out}/drop/checkpoints/step-00000006/*.safetensors"))
+if len(final) < 2: print(f"FAIL resume: no final checkpoint files ({final})"); failed += 1
+for f in final:
     g = f.replace("/drop/", "/drop_resumed/")
     if open(f, "rb").read() != open(g, "rb").read(): print(f"FAIL resume: {os.path.basename(f)} differs"); failed += 1
 print("resume of a packed run: losses and final checkpoint bitwise equal" if not failed else "")
