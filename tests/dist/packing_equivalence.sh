@@ -2,7 +2,8 @@
 # data.packing proofs on the tiny model and the bundled tasks (fp32, 6 steps of 2 micro-batches of
 # 8 examples):
 #  (b) a packed run and an unpacked run over the same examples in the same order give the same
-#      losses and adapter gradients, on 1 rank and on tp=2 x pp=2 (1F1B), and the packed runs
+#      losses and adapter gradients, on 1 rank and on tp=2 x pp=2 (1F1B) (and dp=2 against 1 rank
+#      unpacked, layout tolerances), and the packed runs
 #      really packed (fewer positions computed: grid_tokens);
 #  (c) a packed run resumed from its step-3 checkpoint is BITWISE equal to the uninterrupted
 #      packed run (every step's loss, final adapters and optimizer state), with adapter dropout on.
@@ -29,6 +30,7 @@ run ref 1 false
 run packed 1 true
 run tp2pp2 4 false --parallel.tp=2 --parallel.pp=2
 run tp2pp2_packed 4 true --parallel.tp=2 --parallel.pp=2
+run dp2_packed 2 true --train.micro_batch=4  # each replica packs its own 4 examples of the plan
 # (c) resume, dropout on
 run drop 1 true --adapter.dropout=0.1 --train.dump_grads=false
 # the first launch stops with an injected failure at the start of step 4 (after the step-3
@@ -91,6 +93,7 @@ def packed_fewer(packed, plain):
 compare("ref", "packed", 1e-5, 1e-4, 1e-3)
 compare("tp2pp2", "tp2pp2_packed", 1e-5, 1e-4, 1e-3)
 compare("ref", "tp2pp2_packed", 1e-4, 2e-3, 1e-3)  # layout and packing together (as layout_equivalence.sh)
+compare("ref", "dp2_packed", 1e-4, 2e-3, 1e-3)
 packed_fewer("packed", "ref")
 packed_fewer("tp2pp2_packed", "tp2pp2")
 # (c) resume: every step's loss and the final checkpoint bitwise
