@@ -1,6 +1,7 @@
 // Pipeline-parallel execution of one optimizer step over the micro-batches of a data-parallel
-// replica. Every stage reads the same micro-batches (the loader is deterministic), so only
-// activations [B, L, D] and their gradients cross stages, point to point over the pp group,
+// replica. Every stage reads the same micro-batches (the loader is deterministic, packing too),
+// so only activations [R, L, D] (R rows: B, or fewer when packed) and their gradients cross
+// stages, point to point over the pp group,
 // with shapes every stage already knows (no shape exchange). The task id is part of each
 // micro-batch, so every stage's adapters pick that task's experts.
 //
