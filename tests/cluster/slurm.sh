@@ -113,7 +113,7 @@ if want 3; then
 S=8
 reference ref $S 4
 job=$(submit "$OUT/job3.out" --train.out_dir="$OUT/job3" --train.steps=$S --ckpt.every=4)
-for _ in $(seq 600); do grep -q "^slurm.sbatch: job $job (restart 0)" "$OUT/job3.out" 2>/dev/null && break; sleep 0.02; done
+for _ in $(seq 3000); do grep -q "^slurm.sbatch: job $job (restart 0)" "$OUT/job3.out" 2>/dev/null && break; sleep 0.02; done
 slurm scancel --batch --signal=USR1 "$job"
 state=$(until_done "$job" "$OUT/job3.out" 300)
 held=$(grep -o "passing USR1 to the ranks (held [0-9.]* s)" "$OUT/job3.out" | head -1)
@@ -178,7 +178,7 @@ touch "$OUT/not-a-dir"
 job=$(cd "$SRC" && slurm env TP=2 PP=2 MORE_BUILD="$BUILD" MORE_SIGNAL_READY_FILE="$OUT/not-a-dir/ready" sbatch --parsable --nodes=2 \
   --ntasks-per-node=2 --cpus-per-task=1 --time=10 --output="$OUT/job5.out" launch/slurm.sbatch launch/demo.toml \
   "${RUN_ARGS[@]}" --train.out_dir="$OUT/job5" --train.steps=100000 --ckpt.every=0)
-for _ in $(seq 600); do grep -q "^slurm.sbatch: job $job (restart 0)" "$OUT/job5.out" 2>/dev/null && break; sleep 0.02; done
+for _ in $(seq 3000); do grep -q "^slurm.sbatch: job $job (restart 0)" "$OUT/job5.out" 2>/dev/null && break; sleep 0.02; done
 slurm scancel --batch --signal=USR1 "$job"
 for _ in $(seq 240); do grep -q "requeueing job" "$OUT/job5.out" 2>/dev/null && break; sleep 0.5; done
 slurm scancel "$job"
