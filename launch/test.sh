@@ -6,7 +6,8 @@
 #        MORE_TEST_KIT=1 also proves the device kit in a clean root: tests/kit/kit_clean_root.sh;
 #        the multi-node tests on a namespace test cluster (ctest label "cluster", tests/cluster/,
 #        Slurm included: docs/cluster.md) run in the first build only: they prove the launchers and
-#        the transport, not LibTorch; MORE_TEST_SLURM=0 skips the Slurm one;
+#        the transport, not LibTorch; MORE_TEST_SLURM=0 skips the Slurm one, MORE_TEST_SLURM_CASES
+#        (default "1 2 3 4", tests/cluster/slurm.sh) picks its cases;
 #        the torch-free unit tests also run under ASan + UBSan (launch/sanitize.sh, a clang build):
 #        MORE_TEST_SANITIZE=0 skips them;
 #        MORE_TEST_FUZZ=1 also runs each fuzz target for MORE_TEST_FUZZ_SECS (30) s: launch/fuzz.sh)

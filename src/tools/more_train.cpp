@@ -11,11 +11,13 @@
 #include "more/dist/path_check.h"
 #include "more/dist/process_grid.h"
 #include "more/model/hf_config.h"
+#include "more/train/stop_signal.h"
 #include "more/train/trainer.h"
 
 int main(int argc, char** argv) {
   return more::RunMain(argc, argv, [](int argc, char** argv) {
-    more::InstallStopSignalHandlers();  // before the start-up, which can take minutes (trainer.h)
+    more::InstallStopSignalHandlers();  // before the start-up, which can take minutes (stop_signal.h)
+    more::AnnounceStopSignalsReady(MPI_COMM_WORLD);  // for launch/slurm.sbatch: MORE_SIGNAL_READY_FILE
     std::string config_path;
     std::vector<std::string> overrides;
     for (int i = 1; i < argc; ++i) {

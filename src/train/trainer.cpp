@@ -1,9 +1,6 @@
 #include "more/train/trainer.h"
 
-#include <signal.h>
 #include <unistd.h>
-
-#include <atomic>
 
 #include <cmath>
 #include <limits>
@@ -26,16 +23,12 @@
 #include "more/data/sampler.h"
 #include "more/dist/device.h"
 #include "more/train/loss.h"
+#include "more/train/stop_signal.h"
 
 namespace fs = std::filesystem;
 
 namespace more {
 namespace {
-
-// Set by SIGTERM / SIGUSR1 (Slurm's pre-emption warning). A signal handler can only touch a
-// lock-free atomic, so this one flag is process-wide; the training loop polls it once per step.
-std::atomic<int> g_stop_signal{0};
-void OnStopSignal(int sig) { g_stop_signal.store(sig); }
 
 int LocalRanks() {
   for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
@@ -419,17 +412,9 @@ void Trainer::Progress(const StepResult& r) {
 
 bool Trainer::StopRequested() const {
   // every rank must agree (one may have got the signal before the others): max over the world
-  auto flag = torch::tensor({static_cast<int64_t>(g_stop_signal.load())}, torch::kInt64);
+  auto flag = torch::tensor({static_cast<int64_t>(StopSignalReceived())}, torch::kInt64);
   grid_.world().AllReduceMax(flag);
   return flag.item<int64_t>() != 0;
-}
-
-void InstallStopSignalHandlers() {
-  struct sigaction sa {};
-  sa.sa_handler = OnStopSignal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGUSR1, &sa, nullptr);
 }
 
 std::vector<TaskScore> Trainer::Run() {

@@ -33,6 +33,8 @@ slurm_up() {
     echo "TaskPlugin=task/none"
     echo "MpiDefault=none"
     echo "SchedulerType=sched/backfill"
+    # a released requeued job starts within ~2 s (defaults: main loop 60 s, backfill 30 s)
+    echo "SchedulerParameters=sched_interval=2,bf_interval=2"
     echo "SelectType=select/cons_tres"
     echo "SelectTypeParameters=CR_Core"
     echo "SlurmdParameters=config_overrides"

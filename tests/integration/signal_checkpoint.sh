@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pre-emption: SIGUSR1 (Slurm's warning signal; SIGTERM behaves the same) sent to ONE rank makes
 # every rank save a checkpoint at the next step boundary and exit 0; a relaunch resumes there.
-# Also when the signal comes during start-up, before the first step.
+# Also when the signal comes during start-up, before the first step, as soon as every rank has
+# announced through MORE_SIGNAL_READY_FILE that it handles it.
 set -euo pipefail
 BUILD=$1; DATA=$2
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -33,17 +34,22 @@ grep -q "resumed from .*$STEP at step $N" "$OUT/resume.log"
 early=(--config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" --data.train="$DATA/shards"
        --train.out_dir="$OUT/early" --eval.at_start=false --eval.max_samples=8 --ckpt.every=0
        --train.log_every=5 --train.threads=1 --train.progress=false --train.steps=100000)
-timeout 300 mpirun -np 2 "$BUILD/more_train" "${early[@]}" > "$OUT/early.log" 2>&1 &
+# MORE_SIGNAL_READY_FILE (what launch/slurm.sbatch waits for before it passes a signal on): created
+# once every rank handles the signal, i.e. before the placement log, and removed at exit.
+MORE_SIGNAL_READY_FILE=$OUT/ready timeout 300 mpirun -x MORE_SIGNAL_READY_FILE -np 2 "$BUILD/more_train" "${early[@]}" \
+  > "$OUT/early.log" 2>&1 &
 MPIRUN=$!
 for _ in $(seq 1 3000); do
-  grep -q "rank 1: host" "$OUT/early.log" 2>/dev/null && break
+  [ -e "$OUT/ready" ] && break
   sleep 0.01
 done
+test -e "$OUT/ready" || { echo "FAIL: no MORE_SIGNAL_READY_FILE"; exit 1; }
 PID=$(pgrep -f "^[^ ]*/more_train .*$OUT/early" | tail -1)
 kill -USR1 "$PID"
 wait $MPIRUN
-grep -q "stop signal received: saving a checkpoint" "$OUT/early.log"
+grep -q "stop signal received: saving a checkpoint at step 1 " "$OUT/early.log"
 STEP=$(cat "$OUT/early/checkpoints/latest")
 test -f "$OUT/early/checkpoints/$STEP/state.json"
 echo "saved $STEP after a signal during start-up"
-echo "2 passed, 0 failed"
+test ! -e "$OUT/ready" || { echo "FAIL: MORE_SIGNAL_READY_FILE left behind"; exit 1; }
+echo "3 passed, 0 failed"

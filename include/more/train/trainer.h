@@ -58,12 +58,6 @@ struct StepResult {
   std::vector<int> tasks;  // task of each micro-batch
 };
 
-// SIGTERM (pre-emption, scontrol requeue) and SIGUSR1 (Slurm's --signal warning before a time
-// limit) set a flag that the training loop reads at each step boundary: save a checkpoint, exit 0.
-// more_train installs this first thing, so a signal during start-up (model loading can take
-// minutes) is not fatal either: the run stops after its first step. Trainer::Run installs it too.
-void InstallStopSignalHandlers();
-
 class Trainer {
  public:
   Trainer(Config cfg, const ProcessGrid& grid);
