@@ -51,6 +51,8 @@ declare -A CFG=(
   [more_released]="--adapter.method=more --adapter.rank=8 --adapter.gate=frozen_at_init --adapter.scaling=per_component --adapter.task_emb_init=normal --adapter.task_emb_std=0.01"
   # the same with the paper's Kaiming E: the frozen ranks are then task-dependent in most modules
   [more_released_kaiming]="--adapter.method=more --adapter.rank=8 --adapter.gate=frozen_at_init --adapter.scaling=per_component"
+  # the frozen gate alone (everything else as more_r8): separates the gate from the scaling
+  [more_frozen_gate]="--adapter.method=more --adapter.rank=8 --adapter.gate=frozen_at_init"
 )
 run() {  # out, overrides...: one fine-tuning run (skipped when its final eval exists)
   local out=$1; shift
@@ -88,7 +90,7 @@ if [ $MODE = tuned ]; then
   /usr/bin/python3 launch/tuned_table.py "$EXP" --configs $ORDER --lrs $LRS | tee "$EXP/tuned.md"
   exit 0
 fi
-ORDER=${CONFIGS:-lora_r8 lora_r16 more_r8 more_normal_init more_soft more_no_cl more_uniform more_no_scaling more_no_task_emb more_subset_experts more_released more_released_kaiming}
+ORDER=${CONFIGS:-lora_r8 lora_r16 more_r8 more_normal_init more_soft more_no_cl more_uniform more_no_scaling more_no_task_emb more_subset_experts more_released more_released_kaiming more_frozen_gate}
 for c in $ORDER; do
   for s in $SEEDS; do run "$EXP/$c-s$s" --train.seed="$s" ${CFG[$c]}; done
 done
