@@ -96,6 +96,9 @@ for c in $ORDER; do
 done
 /usr/bin/python3 launch/exp_table.py "$EXP" $ORDER > "$EXP/results.md"
 /usr/bin/python3 launch/rank_counts.py "$EXP" $ORDER --steps 0 60 600 "$STEPS" >> "$EXP/results.md" || true
+# each task's chosen rank next to its best single-task rank (from `table1` runs in the same EXP, if any)
+/usr/bin/python3 launch/rank_vs_best.py "$EXP" $ORDER --steps 0 $((STEPS / 3)) $((2 * STEPS / 3)) "$STEPS" \
+  >> "$EXP/results.md" 2> /dev/null || true
 cat "$EXP/results.md"
 /usr/bin/python3 launch/plot.py loss $(for c in lora_r8 more_r8; do echo "$EXP/$c-s1"; done) --out "$EXP/loss.png" \
   --labels "LoRA r8,MoRE r8" || true

@@ -12,7 +12,7 @@ import os
 import statistics
 
 from exp_table import metric_rows  # same folder: the shared metrics.jsonl reader
-from table1 import best_ranks
+from table1 import best_ranks, near_best
 
 
 def rank_lines(path):
@@ -58,8 +58,10 @@ def main():
                 tasks = tasks or [(j["task_names"][i], i) for i in j["trained_tasks"]]
     if tasks is None:
         raise SystemExit(f"no MoRE runs with ranks lines under {a.exp}")
-    _, best = best_ranks(a.table1 or a.exp, [t for t, _ in tasks], [1, 2, 4, 8])
-    print("| config | task | best single-task rank | " + " | ".join(f"chosen, step {s}" for s in a.steps) +
+    scores, best = best_ranks(a.table1 or a.exp, [t for t, _ in tasks], [1, 2, 4, 8])
+    tied = near_best(scores, best)
+    label = {t: f"{best[t]}" + (f" (tied: {','.join(map(str, tied[t]))})" if len(tied[t]) > 1 else "") for t in best}
+    print("| config | task | best single-task rank (ranks within 1 std) | " + " | ".join(f"chosen, step {s}" for s in a.steps) +
           " | modules that changed |")
     print("|---" * (len(a.steps) + 4) + "|")
     corr = {}
@@ -81,13 +83,14 @@ def main():
                 changed.append(sum(p[lo][m][col] != p[hi][m][col] for m in p[lo]) / len(p[lo]))
             last = max(s for s in a.steps if all(s in p for p in per_run))
             finals.append(statistics.mean(statistics.mean(r[col] for r in p[last].values()) for p in per_run))
-            print(f"| {c} | {t} | {best.get(t, '-')} | " + " | ".join(cells) +
+            print(f"| {c} | {t} | {label.get(t, '-')} | " + " | ".join(cells) +
                   f" | {100 * statistics.mean(changed):.0f}% |")
         if all(t in best for t, _ in tasks):
             corr[c] = spearman(finals, [best[t] for t, _ in tasks])
     print()
     for c, r in corr.items():
-        print(f"- {c}: Spearman over tasks between the final mean chosen rank and the best single-task rank: {r:+.2f}")
+        print(f"- {c}: Spearman over tasks between the final mean chosen rank and the best single-task rank "
+              f"(lowest of ties): {r:+.2f}")
 
 
 if __name__ == "__main__":

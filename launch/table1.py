@@ -39,6 +39,16 @@ def best_ranks(exp, tasks, ranks):
     return scores, best
 
 
+def near_best(scores, best):
+    """{task: ranks whose mean score is within one std (of the best rank's seeds, or 0.005 with
+    one seed) of the best mean}: the ranks the runs do not separate from the best."""
+    out = {}
+    for t, r_best in best.items():
+        m, sd = mean_sd(scores[t][r_best])
+        out[t] = [r for r in sorted(scores[t]) if statistics.mean(scores[t][r]) >= m - max(sd, 0.005)]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("exp")
@@ -63,12 +73,8 @@ def main():
             cells.append(f"**{cell}**" if best[t] == r else cell)
         print(f"| {r} | " + " | ".join(cells) + " |")
     print("| best rank | " + " | ".join(str(best[t]) for t in tasks) + " |")
-    # ranks whose mean is within one std (of the best rank's seeds) of the best: not separated
-    ties = []
-    for t in tasks:
-        m, sd = mean_sd(scores[t][best[t]])
-        ties.append(",".join(str(r) for r in a.ranks if r in scores[t] and statistics.mean(scores[t][r]) >= m - sd))
-    print("| within 1 std of best | " + " | ".join(ties) + " |")
+    tied = near_best(scores, best)
+    print("| within 1 std of best | " + " | ".join(",".join(map(str, tied[t])) for t in tasks) + " |")
     # convergence: mean over ranks and seeds of each eval step
     steps = sorted({s for t in tasks for r in scores[t]
                     for m in glob.glob(os.path.join(a.exp, f"t1_{t}_r{r}-s*", "metrics.jsonl")) for s in evals(m, t)})
