@@ -87,7 +87,7 @@ if [ $MODE = tuned ]; then
       for lr in $LRS; do run "$EXP/$c-lr$lr-s$s" --train.seed="$s" --train.lr="$lr" ${CFG[$c]}; done
     done
   done
-  /usr/bin/python3 launch/tuned_table.py "$EXP" --configs $ORDER --lrs $LRS | tee "$EXP/tuned.md"
+  /usr/bin/python3 launch/tuned_table.py "$EXP" --configs $ORDER --lrs $LRS --seeds $SEEDS | tee "$EXP/tuned.md"
   exit 0
 fi
 ORDER=${CONFIGS:-lora_r8 lora_r16 more_r8 more_normal_init more_soft more_no_cl more_uniform more_no_scaling more_no_task_emb more_subset_experts more_released more_released_kaiming more_frozen_gate}

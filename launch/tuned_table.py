@@ -3,7 +3,8 @@
 each config at its best lr (the highest mean over seeds) per task; and per seed, the difference
 of each config at its best lr from the first config (the reference, LoRA r8 by default) at its
 best lr, on the seeds both have.
-Usage: python3 launch/tuned_table.py EXP_DIR --configs C [C ...] --lrs LR [LR ...]"""
+Usage: python3 launch/tuned_table.py EXP_DIR --configs C [C ...] --lrs LR [LR ...] [--seeds S ...]
+(--seeds: only these seeds, e.g. to compare learning rates on the seeds every lr has)"""
 import argparse
 import glob
 import os
@@ -13,12 +14,13 @@ import statistics
 from exp_table import final_eval, fmt
 
 
-def runs(exp, config, lr):
-    """{seed: final eval line} of one config at one lr."""
+def runs(exp, config, lr, seeds=None):
+    """{seed: final eval line} of one config at one lr (only `seeds`, when given)."""
     out = {}
     for m in glob.glob(os.path.join(exp, f"{config}-lr{lr}-s*", "metrics.jsonl")):
         e = final_eval(m)
-        if e:
+        seed = int(re.search(r"-s(\d+)$", os.path.dirname(m)).group(1))
+        if e and (not seeds or seed in seeds):
             out[int(re.search(r"-s(\d+)$", os.path.dirname(m)).group(1))] = e
     return out
 
@@ -28,8 +30,9 @@ def main():
     ap.add_argument("exp")
     ap.add_argument("--configs", nargs="+", required=True)
     ap.add_argument("--lrs", nargs="+", required=True)
+    ap.add_argument("--seeds", nargs="+", type=int)
     a = ap.parse_args()
-    grid = {(c, lr): runs(a.exp, c, lr) for c in a.configs for lr in a.lrs}
+    grid = {(c, lr): runs(a.exp, c, lr, a.seeds) for c in a.configs for lr in a.lrs}
     if not any(grid.values()):
         raise SystemExit(f"no finished tuned runs under {a.exp}")
     print("Mean score by learning rate (mean ± std over seeds, number of seeds):\n")
