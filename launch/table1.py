@@ -1,6 +1,6 @@
 """Tabulates `launch/experiment.sh table1` (single-task LoRA at several ranks, the paper's Table 1):
 rows = ranks, columns = tasks, the final eval score as mean ± sample std over seeds (the best
-mean per task in bold), then each task's best rank, the ranks within one std of it, and the mean
+mean per task in bold; runs that have not reached the last eval step are left out), then each task's best rank, the ranks within one std of it, and the mean
 score at every eval step (did the runs converge?).
 Usage: python3 launch/table1.py EXP_DIR [--tasks T ...] [--ranks 1 2 4 8] [--json OUT]"""
 import argparse
@@ -24,14 +24,15 @@ def mean_sd(xs):
 def best_ranks(exp, tasks, ranks):
     """{task: {rank: [final score per seed]}} and {task: best rank by mean} (the lower rank on ties)."""
     scores, best = {}, {}
+    runs = {(t, r): [evals(m, t) for m in sorted(glob.glob(os.path.join(exp, f"t1_{t}_r{r}-s*", "metrics.jsonl")))]
+            for t in tasks for r in ranks}
+    # the final step is the last eval step any run reached: a run still going (or stopped early)
+    # has not reached it and is left out
+    last = max((max(e) for es in runs.values() for e in es if e), default=None)
     for t in tasks:
         scores[t] = {}
         for r in ranks:
-            finals = []
-            for m in sorted(glob.glob(os.path.join(exp, f"t1_{t}_r{r}-s*", "metrics.jsonl"))):
-                e = evals(m, t)
-                if e:
-                    finals.append(e[max(e)])
+            finals = [e[last] for e in runs[(t, r)] if last in e]
             if finals:
                 scores[t][r] = finals
         if scores[t]:
@@ -84,9 +85,8 @@ def main():
     for s in steps:
         cells = []
         for t in tasks:
-            xs = [evals(m, t).get(s) for r in scores[t]
-                  for m in glob.glob(os.path.join(a.exp, f"t1_{t}_r{r}-s*", "metrics.jsonl"))]
-            xs = [x for x in xs if x is not None]
+            es = [evals(m, t) for r in scores[t] for m in glob.glob(os.path.join(a.exp, f"t1_{t}_r{r}-s*", "metrics.jsonl"))]
+            xs = [e[s] for e in es if s in e and steps[-1] in e]  # finished runs only
             cells.append(f"{statistics.mean(xs):.3f}" if xs else "-")
         print(f"| {s} | " + " | ".join(cells) + " |")
     if a.json:
