@@ -54,6 +54,7 @@ AdapterRecord AdapterRecordFromConfig(const Config& cfg, const std::vector<std::
   ao.tau = cfg.adapter.tau;
   ao.experts = cfg.ExpertRanks();
   ao.shared_gate_input = cfg.adapter.gate_input == "shared";
+  ao.frozen_gate = cfg.adapter.gate == "frozen_at_init";
   ao.task_emb_init = cfg.adapter.task_emb_init;
   ao.task_emb_std = cfg.adapter.task_emb_std;
   ao.seed = 0;
@@ -75,6 +76,7 @@ nlohmann::json AdapterRecordToJson(const AdapterRecord& r) {
           {"trained_tasks", r.trained_tasks()},
           {"experts", o.experts},
           {"gate_input", o.shared_gate_input ? "shared" : "task"},
+          {"gate", o.frozen_gate ? "frozen_at_init" : "learned"},
           {"targets", r.targets},
           {"tau", o.tau},
           {"task_emb_init", o.task_emb_init},
@@ -135,8 +137,10 @@ class Fields {
 AdapterRecord AdapterRecordFromJson(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) throw Error(fmt::format("'{}': the adapter record is not a JSON object", where));
   const Fields f(j, where);
-  if (f.Int("version", 0) != kAdapterRecordVersion)
-    f.Bad("version", fmt::format("is {}; this build reads version {}", j.at("version").dump(), kAdapterRecordVersion));
+  const int64_t version = f.Int("version", 0);
+  if (version != kAdapterRecordVersion && version != 1)
+    f.Bad("version", fmt::format("is {}; this build reads versions 1 and {}", j.at("version").dump(),
+                                 kAdapterRecordVersion));
   AdapterRecord r;
   auto& o = r.options;
   o.more = f.Choice("method", {"more", "lora"}) == "more";
@@ -165,6 +169,10 @@ AdapterRecord AdapterRecordFromJson(const nlohmann::json& j, const std::string& 
     o.experts.push_back(k);
   }
   o.shared_gate_input = f.Choice("gate_input", {"task", "shared"}) == "shared";
+  // version 1 (before adapter.gate existed): every gate was learned
+  o.frozen_gate = version >= 2 && f.Choice("gate", {"learned", "frozen_at_init"}) == "frozen_at_init";
+  if (o.frozen_gate && (!o.more || o.soft || o.shared_gate_input))
+    f.Bad("gate", "is frozen_at_init, which needs method more, selection ste and gate_input task");
   r.targets = f.Names("targets");
   if (r.targets.empty()) f.Bad("targets", "is empty");
   for (const auto& t : r.targets)

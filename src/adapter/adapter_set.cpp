@@ -29,10 +29,19 @@ AdapterSet::AdapterSet(std::vector<std::unique_ptr<MoreAdapter>> adapters, torch
       }
       *t = view.detach().requires_grad_(true);  // leaf sharing storage with flat_
       t->mutable_grad() = flat_grad_.narrow(0, e.offset, e.numel).view(e.shape);
-      // decoupled weight decay on the low-rank factors and gate weights, not on E or biases
-      if (suffix == "A" || suffix == "B" || suffix == "gate_w") decay_mask_.narrow(0, e.offset, e.numel).fill_(1.0);
+      // decoupled weight decay on the low-rank factors and gate weights, not on E or biases (nor on
+      // a frozen gate, which keeps its initial values)
+      const bool decayed = suffix == "A" || suffix == "B" || (suffix == "gate_w" && !a->options().frozen_gate);
+      if (decayed) decay_mask_.narrow(0, e.offset, e.numel).fill_(1.0);
     }
   }
+}
+
+int64_t AdapterSet::frozen_numel() const {
+  int64_t n = 0;
+  for (const auto& a : adapters_)
+    if (a->options().frozen_gate) n += a->gate_w.numel() + a->gate_b.numel() + a->E_gate.numel();
+  return n;
 }
 
 MoreAdapter* AdapterSet::Find(const std::string& module) const {
@@ -53,7 +62,7 @@ int64_t AdapterSet::RefreshSelections() const {
   for (const auto& a : adapters_) {
     if (!a->HardGate() || a->SelectionCacheValid()) continue;
     keys.push_back(a->CurrentSelectionKey());  // the state the choice below is computed from
-    chosen.push_back(MoreAdapter::ChooseExperts(a->gate_w, a->gate_b, a->E));
+    chosen.push_back(MoreAdapter::ChooseExperts(a->gate_w, a->gate_b, a->GateInput()));
     stale.push_back(a.get());
   }
   if (stale.empty()) return 0;

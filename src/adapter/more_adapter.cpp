@@ -48,6 +48,12 @@ MoreAdapter::MoreAdapter(std::string name, int64_t d_in, int64_t d_out, const Ad
     E = torch::empty({opt.shared_gate_input ? 1 : opt.num_tasks, d_in}, torch::kFloat32).normal_(0.0, e_std, gen);
     gate_w = torch::empty({n_exp, d_in}, torch::kFloat32).uniform_(-bound, bound, gen);
     gate_b = torch::empty({n_exp}, torch::kFloat32).uniform_(-bound, bound, gen);
+    if (opt.frozen_gate) {
+      MORE_CHECK(!opt.soft && !opt.shared_gate_input, "adapter {}: a frozen gate needs the hard gate over per-task "
+                 "embeddings (selection ste, gate_input task)", name_);
+      E_gate = E.clone();  // what the gate reads from now on; drawn from no generator, so the
+                           // other tensors are those of a learned gate with the same seed
+    }
   }
 }
 
@@ -57,6 +63,7 @@ std::vector<std::pair<std::string, torch::Tensor*>> MoreAdapter::Params() {
     p.emplace_back("E", &E);
     p.emplace_back("gate_w", &gate_w);
     p.emplace_back("gate_b", &gate_b);
+    if (opt_.frozen_gate) p.emplace_back("E_gate", &E_gate);
   }
   return p;
 }
@@ -80,22 +87,24 @@ int64_t VersionOf(const torch::Tensor& t) { return t.is_inference() ? -1 : stati
 }  // namespace
 
 MoreAdapter::SelectionKey MoreAdapter::CurrentSelectionKey() const {
-  return {gate_w, gate_b, E, VersionOf(gate_w), VersionOf(gate_b), VersionOf(E)};
+  const auto& e = GateInput();
+  return {gate_w, gate_b, e, VersionOf(gate_w), VersionOf(gate_b), VersionOf(e)};
 }
 
 bool MoreAdapter::SelectionCacheValid() const {
   const auto& c = cache_key_;
   if (!HardGate() || cache_k_.empty() || !c.gate_w.defined()) return false;
   // inference tensors have no version counter (-1): never trusted
-  return c.gate_w.is_same(gate_w) && c.gate_b.is_same(gate_b) && c.E.is_same(E) && c.v_gate_w >= 0 &&
+  const auto& e = GateInput();
+  return c.gate_w.is_same(gate_w) && c.gate_b.is_same(gate_b) && c.E.is_same(e) && c.v_gate_w >= 0 &&
          c.v_gate_b >= 0 && c.v_E >= 0 && c.v_gate_w == VersionOf(gate_w) && c.v_gate_b == VersionOf(gate_b) &&
-         c.v_E == VersionOf(E);
+         c.v_E == VersionOf(e);
 }
 
 void MoreAdapter::SetSelectionCache(SelectionKey key, std::vector<int64_t> k) const {
   MORE_CHECK(HardGate(), "adapter {}: no expert selection to cache (LoRA or soft selection)", name_);
-  MORE_CHECK(static_cast<int64_t>(k.size()) == E.size(0), "adapter {}: {} cached choices for {} rows of E", name_,
-             k.size(), E.size(0));
+  MORE_CHECK(static_cast<int64_t>(k.size()) == GateInput().size(0), "adapter {}: {} cached choices for {} rows of E",
+             name_, k.size(), GateInput().size(0));
   for (auto v : k)
     MORE_CHECK(v >= 0 && v < static_cast<int64_t>(experts_.size()), "adapter {}: expert index {} of {}", name_, v,
                experts_.size());
@@ -106,7 +115,7 @@ void MoreAdapter::SetSelectionCache(SelectionKey key, std::vector<int64_t> k) co
 int64_t MoreAdapter::CachedExpert(int64_t row) const {
   if (!SelectionCacheValid()) {
     auto key = CurrentSelectionKey();                                      // before computing: the state it sees
-    const auto k = ChooseExperts(gate_w, gate_b, E).to(torch::kCPU);       // one host read for this module
+    const auto k = ChooseExperts(gate_w, gate_b, GateInput()).to(torch::kCPU);  // one host read for this module
     ++host_reads_;
     const auto* p = k.data_ptr<int64_t>();
     SetSelectionCache(std::move(key), std::vector<int64_t>(p, p + k.numel()));
@@ -121,6 +130,12 @@ MoreAdapter::Selection MoreAdapter::Select(int task) const {
     return sel;
   }
   const int64_t row = GateRow(task);
+  if (opt_.frozen_gate) {  // the choice at init; no STE, so nothing of the gate enters the graph
+    torch::NoGradGuard ng;
+    sel.probs = torch::softmax(torch::mv(gate_w, E_gate[row]) + gate_b, 0);  // [n_experts], for reading only
+    sel.rank = experts_.at(static_cast<size_t>(CachedExpert(row)));
+    return sel;
+  }
   // p_t = softmax(W_g e_t + b_g)                                            [n_experts]
   sel.probs = torch::softmax(torch::mv(gate_w, E[row]) + gate_b, 0);
   if (opt_.soft) {
@@ -149,8 +164,10 @@ torch::Tensor MoreAdapter::ComponentWeights(const Selection& sel) const {
   if (!opt_.more) return torch::scalar_tensor(base, fo);
   const int64_t rt = sel.rank;
   const bool paper = opt_.scaling == "paper";
+  // the STE weight (value 1); a frozen gate has none: 1 without a graph
+  const auto ste = sel.weight.defined() ? sel.weight : torch::ones({}, fo);
   if (!opt_.soft && opt_.scaling != "per_component") {  // one factor for every component: 0-dim
-    return sel.weight * (base * (paper ? static_cast<double>(rt) / ScaleTasks() : 1.0));
+    return ste * (base * (paper ? static_cast<double>(rt) / ScaleTasks() : 1.0));
   }
   // per-component factor ((j+1)/r)^2, j = 0..rt-1 (applied to both A and B)
   auto comp = torch::ones({rt}, fo);
@@ -168,7 +185,7 @@ torch::Tensor MoreAdapter::ComponentWeights(const Selection& sel) const {
     return w * comp * base;
   }
   const double s = paper ? static_cast<double>(rt) / ScaleTasks() : 1.0;
-  return sel.weight * (comp * (base * s));
+  return ste * (comp * (base * s));
 }
 
 MoreAdapter::Factors MoreAdapter::FactorsFor(int task, bool training) const {

@@ -26,7 +26,7 @@ AdapterRecord DecideAdapterRecord(const Config& cfg, const std::vector<std::stri
   const auto src = CheckpointAdapterRecord(CheckpointManager::LoadState(src_dir), src_dir);
   // the settings that define the transferred function must be the source's
   auto mine = AdapterRecordToJson(rec), theirs = AdapterRecordToJson(src);
-  for (const char* key : {"method", "rank", "alpha", "scaling", "selection", "experts", "gate_input", "targets"}) {
+  for (const char* key : {"method", "rank", "alpha", "scaling", "selection", "experts", "gate_input", "gate", "targets"}) {
     if (mine.at(key) == theirs.at(key)) continue;
     const std::string cfg_key = std::string(key) == "targets" ? "adapter.targets" : fmt::format("adapter.{}", key);
     throw Error(fmt::format("transfer.from '{}' trained its adapters with {} = {} but this run sets {} = {}: the "

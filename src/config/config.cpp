@@ -274,6 +274,15 @@ void Config::Validate() const {
           "must be task or shared, not '" + adapter.gate_input + "'");
   Require(adapter.gate_input == "task" || adapter.lambda_cl == 0, "adapter.gate_input",
           "= shared has no per-task embeddings for the contrastive loss: set adapter.lambda_cl=0");
+  Require(adapter.gate == "learned" || adapter.gate == "frozen_at_init", "adapter.gate",
+          "must be learned or frozen_at_init, not '" + adapter.gate + "'");
+  if (adapter.gate == "frozen_at_init") {  // a hard gate over per-task embeddings is what it freezes
+    Require(adapter.method == "more", "adapter.gate", "= frozen_at_init needs adapter.method = more (LoRA has no gate)");
+    Require(adapter.selection == "ste", "adapter.gate",
+            "= frozen_at_init needs adapter.selection = ste (soft selection mixes every rank: nothing to fix)");
+    Require(adapter.gate_input == "task", "adapter.gate",
+            "= frozen_at_init needs adapter.gate_input = task (one fixed rank for all tasks is a LoRA: use method = lora)");
+  }
   Require(adapter.task_emb_init == "kaiming" || adapter.task_emb_init == "normal", "adapter.task_emb_init",
           "must be kaiming or normal, not '" + adapter.task_emb_init + "'");
   Require(adapter.task_emb_std > 0, "adapter.task_emb_std", "must be > 0");
@@ -306,6 +315,8 @@ void Config::Validate() const {
   Require(ckpt.keep_last >= 1, "ckpt.keep_last", "must be >= 1");
   Require(TransferPairs().empty() || !transfer.from.empty(), "transfer.tasks", "needs transfer.from (a checkpoint)");
   Require(transfer.from.empty() || adapter.method == "more", "transfer.from", "needs adapter.method = more");
+  Require(transfer.from.empty() || adapter.gate == "learned", "transfer.from",
+          "needs adapter.gate = learned (a frozen gate's ranks are fixed per task at init, so a new task has none)");
   for (const auto& item : SplitList(ckpt.allow_changes)) {
     const auto& keys = ResumeGuardedKeys();
     Require(item == "all" || std::find(keys.begin(), keys.end(), item) != keys.end(), "ckpt.allow_changes",

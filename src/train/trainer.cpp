@@ -239,8 +239,10 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
                model_cfg_.num_hidden_layers, model_cfg_.hidden_size, model_cfg_.num_attention_heads,
                model_cfg_.num_key_value_heads, model_cfg_.vocab_size, model_cfg_.NumParams() / 1e6,
                c10::toString(dtype));
-  spdlog::info("adapters: {} x {} modules on this stage, {} trainable params; {} micro-batches of {} per step",
-               ao.more ? "more" : "lora", adapters_->size(), adapters_->numel(), n_micro_, cfg_.train.micro_batch);
+  spdlog::info("adapters: {} x {} modules on this stage, {} trainable params{}; {} micro-batches of {} per step",
+               ao.more ? "more" : "lora", adapters_->size(), adapters_->numel() - adapters_->frozen_numel(),
+               ao.frozen_gate ? fmt::format(" (and {} of the frozen gates)", adapters_->frozen_numel()) : "", n_micro_,
+               cfg_.train.micro_batch);
   if (grid_.is_world_root()) {
     fs::create_directories(cfg_.train.out_dir);
     WriteFileAtomic(cfg_.train.out_dir + "/config.resolved.toml", ConfigToToml(cfg_));

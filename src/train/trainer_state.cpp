@@ -39,6 +39,7 @@ nlohmann::json Trainer::AdapterFingerprintOf(const AdapterRecord& r) {
   // the ablations' shapes, only when set
   if (!r.options.experts.empty()) j["experts"] = r.options.experts;
   if (r.options.shared_gate_input) j["gate_input"] = "shared";
+  if (r.options.frozen_gate) j["gate"] = "frozen_at_init";  // one more tensor per module (E_gate)
   return j;
 }
 

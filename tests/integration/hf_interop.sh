@@ -6,7 +6,8 @@
 # their layout); transformers + peft recompute those numbers from the exported PEFT adapters
 # (per-rank, per-rank with alpha_pattern removed, zero-padded uniform) and merged models.
 # Runs: MoRE ("paper" scaling) on 1 rank, MoRE on tp=2 x pp=2 (4 ranks), per-component scaling,
-# soft selection, plain LoRA, a few-shot transfer run (review=sentiment from the MoRE run: |T|
+# the released code's combination (adapter.gate=frozen_at_init + per-component scaling: its export
+# must keep the ranks chosen at step 0), soft selection, plain LoRA, a few-shot transfer run (review=sentiment from the MoRE run: |T|
 # of s(r_t) is the source's 5, not 1) and a run started from a PEFT adapter (adapter.init_from;
 # its step-0 evaluation must equal that adapter in peft, its final one its own export).
 # Also the base model and more_logits of three exports against transformers + peft (logits).
@@ -43,6 +44,7 @@ t0=$SECONDS
 train more 1 --train.steps=6 --train.lr=0.03
 train tp2pp2 4 --train.steps=4 --train.lr=0.03 --parallel.tp=2 --parallel.pp=2
 train perc 1 --train.steps=4 --train.lr=0.03 --adapter.scaling=per_component
+train frozen 1 --train.steps=4 --train.lr=0.03 --adapter.scaling=per_component --adapter.gate=frozen_at_init
 train soft 1 --train.steps=4 --train.lr=0.03 --adapter.selection=soft
 train lora 1 --train.steps=4 --train.lr=0.03 --adapter.method=lora --adapter.rank=4
 # few-shot transfer from the MoRE run (the case whose export was 5x too strong)
@@ -52,12 +54,34 @@ python3 "$SRC/shard_data/fewshot/generate.py" "$OUT/fewshot" > /dev/null
 train transfer 1 --train.steps=4 --train.lr=0.03 --data.train="$OUT/fs_shards" \
   --transfer.from="$OUT/more/checkpoints" --transfer.tasks=review=sentiment
 grep -q "|T| of s(r_t) = 5" "$OUT/transfer.log" || { echo "FAIL: the transfer run did not keep the source's |T|"; exit 1; }
-echo "trained 6 runs in $((SECONDS - t0)) s"
+echo "trained 7 runs in $((SECONDS - t0)) s"
 
 # --checkpoint accepts the checkpoints root, the latest pointer and a step directory
 export_run more --checkpoint "$OUT/more/checkpoints" --peft all --peft-uniform --merge all
 export_run tp2pp2 --checkpoint "$OUT/tp2pp2/checkpoints/latest" --peft all --merge all
 export_run perc --checkpoint "$OUT/perc/checkpoints/latest" --peft all --peft-uniform --merge all
+export_run frozen --checkpoint "$OUT/frozen/checkpoints" --peft all --peft-uniform --merge all
+# the frozen gate's ranks: the export's task_ranks are the ranks the run chose at step 0 (its first
+# "ranks" metrics line), and its PEFT adapters (checked against the trainer's evaluation below) use them
+"$PY" - "$OUT/frozen" <<'PY' || exit 1
+import json, sys
+run = sys.argv[1]
+first = next(j for j in map(json.loads, open(run + "/metrics.jsonl")) if j.get("type") == "ranks")
+assert first["step"] == 0, first["step"]
+exported = json.load(open(run + "/ex/adapter_config.json"))
+assert exported["adapter_record"]["gate"] == "frozen_at_init", exported["adapter_record"]
+if exported["task_ranks"] != first["task_ranks"]:
+    sys.exit("FAIL: the frozen-gate export's task_ranks differ from the ranks chosen at step 0")
+tasks = exported["adapter_record"]["tasks"]
+for t, name in enumerate(tasks):
+    pattern = json.load(open(f"{run}/ex/peft/{name}/adapter_config.json"))["rank_pattern"]
+    want = {"model." + m.rsplit(".", 1)[0] + "." + {"q": "self_attn.q_proj", "k": "self_attn.k_proj",
+            "v": "self_attn.v_proj", "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj",
+            "down": "mlp.down_proj"}[m.rsplit(".", 1)[1]]: r[t] for m, r in first["task_ranks"].items()}
+    if pattern != want:
+        sys.exit(f"FAIL: the PEFT adapter of '{name}' does not use the ranks chosen at step 0")
+print(f"frozen gate: export and PEFT ranks = the step-0 choice ({len(first['task_ranks'])} modules, {len(tasks)} tasks)")
+PY
 export_run soft --checkpoint "$OUT/soft/checkpoints" --peft all --peft-uniform --merge all
 export_run lora --checkpoint "$(ls -d "$OUT"/lora/checkpoints/step-* | tail -1)" --peft all --merge all
 # the transfer run: the end-of-run export (<out_dir>/export) and more_export --peft/--merge from it
@@ -86,10 +110,10 @@ for r in more transfer lora; do
 done
 
 evals=""
-for r in more tp2pp2 perc soft lora transfer imp; do
+for r in more tp2pp2 perc frozen soft lora transfer imp; do
   steps=$(ls "$OUT/$r/eval" | sort -t- -k2 -n | tail -1)
   variants='["peft", "peft_no_alpha_pattern", "merged"'
-  case $r in more|perc|soft|transfer) variants="$variants, \"uniform\"" ;; esac
+  case $r in more|perc|frozen|soft|transfer) variants="$variants, \"uniform\"" ;; esac
   evals="$evals{\"name\": \"$r\", \"dump\": \"$OUT/$r/eval/$steps\", \"export\": \"$OUT/$r/ex\", \"variants\": $variants]},"
 done
 

@@ -5,11 +5,12 @@
 // resume, export, merge, PEFT export and import, more_logits. Nothing else maps the config to
 // adapter settings (AdapterRecordFromConfig is that one mapping).
 //
-// JSON (version 1):
-//   {"version": 1, "method": "more"|"lora", "rank": r, "alpha": a, "scaling": "paper"|"none"|
+// JSON (version 2; version 1, written before "gate" existed, is read as gate "learned"):
+//   {"version": 2, "method": "more"|"lora", "rank": r, "alpha": a, "scaling": "paper"|"none"|
 //    "per_component", "selection": "ste"|"soft", "scale_tasks": |T| of s(r_t) = r_t/|T|,
 //    "tasks": [rows of E, the shards' task order], "trained_tasks": [names, a subset of tasks:
 //    the contrastive classes], "experts": [ranks] ([] = 1..r), "gate_input": "task"|"shared",
+//    "gate": "learned"|"frozen_at_init",
 //    "targets": ["q", ...], "tau": t, "task_emb_init": "kaiming"|"normal", "task_emb_std": s}
 // Not part of it: adapter dropout and the init seed (they shape training, not the trained
 // function: dropout is off in evaluation and export, and every tensor the seed initialises is
@@ -25,7 +26,7 @@
 
 namespace more {
 
-inline constexpr int kAdapterRecordVersion = 1;
+inline constexpr int kAdapterRecordVersion = 2;
 
 struct AdapterRecord {
   AdapterOptions options;            // dropout 0 and seed 0 unless a run sets them (ForRun)

@@ -44,6 +44,9 @@ class AdapterSet {
   torch::Tensor& flat_grad() { return flat_grad_; }     // [P] fp32
   const torch::Tensor& decay_mask() const { return decay_mask_; }  // [P] 1 = weight-decayed
   int64_t numel() const { return flat_.numel(); }
+  // Elements of frozen gates (adapter.gate = frozen_at_init: gate_w, gate_b, E_gate), which
+  // are stored with the rest but never change.
+  int64_t frozen_numel() const;
   void ZeroGrad() { flat_grad_.zero_(); }
 
   struct Entry {

@@ -24,6 +24,13 @@
 //     outputs and expert i is the first S_i ranks; soft: w_j = sum_{i: S_i > j} p_i s(S_i).
 //   shared_gate_input ("w/o task embeddings"): E has one row, a learned input shared by all
 //     tasks, so every task chooses the same expert; no contrastive loss (it needs one e_t per task).
+// frozen_gate (adapter.gate = frozen_at_init; the paper's released code): the gate reads
+//   E_gate [T, d_in], a copy of E made at init that never trains, so k_t is the gate's choice at
+//   initialisation and never changes; there is no STE factor (h uses weight 1 without a graph),
+//   so gate_w, gate_b and E_gate get no gradient and keep their initial values (AdamW leaves a
+//   tensor with zero gradient unchanged; they are not weight-decayed). E still trains through
+//   the contrastive loss, as in the released code. The three frozen tensors are saved with the
+//   others, so every checkpoint and export recomputes the same choice.
 // method = "lora" (baseline): fixed rank r, no gate, no E, scale alpha/r.
 //
 // THE selection (hard gate): k_t = argmax_k (gate_w E^T + gate_b)[t, k], the logits of every
@@ -83,6 +90,7 @@ struct AdapterOptions {
   double tau = 0.05;
   std::vector<int64_t> experts;    // the ranks that are experts (ascending, in 1..r); empty = 1..r
   bool shared_gate_input = false;  // E has one row for every task (ablation)
+  bool frozen_gate = false;        // the gate reads E_gate (E at init, untrained); no STE
   std::string task_emb_init = "kaiming";  // kaiming | normal
   double task_emb_std = 0.01;             // std of "normal"
   uint64_t seed = 0;              // init seed; each module mixes in its name, so init does not
@@ -116,9 +124,11 @@ class MoreAdapter {
   static torch::Tensor ChooseExperts(const torch::Tensor& gate_w, const torch::Tensor& gate_b,
                                      const torch::Tensor& E);
   bool HardGate() const { return opt_.more && !opt_.soft; }  // MoRE with an argmax (the cached case)
+  // The rows the gate reads: E, or E_gate with a frozen gate (see the header comment).
+  const torch::Tensor& GateInput() const { return opt_.frozen_gate ? E_gate : E; }
   // The cache of the chosen expert per row of E (hard gate only; see the header comment).
   struct SelectionKey {
-    torch::Tensor gate_w, gate_b, E;  // the tensors the choice was computed from (identity)
+    torch::Tensor gate_w, gate_b, E;  // the tensors the choice was computed from (identity; E: GateInput())
     int64_t v_gate_w = -1, v_gate_b = -1, v_E = -1;  // and their _version()s then
   };
   SelectionKey CurrentSelectionKey() const;
@@ -170,6 +180,7 @@ class MoreAdapter {
   const AdapterOptions& options() const { return opt_; }
 
   torch::Tensor A, B, E, gate_w, gate_b;  // see the header comment for shapes
+  torch::Tensor E_gate;                   // [T, d_in], frozen_gate only: E at init
 
  private:
   // Per-component weights w [r_used] applied to the rank-space product (includes s, alpha/r,

@@ -34,6 +34,8 @@ struct AdapterConfig {
   std::string init_from = "";      // a PEFT LoRA directory to start from (ckpt/peft_import.h)
   std::string experts = "";        // ranks that are experts, ascending ("2,4,6,8"); empty = 1..r
   std::string gate_input = "task"; // task (e_t per task) | shared (one learned input: ablation)
+  std::string gate = "learned";    // learned (the paper: the gate trains through the STE) |
+                                   // frozen_at_init (the released code: ranks fixed at init)
   std::string task_emb_init = "kaiming";  // kaiming (N(0, 2/d_in), the paper) | normal (N(0, std^2))
   double task_emb_std = 0.01;      // std of task_emb_init = normal
 };

@@ -26,6 +26,10 @@ void VisitConfig(C& c, F&& f) {
   f("adapter.gate_input", c.adapter.gate_input,
     "task (the gate reads e_t) | shared (one learned input for all tasks: ablation 'w/o task embeddings'; "
     "needs lambda_cl = 0)");
+  f("adapter.gate", c.adapter.gate,
+    "learned (the paper: the gate trains through the straight-through estimator) | frozen_at_init (the "
+    "paper's released code: each task's rank is the gate's choice at initialisation and never changes; "
+    "the gate gets no gradient; needs method = more, selection = ste, gate_input = task)");
   f("adapter.task_emb_init", c.adapter.task_emb_init,
     "task embedding init: kaiming (N(0, 2/d_in), the paper's) | normal (N(0, task_emb_std^2))");
   f("adapter.task_emb_std", c.adapter.task_emb_std, "std of adapter.task_emb_init = normal");
