@@ -262,6 +262,17 @@ TEST(Trainer, AttentionIsChosenByMeasurementAndKeptOnResume) {
   }
   // the test can tell the two apart: they differ in the last bits
   if (impls.size() == 2) EXPECT_NE(straight_losses["fused"], straight_losses["composed"]);
+  // a recorded choice this build cannot run, or one that is not an implementation, is refused
+  const AttentionShape shape{2, 2, 8, 4};
+  const auto& world = grid->world();
+  if (!FusedAttentionAvailable())
+    ExpectError([&] { ResolveAttention("auto", "fused", "ckpt/step-2", shape, torch::kFloat32, torch::kCPU, world); },
+                {"resuming 'ckpt/step-2'", "computed attention with fused", "LibTorch >= 2.1"});
+  else
+    EXPECT_EQ(ResolveAttention("auto", "fused", "ckpt/step-2", shape, torch::kFloat32, torch::kCPU, world).impl,
+              AttentionImpl::kFused);
+  ExpectError([&] { ResolveAttention("auto", "flash", "ckpt/step-2", shape, torch::kFloat32, torch::kCPU, world); },
+              {"ckpt/step-2: attention", "'flash'"});
 }
 
 // The gates' expert choices cost one device-to-host read per optimizer step, however many
