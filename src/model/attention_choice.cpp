@@ -43,15 +43,18 @@ std::string AttentionChoice::Describe() const {
 
 namespace {
 
-// Forward + backward of one implementation, seconds (the device synchronised on a GPU).
+// `layers` forwards of one implementation (each keeping what its backward needs, as a stage's
+// layers do: the composed scores of the first are out of the caches when its backward runs), then
+// their backward; seconds per layer (the device synchronised on a GPU).
 double TimeOnce(AttentionImpl impl, const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                const torch::Tensor& grad) {
+                const torch::Tensor& grad, int64_t layers) {
   for (auto t : {q, k, v}) t.mutable_grad() = torch::Tensor();
   const auto t0 = std::chrono::steady_clock::now();
-  auto out = CausalAttention(q, k, v, impl);                               // [B, H, S, hd]
-  out.backward(grad);
+  std::vector<torch::Tensor> outs;
+  for (int64_t l = 0; l < layers; ++l) outs.push_back(CausalAttention(q, k, v, impl));  // [B, H, S, hd] each
+  torch::autograd::backward(outs, std::vector<torch::Tensor>(outs.size(), grad));
   if (q.is_cuda()) torch::cuda::synchronize();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / static_cast<double>(layers);
 }
 
 }  // namespace
@@ -80,12 +83,22 @@ AttentionChoice MeasureAttention(const std::vector<AttentionImpl>& candidates, c
     torch::NoGradGuard ng;
     grad = make(1.0).detach();
   }
+  // at least `iters` timed rounds, and more (up to 50) until they took 0.1 s: small shapes (a few
+  // hundred microseconds each) get enough rounds for a stable fastest time
   std::vector<double> best(candidates.size(), std::numeric_limits<double>::infinity());
-  for (int it = 0; it <= iters; ++it)  // iteration 0 is the warm-up
+  double timed = 0;  // seconds of the timed rounds
+  int rounds = 0;
+  for (int it = 0;; ++it) {  // round 0: the warm-up
+    double round = 0;
     for (size_t i = 0; i < candidates.size(); ++i) {
-      const double s = TimeOnce(candidates[i], q, k, v, grad);
+      const double s = TimeOnce(candidates[i], q, k, v, grad, std::max<int64_t>(1, shape.layers));
+      round += s;
       if (it > 0) best[i] = std::min(best[i], s);
     }
+    if (it == 0) continue;
+    timed += round;
+    if (++rounds >= iters && (timed >= 0.1 || rounds >= 50)) break;
+  }
   auto t = torch::tensor(best, torch::kFloat64);
   comm.AllReduceMax(t);
   const auto* p = t.data_ptr<double>();
@@ -94,9 +107,10 @@ AttentionChoice MeasureAttention(const std::vector<AttentionImpl>& candidates, c
     if (p[i] < p[pick] * (1.0 - margin)) pick = i;
   for (size_t i = 0; i < candidates.size(); ++i) c.seconds.emplace_back(candidates[i], p[i]);
   c.impl = candidates[pick];
-  c.how = fmt::format("measured at [{}, {}, {}, {}] {}, forward + backward, fastest of {}, max over {} rank(s); "
-                      "{} unless another is faster by > {:.0f}%",
-                      shape.batch, shape.heads, shape.seq, shape.head_dim, c10::toString(dtype), iters, comm.size(),
+  c.how = fmt::format("measured at [{}, {}, {}, {}] {} x {} layers, forward + backward, fastest of {} rounds, "
+                      "max over {} rank(s); {} unless another is faster by > {:.0f}%",
+                      shape.batch, shape.heads, shape.seq, shape.head_dim, c10::toString(dtype),
+                      std::max<int64_t>(1, shape.layers), rounds, comm.size(),
                       AttentionName(candidates.front()), margin * 100);
   return c;
 }

@@ -4,7 +4,9 @@
 // (AttentionCandidates: composed always, fused where LibTorch has scaled_dot_product_attention).
 // Each rank times every candidate, forward + backward, on the run's largest attention shape
 // ([micro_batch, local heads, longest padded row, head_dim] in the base dtype on the run's
-// device), alternating, the fastest of `iters` timed iterations after one warm-up; the times are
+// device; the forwards of up to 4 of the stage's layers kept alive before their backward, as in a
+// step, so that the composed path's [B, H, S, S] scores are timed out of the caches), alternating, the fastest of at least `iters` timed rounds after one warm-up (more, up to
+// 50, until the rounds took 0.1 s: small shapes get a stable minimum); the times are
 // all-reduced (max over ranks: the slowest rank sets the step), so every rank makes the same
 // choice. The default of the fixed rule (fused where available: O(S) memory) is kept unless
 // another candidate is faster by more than `margin` (a relative margin: a choice that flips on
@@ -31,6 +33,7 @@ std::vector<AttentionImpl> AttentionCandidates();
 
 struct AttentionShape {
   int64_t batch = 1, heads = 1, seq = 1, head_dim = 1;
+  int64_t layers = 1;  // forwards kept alive before their backward (a stage's layers, capped by the caller)
 };
 
 struct AttentionChoice {
