@@ -222,6 +222,10 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   const auto dtype_choice = ResolveBaseDtype(cfg_.model.dtype, cfg_.model.device);
   const auto dtype = dtype_choice.dtype;
   if (grid_.is_world_root()) spdlog::info("base weights {} ({})", c10::toString(dtype), dtype_choice.reason);
+  if (cfg_.adapter.dtype == "bfloat16" && dtype != torch::kBFloat16)  // before the weights are read
+    throw Error(fmt::format("adapter.dtype=bfloat16 needs a bf16 base, but the base weights are {} ({})",
+                            c10::toString(dtype), dtype_choice.reason),
+                "set model.dtype=bfloat16 (or auto on a GPU or a CPU with native bf16), or adapter.dtype=float32");
   weights_ = std::make_unique<SafetensorsCollection>(cfg_.model.path);
   stage_ = std::make_unique<LlamaStage>(model_cfg_, *weights_, grid_, adapters_.get(), dtype, device_);
   // attention at the largest shape of the run's rows: [micro_batch, local heads, max_len, head_dim],
@@ -234,10 +238,6 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   stage_->set_attention(attention_.impl);
   if (grid_.is_world_root()) spdlog::info("{}", attention_.Describe());
   if (cfg_.adapter.dtype == "bfloat16") {
-    if (dtype != torch::kBFloat16)
-      throw Error(fmt::format("adapter.dtype=bfloat16 needs a bf16 base, but the base weights are {} ({})",
-                              c10::toString(dtype), dtype_choice.reason),
-                  "set model.dtype=bfloat16 (or auto on a GPU or a CPU with native bf16), or adapter.dtype=float32");
     stage_->set_adapter_dtype(torch::kBFloat16);
     if (grid_.is_world_root())
       spdlog::info("adapters compute in bf16 (adapter.dtype); parameters, gradients and optimizer state stay fp32");
