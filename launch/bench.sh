@@ -4,7 +4,7 @@
 #   tiny  : the demo model (hidden 64, 2 layers) on the bundled tasks (max_len 64)
 #   mid   : hidden 384, 8 layers, vocab 8192 (~20M parameters)   } on "long" rows: 12 examples
 #   100m  : hidden 768, 12 layers, vocab 8192 (~98M parameters)  } of a task per row, 256 tokens
-# Usage: bash launch/bench.sh [SECTIONS="matmul train ratio pipeline tp loader ckpt"]  (also: profile peer)
+# Usage: bash launch/bench.sh [SECTIONS="matmul train ratio pipeline tp loader ckpt"]  (also: profile peer item4)
 # Run it on an otherwise idle machine: every section measures wall time.
 # BENCH_SETUP=0: skip launch/setup.sh and use build/ and build-t211/ as they are (e.g. to measure
 # a trainer built earlier, without rebuilding it first).
@@ -159,6 +159,74 @@ for tag, s in sorted(steps.items()):
     print(line)
 if compile_s: print(f"torch.compile time (left out of its steps): " + ", ".join(f"{c:.1f} s" for c in compile_s))
 if mfu: print(f"trainer bf16 MFU: median {100 * statistics.median(mfu):.1f}% ({100 * min(mfu):.1f}-{100 * max(mfu):.1f}%)")
+PY
+  ;;
+item4)  # issue 25 item 4, each change alone (LibTorch 2.11 build, bf16 base, one rank, 2 threads),
+  # alternating ITEM4_ROUNDS (5) times: adapter.dtype float32 vs bfloat16 (MoRE r8 and LoRA r8,
+  # attention fixed to fused) and model.attention composed (MoRE, fp32 adapters; against the fused
+  # MoRE run), on the
+  # 100m shape of `peer` (8 x 256) and on the demo shape (tiny model, launch/demo.toml's batch, the
+  # bundled rows); then MoRE/LoRA (mid, `ratio`) with the defaults in bf16 and fp32 and with bf16
+  # adapters. PEER_BASELINE=path to another more_bench adds it and this build with the defaults (MoRE)
+  # to each round. ITEM4_SHAPES ("100m demo"), ITEM4_METHODS ("more lora") and ITEM4_RATIO=0 (skip
+  # the ratios) and ITEM4_STEPS (3 timed steps per 100m run) narrow it on a busy machine.
+  [ "$SETUP" = 0 ] || bash launch/setup.sh --torch211 > /dev/null
+  first=$(( $(wc -l < "$OUTF" 2>/dev/null || echo 0) + 1 ))
+  T4=./build-t211/more_bench
+  P100=("${COMMON[@]}" "${BIG[@]}" --model.dtype=bfloat16 --train.threads=2 --train.global_batch=8
+        --train.micro_batch=8 --bench.warmup=1 --bench.steps=${ITEM4_STEPS:-3})
+  PDEMO=("${COMMON[@]}" "${TINY[@]}" --data.bucket=16 --model.dtype=bfloat16 --train.threads=2
+         --train.global_batch=16 --train.micro_batch=8 --bench.warmup=2 --bench.steps=10)
+  for i in $(seq "${ITEM4_ROUNDS:-5}"); do
+    for shape in ${ITEM4_SHAPES:-100m demo}; do
+      if [ $shape = 100m ]; then P=("${P100[@]}"); else P=("${PDEMO[@]}"); fi
+      if [ -n "${PEER_BASELINE:-}" ]; then  # the defaults, before and after (no regression)
+        run mpirun -np 1 "$PEER_BASELINE" train "${P[@]}" --bench.tag=item4_${shape}_before
+        run mpirun -np 1 $T4 train "${P[@]}" --bench.tag=item4_${shape}_after
+      fi
+      for m in ${ITEM4_METHODS:-more lora}; do
+        ml=(); [ $m = lora ] && ml=(--adapter.method=lora --adapter.lambda_cl=0)
+        for ad in float32 bfloat16; do
+          run mpirun -np 1 $T4 train "${P[@]}" "${ml[@]}" --model.attention=fused --adapter.dtype=$ad \
+            --bench.tag=item4_${shape}_${m}_adapter_$ad
+        done
+      done
+      # (fused: the MoRE float32 run above)
+      run mpirun -np 1 $T4 train "${P[@]}" --model.attention=composed --bench.tag=item4_${shape}_more_attention_composed
+    done
+  done
+  [ "${ITEM4_RATIO:-1}" = 0 ] ||
+  for v in bfloat16/float32 float32/float32 bfloat16/bfloat16; do  # base dtype / adapter dtype
+    bd=${v%/*}; ad=${v#*/}
+    run mpirun -np 1 $T4 ratio "${COMMON[@]}" "${MID[@]}" --model.dtype=$bd --adapter.dtype=$ad --train.threads=2 \
+      --train.global_batch=8 --train.micro_batch=8 --bench.warmup=1 --bench.steps=10 --bench.tag=item4_ratio_${bd}_adapter_$ad
+  done
+  /usr/bin/python3 - "$OUTF" "$first" <<'PY'
+import json, statistics, sys
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+print(f"host CPU: {cpu}, {'AMX' if 'amx_bf16' in flags else 'no AMX'}, "
+      f"{'AVX512-BF16' if 'avx512_bf16' in flags else 'no AVX512-BF16'}; load average now {open('/proc/loadavg').read().split()[0]}")
+lines = open(sys.argv[1]).read().splitlines()[int(sys.argv[2]) - 1:]
+rows = [json.loads(l.split("BENCH ", 1)[-1]) for l in lines if '"item4_' in l]
+steps, rss, att = {}, {}, []
+for r in rows:
+    if r["tag"].startswith("item4_ratio_"):
+        print(f"{r['tag']:40s} MoRE {r['more_step_s']:.3f} s / LoRA {r['lora_step_s']:.3f} s = {r['ratio']:.3f}")
+        continue
+    steps.setdefault(r["tag"], []).extend(r["step_s"])
+    rss.setdefault(r["tag"], []).append(max(x["peak_rss_mib"] for x in r["ranks"]))
+for tag, s in sorted(steps.items()):
+    print(f"{tag:40s} fastest {min(s):7.3f} s  median {statistics.median(s):7.3f} s  ({len(s)} steps)  "
+          f"peak RSS {min(rss[tag]):.0f}-{max(rss[tag]):.0f} MiB")
+for shape in ("100m", "demo"):
+    for a, b, what in ((f"item4_{shape}_more_adapter_float32", f"item4_{shape}_more_adapter_bfloat16", "MoRE adapters fp32 / bf16"),
+                       (f"item4_{shape}_lora_adapter_float32", f"item4_{shape}_lora_adapter_bfloat16", "LoRA adapters fp32 / bf16"),
+                       (f"item4_{shape}_more_attention_composed", f"item4_{shape}_more_adapter_float32", "attention composed / fused"),
+                       (f"item4_{shape}_after", f"item4_{shape}_before", "defaults after / before")):
+        if a in steps and b in steps:
+            print(f"{shape:5s} {what:28s} {min(steps[a]) / min(steps[b]):.3f} (fastest)  "
+                  f"{statistics.median(steps[a]) / statistics.median(steps[b]):.3f} (median)")
 PY
   ;;
 *) echo "unknown section '$s'" >&2; exit 2 ;;

@@ -197,7 +197,7 @@ std::string ConfigHelp() {
 const std::vector<std::string>& ResumeGuardedKeys() {
   static const std::vector<std::string> kKeys = {
       "adapter.scaling", "adapter.selection",     "adapter.alpha",    "adapter.lambda_cl",
-      "adapter.tau",     "adapter.task_emb_init", "adapter.task_emb_std", "data.sampling",
+      "adapter.tau",     "adapter.task_emb_init", "adapter.task_emb_std", "adapter.dtype", "data.sampling",
       "data.temperature", "data.tasks"};
   return kKeys;
 }
@@ -259,6 +259,8 @@ void Config::Validate() const {
   Require(model.attention == "auto" || model.attention == "fused" || model.attention == "composed",
           "model.attention", "must be auto, fused or composed, not '" + model.attention + "'");
   Require(model.device == "cpu" || model.device == "cuda", "model.device", "must be cpu or cuda");
+  Require(adapter.dtype == "float32" || adapter.dtype == "bfloat16", "adapter.dtype",
+          "must be float32 or bfloat16, not '" + adapter.dtype + "'");
   Require(adapter.method == "more" || adapter.method == "lora", "adapter.method",
           "must be 'more' or 'lora', not '" + adapter.method + "'");
   Require(adapter.rank >= 1, "adapter.rank", "must be >= 1");

@@ -116,6 +116,11 @@ LlamaStage::LlamaStage(const LlamaConfig& cfg, const SafetensorsCollection& st, 
   sin_ = emb.sin().to(device, torch::kFloat32);
 }
 
+void LlamaStage::set_adapter_dtype(torch::ScalarType dtype) {
+  for (auto& l : layers_)
+    for (auto* m : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) m->set_compute_dtype(dtype);
+}
+
 const AdaptedLinear& LlamaStage::Linear(int64_t layer, const std::string& kind) const {
   MORE_CHECK(layer >= first_ && layer < last_, "layer {} is not on this stage [{}, {})", layer, first_, last_);
   const auto& l = layers_[layer - first_];

@@ -197,18 +197,25 @@ torch::Tensor AdaptedLinear::Forward(const torch::Tensor& x, ForwardContext& ctx
   if (!adapter_) {
     y = torch::matmul(x, weight_.t());
   } else {
-    const auto f = adapter_->FactorsFor(ctx.task, ctx.training);
+    auto f = adapter_->FactorsFor(ctx.task, ctx.training);
+    const auto master = f.a.scalar_type();                                 // the parameters' (fp32)
+    if (compute_dtype_ != torch::ScalarType::Undefined && compute_dtype_ != master) {
+      // adapter.dtype: autograd casts of the [r_t, d_in], [d_out, r_t] and [r_t] | 0-dim factors
+      f.a = f.a.to(compute_dtype_);
+      f.b = f.b.to(compute_dtype_);
+      f.w = f.w.to(compute_dtype_);
+    }
     const auto ad = f.a.scalar_type();
     // the contrastive pooling of x is made by the first module that reads x (q of q/k/v, gate of
-    // gate/up), inside its node; the others reuse it
-    torch::Tensor pooled = ctx.contrastive ? ctx.CachedPooled(x, ad) : torch::Tensor();
+    // gate/up), inside its node (in ad), kept in the parameters' dtype; the others reuse it
+    torch::Tensor pooled = ctx.contrastive ? ctx.CachedPooled(x, master) : torch::Tensor();
     const bool pool_here = ctx.contrastive && !pooled.defined();
     auto [out, z] = LoraLinearPooled(x, weight_, f, x.scalar_type() == ad ? torch::Tensor() : ctx.AdapterInput(x, ad),
                                      pool_here ? ctx.PoolWeights(ad) : torch::Tensor());
     y = out;
     if (pool_here) {
-      pooled = z;
-      ctx.StorePooled(x, z);
+      pooled = z.scalar_type() == master ? z : z.to(master);              // [B, d_in(/tp)]
+      ctx.StorePooled(x, pooled);
     }
     if (ctx.contrastive) ctx.cl_pending.push_back({adapter_, pooled, tp_});  // loss at FlushContrastive
   }

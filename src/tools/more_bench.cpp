@@ -242,6 +242,13 @@ struct StepTimes {
   int64_t samples = 0;
 };
 
+// {"fused": ms, "composed": ms} of a measured model.attention = auto (empty otherwise)
+nlohmann::json AttentionTimesMs(const AttentionChoice& c) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [impl, s] : c.seconds) j[AttentionName(impl)] = s * 1e3;
+  return j;
+}
+
 StepTimes RunSteps(Trainer& t, int64_t n) {
   StepTimes s;
   for (int64_t i = 0; i < n; ++i) {
@@ -336,7 +343,9 @@ int Train(const Args& a) {
            {"step_s", s.seconds}, {"tokens_per_s", tok_s}, {"samples_per_s", s.samples / total},
            {"gflops", achieved}, {"ceiling_gflops", ceiling},
            {"ceiling_before_gflops", ceiling_before}, {"ceiling_after_gflops", ceiling_after}, {"mfu", achieved / ceiling},
-           {"own_shape_gflops", own_rate}, {"of_own_shape_rate", achieved / own_rate}, {"ranks", ranks}});
+           {"own_shape_gflops", own_rate}, {"of_own_shape_rate", achieved / own_rate}, {"ranks", ranks},
+           {"adapter_dtype", cfg.adapter.dtype}, {"attention", AttentionName(t.attention_choice().impl)},
+           {"attention_ms", AttentionTimesMs(t.attention_choice())}});
   return 0;
 }
 

@@ -219,14 +219,25 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   const auto dtype_choice = ResolveBaseDtype(cfg_.model.dtype, cfg_.model.device);
   const auto dtype = dtype_choice.dtype;
   if (grid_.is_world_root()) spdlog::info("base weights {} ({})", c10::toString(dtype), dtype_choice.reason);
+  if (cfg_.adapter.dtype == "bfloat16" && dtype != torch::kBFloat16)  // before the weights are read
+    throw Error(fmt::format("adapter.dtype=bfloat16 needs a bf16 base, but the base weights are {} ({})",
+                            c10::toString(dtype), dtype_choice.reason),
+                "set model.dtype=bfloat16 (or auto on a GPU or a CPU with native bf16), or adapter.dtype=float32");
   weights_ = std::make_unique<SafetensorsCollection>(cfg_.model.path);
   stage_ = std::make_unique<LlamaStage>(model_cfg_, *weights_, grid_, adapters_.get(), dtype, device_);
-  if (cfg_.model.attention == "fused") {
-    MORE_CHECK(FusedAttentionAvailable(), "model.attention=fused needs LibTorch >= 2.1 (this build's is {}); "
-               "use model.attention=auto or composed", TORCH_VERSION);
-    stage_->set_attention(AttentionImpl::kFused);
-  } else if (cfg_.model.attention == "composed") {
-    stage_->set_attention(AttentionImpl::kComposed);
+  // attention at the largest shape of the run's rows: [micro_batch, local heads, max_len, head_dim],
+  // up to 4 of the stage's layers alive at once
+  const AttentionShape att_shape{cfg_.train.micro_batch, model_cfg_.num_attention_heads / grid_.layout().tp,
+                                 meta.max_len, model_cfg_.head_dim(),
+                                 std::clamp<int64_t>(stage_->last_layer() - stage_->first_layer(), 1, 4)};
+  attention_ = ResolveAttention(cfg_.model.attention, resume_ ? resume_->state.value("attention", "") : "",
+                                resume_dir_, att_shape, dtype, device_, grid_.world());
+  stage_->set_attention(attention_.impl);
+  if (grid_.is_world_root()) spdlog::info("{}", attention_.Describe());
+  if (cfg_.adapter.dtype == "bfloat16") {
+    stage_->set_adapter_dtype(torch::kBFloat16);
+    if (grid_.is_world_root())
+      spdlog::info("adapters compute in bf16 (adapter.dtype); parameters, gradients and optimizer state stay fp32");
   }
   stage_->SetRecompute(cfg_.train.recompute_layers);
   pipeline_ = std::make_unique<Pipeline>(*stage_, grid_, cfg_.parallel.schedule);

@@ -107,6 +107,7 @@ std::string Trainer::SaveCheckpoint() {
                             {"sampler", loader_->State()},
                             {"model", ModelFingerprint()},
                             {"adapter_record", AdapterRecordToJson(record_)},
+                            {"attention", AttentionName(attention_.impl)},
                             {"task_ranks", ranks},
                             {"skipped_steps", skipped_total_},
                             {"layout", {{"tp", grid_.layout().tp}, {"pp", grid_.layout().pp}, {"dp", grid_.layout().dp}}},

@@ -144,6 +144,137 @@ TEST(Trainer, Bf16BaseWithFp32AdaptersTracksTheFp32Run) {
   }
 }
 
+// adapter.dtype = bfloat16 (next to a bf16 base) tracks the fp32-adapter run on the same bf16 base:
+// losses within 0.5% over 5 steps, gradients in the same direction, while the parameters,
+// gradients and optimizer state stay fp32 (fp32 master weights).
+TEST(Trainer, Bf16AdaptersTrackTheFp32AdapterRun) {
+  auto grid = ProcessGrid::Single();
+  for (const std::string method : {"lora", "more"}) {
+    auto run = [&](const std::string& adapter_dtype) {
+      auto c = TinyConfig(ScratchDir("adtype_" + method + adapter_dtype));
+      c.model.dtype = "bfloat16";
+      c.adapter.dtype = adapter_dtype;
+      c.adapter.method = method;
+      c.adapter.dropout = 0.0;
+      c.train.steps = 5;
+      Trainer t(c, *grid);
+      EXPECT_EQ(t.stage().Linear(0, "q").compute_dtype(),
+                adapter_dtype == "bfloat16" ? torch::kBFloat16 : torch::ScalarType::Undefined);
+      auto r = RunSteps(t, 5);
+      EXPECT_EQ(t.adapters().flat().scalar_type(), torch::kFloat32);
+      EXPECT_EQ(t.adapters().flat_grad().scalar_type(), torch::kFloat32);
+      EXPECT_EQ(t.optimizer().m().scalar_type(), torch::kFloat32);
+      EXPECT_EQ(t.optimizer().v().scalar_type(), torch::kFloat32);
+      return r;
+    };
+    const auto [l32, g32, p32] = run("float32");
+    const auto [l16, g16, p16] = run("bfloat16");
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_NEAR(l16[i], l32[i], 5e-3 * std::abs(l32[i])) << method << " step " << i + 1;
+      const double cos = torch::cosine_similarity(g16[i], g32[i], 0).item<double>();
+      if (method == "lora" || i == 0) EXPECT_GT(cos, 0.99) << method << " step " << i + 1;
+    }
+    EXPECT_FALSE(torch::equal(g16[0], g32[0])) << method;  // it really computed in bf16
+    EXPECT_GT((p16 - p32).abs().max().item<double>(), 0.0) << method;
+  }
+}
+
+// The masters are fp32: an AdamW step of lr 1e-6 moves every parameter with a non-zero gradient
+// by lr * g / (|g| + eps) (the first step of AdamW, float64 reference), an update that bf16
+// parameters (8 significant bits) would round away for almost all of them.
+TEST(Trainer, Bf16AdaptersKeepFp32MasterWeights) {
+  auto grid = ProcessGrid::Single();
+  auto c = TinyConfig(ScratchDir("adtype_master"));
+  c.model.dtype = "bfloat16";
+  c.adapter.dtype = "bfloat16";
+  c.adapter.dropout = 0.0;
+  c.train.lr = 1e-6;
+  c.train.warmup = 0;
+  c.train.grad_clip = 0.0;
+  Trainer t(c, *grid);
+  const auto p0 = t.adapters().flat().detach().to(torch::kFloat64).clone();
+  t.Step();
+  const auto g = t.adapters().flat_grad().to(torch::kFloat64);
+  const auto p1 = t.adapters().flat().detach().to(torch::kFloat64);
+  const auto moved = g.ne(0);
+  ASSERT_GT(moved.sum().item<int64_t>(), 1000);
+  const auto expected = p0 - 1e-6 * g / (g.abs() + c.train.eps);
+  // fp32 rounding of p1 (|p| < 1: ulp <= 2^-24 * 2) is far below the 1e-6 step
+  EXPECT_LT((p1 - expected).abs().max().item<double>(), 2e-7);
+  EXPECT_GT(((p1 - p0).abs() > 5e-7).logical_and(moved).sum().item<int64_t>(),
+            moved.sum().item<int64_t>() * 99 / 100);
+  // the same update applied to bf16 masters: lost for most of the moved parameters
+  const auto p0b = p0.to(torch::kBFloat16), p1b = expected.to(torch::kBFloat16);
+  const auto lost = p0b.eq(p1b).logical_and(moved).logical_and(p0.abs() > 1e-3);
+  EXPECT_GT(lost.sum().item<int64_t>(), moved.logical_and(p0.abs() > 1e-3).sum().item<int64_t>() * 9 / 10);
+}
+
+// model.attention = auto: measured at start-up (both implementations timed where the build has
+// both), the choice recorded in the checkpoint, and a resumed run uses the recorded choice
+// without measuring: a run started with fused (composed) and resumed with auto continues with
+// fused (composed), bitwise as its uninterrupted run.
+TEST(Trainer, AttentionIsChosenByMeasurementAndKeptOnResume) {
+  auto grid = ProcessGrid::Single();
+  {
+    auto c = TinyConfig(ScratchDir("att_auto"));
+    Trainer t(c, *grid);
+    const auto& ch = t.attention_choice();
+    EXPECT_EQ(t.stage().attention(), ch.impl);
+    ASSERT_NE(ch.impl, AttentionImpl::kAuto);
+    if (FusedAttentionAvailable()) {
+      ASSERT_EQ(ch.seconds.size(), 2u);
+      for (const auto& [impl, s] : ch.seconds) EXPECT_GT(s, 0.0) << AttentionName(impl);
+    } else {
+      EXPECT_EQ(ch.impl, AttentionImpl::kComposed);
+      EXPECT_TRUE(ch.seconds.empty());
+    }
+    t.Step();
+    const auto dir = t.SaveCheckpoint();
+    EXPECT_EQ(CheckpointManager::LoadState(dir).at("attention"), AttentionName(ch.impl));
+  }
+  std::vector<std::string> impls = {"composed"};
+  if (FusedAttentionAvailable()) impls.push_back("fused");
+  std::map<std::string, std::vector<double>> straight_losses;
+  for (const auto& impl : impls) {
+    auto c = TinyConfig("");
+    c.model.attention = impl;
+    c.train.steps = 4;
+    std::vector<double> straight, resumed;
+    {
+      c.train.out_dir = ScratchDir("att_straight_" + impl);
+      Trainer t(c, *grid);
+      straight = RunSteps(t, 4).losses;
+    }
+    c.train.out_dir = ScratchDir("att_resumed_" + impl);
+    {
+      Trainer t(c, *grid);
+      resumed = RunSteps(t, 2).losses;
+      t.SaveCheckpoint();
+    }
+    c.model.attention = "auto";
+    Trainer t(c, *grid);
+    EXPECT_EQ(t.stage().attention(), impl == "fused" ? AttentionImpl::kFused : AttentionImpl::kComposed);
+    EXPECT_TRUE(t.attention_choice().seconds.empty()) << "a resumed run does not measure";
+    EXPECT_EQ(t.MaybeResume(), 2);
+    for (double l : RunSteps(t, 2).losses) resumed.push_back(l);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(straight[i], resumed[i]) << impl << " step " << i + 1;
+    straight_losses[impl] = straight;
+  }
+  // the test can tell the two apart: they differ in the last bits
+  if (impls.size() == 2) EXPECT_NE(straight_losses["fused"], straight_losses["composed"]);
+  // a recorded choice this build cannot run, or one that is not an implementation, is refused
+  const AttentionShape shape{2, 2, 8, 4};
+  const auto& world = grid->world();
+  if (!FusedAttentionAvailable())
+    ExpectError([&] { ResolveAttention("auto", "fused", "ckpt/step-2", shape, torch::kFloat32, torch::kCPU, world); },
+                {"resuming 'ckpt/step-2'", "computed attention with fused", "LibTorch >= 2.1"});
+  else
+    EXPECT_EQ(ResolveAttention("auto", "fused", "ckpt/step-2", shape, torch::kFloat32, torch::kCPU, world).impl,
+              AttentionImpl::kFused);
+  ExpectError([&] { ResolveAttention("auto", "flash", "ckpt/step-2", shape, torch::kFloat32, torch::kCPU, world); },
+              {"ckpt/step-2: attention", "'flash'"});
+}
+
 // The gates' expert choices cost one device-to-host read per optimizer step, however many
 // modules, micro-batches and recomputed layers read them (on a GPU each read is a sync), and the
 // cached choices are the ones an independent recomputation from the current gates gives.
@@ -323,6 +454,7 @@ TEST(Trainer, ResumeRefusesChangedSettingsUnlessAllowed) {
       {"adapter.tau", [](Config& c) { c.adapter.tau = 0.5; }},
       {"adapter.task_emb_init", [](Config& c) { c.adapter.task_emb_init = "normal"; }},
       {"adapter.task_emb_std", [](Config& c) { c.adapter.task_emb_std = 0.1; }},
+      {"adapter.dtype", [](Config& c) { c.adapter.dtype = "bfloat16"; c.model.dtype = "bfloat16"; }},
       {"data.sampling", [](Config& c) { c.data.sampling = "uniform"; }},
       {"data.temperature", [](Config& c) { c.data.temperature = 3.0; }},
       {"data.tasks", [](Config& c) { c.data.tasks = "sentiment,topic"; }},
@@ -529,6 +661,13 @@ TEST(Trainer, BadInputsGiveClearErrors) {
     c.parallel.tp = 3;  // 4 heads do not split in 3
     ExpectError([&] { c.ValidateAgainstModel(LoadLlamaConfig(c.model.path), 3); },
                           {"num_attention_heads", "parallel.tp"});
+  }
+  {
+    auto c = TinyConfig(dir);  // a float32 base
+    c.adapter.dtype = "bfloat16";
+    ExpectError([&] { Trainer t(c, *grid); }, {"adapter.dtype=bfloat16 needs a bf16 base", "model.dtype=bfloat16"});
+    c.adapter.dtype = "float16";
+    ExpectError([&] { c.Validate(); }, {"adapter.dtype", "float16"});
   }
   {
     auto c = TinyConfig(dir);

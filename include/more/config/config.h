@@ -18,7 +18,7 @@ struct ModelConfig {
   std::string path = "";           // HF directory: config.json + *.safetensors (+ tokenizer.model)
   std::string dtype = "auto";      // base weights: auto (bf16 on GPU and on CPUs with native bf16, else f32) | float32 | bfloat16
   std::string device = "cpu";      // cpu | cuda
-  std::string attention = "auto";  // auto (fused where LibTorch has it) | fused | composed
+  std::string attention = "auto";  // auto (measured at start-up: model/attention_choice.h) | fused | composed
 };
 
 struct AdapterConfig {
@@ -38,6 +38,8 @@ struct AdapterConfig {
                                    // frozen_at_init (the released code: ranks fixed at init)
   std::string task_emb_init = "kaiming";  // kaiming (N(0, 2/d_in), the paper) | normal (N(0, std^2))
   double task_emb_std = 0.01;      // std of task_emb_init = normal
+  std::string dtype = "float32";   // compute dtype of A/B: float32 | bfloat16 (needs a bf16 base; the
+                                   // parameters, gradients, optimizer and checkpoints stay fp32)
 };
 
 struct DataConfig {

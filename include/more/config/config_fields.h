@@ -8,7 +8,8 @@ void VisitConfig(C& c, F&& f) {
   f("model.path", c.model.path, "Hugging Face LLaMA directory (config.json + safetensors)");
   f("model.dtype", c.model.dtype, "base weight dtype: auto (bf16 on cuda and on CPUs with native bf16: AVX512-BF16 / AMX-BF16; else float32) | float32 | bfloat16");
   f("model.attention", c.model.attention,
-    "causal attention: auto | fused (scaled_dot_product_attention, LibTorch >= 2.1) | composed (S x S scores)");
+    "causal attention: auto (the faster of those this build has, measured at start-up; a resumed run keeps its "
+    "checkpoint's) | fused (scaled_dot_product_attention, LibTorch >= 2.1) | composed (S x S scores)");
   f("model.device", c.model.device, "cpu | cuda");
   f("adapter.method", c.adapter.method, "more | lora");
   f("adapter.rank", c.adapter.rank, "maximum LoRA rank r (MoRE experts are ranks 1..r)");
@@ -33,6 +34,9 @@ void VisitConfig(C& c, F&& f) {
   f("adapter.task_emb_init", c.adapter.task_emb_init,
     "task embedding init: kaiming (N(0, 2/d_in), the paper's) | normal (N(0, task_emb_std^2))");
   f("adapter.task_emb_std", c.adapter.task_emb_std, "std of adapter.task_emb_init = normal");
+  f("adapter.dtype", c.adapter.dtype,
+    "compute dtype of the adapters' A/B products: float32 | bfloat16 (needs a bf16 base; parameters, "
+    "gradients, optimizer state and checkpoints stay fp32: fp32 master weights)");
   f("data.train", c.data.train, "training shard directory or files (comma separated)");
   f("data.eval", c.data.eval, "eval shard directory; empty = data.train, split 'eval'");
   f("data.tokenizer", c.data.tokenizer, "tokenizer file the shards were made with (a SentencePiece .model or a tokenizer.json); empty = <model.path>/tokenizer.model or tokenizer.json");
@@ -76,7 +80,7 @@ void VisitConfig(C& c, F&& f) {
   f("ckpt.resume", c.ckpt.resume, "resume from <ckpt.dir>/latest when present");
   f("ckpt.allow_changes", c.ckpt.allow_changes,
     "on resume, let these settings differ from the checkpoint's (comma-separated keys, or all); "
-    "others of adapter.scaling/selection/alpha/lambda_cl/tau/task_emb_init/task_emb_std, "
+    "others of adapter.scaling/selection/alpha/lambda_cl/tau/task_emb_init/task_emb_std/dtype, "
     "data.sampling/temperature/tasks are refused");
   f("transfer.from", c.transfer.from,
     "few-shot transfer: start from this MoRE checkpoint (a step directory or a checkpoint root)");

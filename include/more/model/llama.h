@@ -80,6 +80,9 @@ class LlamaStage {
   torch::ScalarType dtype() const { return dtype_; }
   // causal attention kernel (model.attention); kAuto until set
   void set_attention(AttentionImpl impl) { attention_ = impl; }
+  AttentionImpl attention() const { return attention_; }
+  // adapter.dtype: the compute dtype of every adapted module's A/B products (AdaptedLinear)
+  void set_adapter_dtype(torch::ScalarType dtype);
   // Activation recomputation: the first `layers` layers of this stage keep only their input
   // during the forward and rerun it in the backward (0 = none; more than the stage has = all).
   // Same losses and gradients, up to float summation order of the contrastive terms.

@@ -96,6 +96,14 @@ class AdaptedLinear {
   const torch::Tensor& weight() const { return weight_; }
   const torch::Tensor& bias() const { return bias_; }  // undefined: none
   MoreAdapter* adapter() const { return adapter_; }
+  // adapter.dtype: the dtype the adapter's A/B products run in (ScalarType::Undefined: the
+  // parameters' own, fp32). bf16 next to a bf16 base: the factors are cast from the fp32
+  // parameters in each forward (autograd casts: the gradients reach the fp32 parameters as fp32),
+  // so the fused node reads the bf16 module input itself (no fp32 copy) and its backward reads
+  // the bf16 output gradient without a cast; the contrastive pooling is cast back to the
+  // parameters' dtype, and the gate, task embeddings and contrastive loss stay fp32.
+  void set_compute_dtype(torch::ScalarType dtype) { compute_dtype_ = dtype; }
+  torch::ScalarType compute_dtype() const { return compute_dtype_; }
 
  private:
   torch::Tensor weight_;  // frozen local shard, base dtype
@@ -103,6 +111,7 @@ class AdaptedLinear {
   ParallelKind kind_ = ParallelKind::kColumn;
   MoreAdapter* adapter_ = nullptr;
   const Communicator* tp_ = nullptr;
+  torch::ScalarType compute_dtype_ = torch::ScalarType::Undefined;
 };
 
 }  // namespace more

@@ -24,6 +24,7 @@
 #include "more/data/streaming_loader.h"
 #include "more/dist/process_grid.h"
 #include "more/eval/evaluator.h"
+#include "more/model/attention_choice.h"
 #include "more/model/hf_config.h"
 #include "more/model/llama.h"
 #include "more/train/metrics_log.h"
@@ -87,6 +88,7 @@ class Trainer {
   const ShardSet& train_shards() const { return *train_; }
   const ProcessGrid& grid() const { return grid_; }
   FlatAdamW& optimizer() { return *opt_; }
+  const AttentionChoice& attention_choice() const { return attention_; }
   torch::Device device() const { return device_; }
 
  private:
@@ -149,6 +151,7 @@ class Trainer {
   // the checkpoint to resume (ckpt.resume and a latest one exist), read by the constructor for
   // its adapter record, consumed by MaybeResume
   std::unique_ptr<CheckpointManager::Loaded> resume_;
+  AttentionChoice attention_;  // model.attention as resolved (recorded in every checkpoint)
   std::string resume_dir_;
   int64_t n_micro_ = 1;
   int64_t step_ = 0;
