@@ -256,8 +256,9 @@ void Config::Validate() const {
   Require(!data.train.empty(), "data.train", "is required (a directory of HDF5 shards)");
   Require(model.dtype == "auto" || model.dtype == "float32" || model.dtype == "bfloat16",
           "model.dtype", "must be auto, float32 or bfloat16, not '" + model.dtype + "'");
-  Require(model.attention == "auto" || model.attention == "fused" || model.attention == "composed",
-          "model.attention", "must be auto, fused or composed, not '" + model.attention + "'");
+  Require(model.attention == "auto" || model.attention == "measure" || model.attention == "fused" ||
+              model.attention == "composed",
+          "model.attention", "must be auto, measure, fused or composed, not '" + model.attention + "'");
   Require(model.device == "cpu" || model.device == "cuda", "model.device", "must be cpu or cuda");
   Require(adapter.dtype == "float32" || adapter.dtype == "bfloat16", "adapter.dtype",
           "must be float32 or bfloat16, not '" + adapter.dtype + "'");

@@ -124,9 +124,9 @@ AttentionChoice ResolveAttention(const std::string& setting, const std::string& 
                               "build's LibTorch is {}", who, TORCH_VERSION), hint);
   };
   AttentionChoice c;
-  if (setting != "auto") {
+  if (setting != "auto" && setting != "measure") {
     c.impl = ParseAttentionImpl(setting, "model.attention");
-    check_available(c.impl, "model.attention=" + setting, "use model.attention=auto or composed");
+    check_available(c.impl, "model.attention=" + setting, "use model.attention=auto, measure or composed");
     c.how = "model.attention=" + setting;
     if (!recorded.empty() && recorded != setting)
       spdlog::warn("resuming '{}' with model.attention={}, but that run computed with {}: the result will differ "
@@ -139,6 +139,11 @@ AttentionChoice ResolveAttention(const std::string& setting, const std::string& 
                     "resume with the LibTorch >= 2.1 build, or set model.attention=composed to change it "
                     "deliberately (the run then differs in its last bits from an uninterrupted one)");
     c.how = "the choice of the run resumed from " + source;
+    return c;
+  }
+  if (setting == "auto") {  // the fixed rule: the same choice in every fresh run of this build
+    c.impl = AttentionCandidates().front();
+    c.how = "model.attention=auto (fused where this LibTorch has it, else composed)";
     return c;
   }
   return MeasureAttention(AttentionCandidates(), shape, dtype, device, comm);

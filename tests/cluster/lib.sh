@@ -17,8 +17,8 @@ trap cluster_cleanup EXIT
 trap 'exit 130' INT TERM
 bash "$CLUSTER_SH" up 2
 printf 'node1 slots=2\nnode2 slots=2\n' > "$OUT/hostfile"
-# the arguments of every run (tiny model, float32 and composed attention for bitwise comparisons)
-RUN_ARGS=(--model.dtype=float32 --model.attention=composed --model.path="$DATA/tiny" --data.train="$DATA/shards" --train.log_every=1
+# the arguments of every run (tiny model, float32 for bitwise comparisons)
+RUN_ARGS=(--model.dtype=float32 --model.path="$DATA/tiny" --data.train="$DATA/shards" --train.log_every=1
           --eval.at_start=false --eval.every=0 --eval.max_samples=8 --train.threads=1 --train.progress=false
           --adapter.dropout=0.1)
 # multinode LOG ARGS...: launch/multinode.sh on node1 with the 2-node hostfile, NP=4, PPN=2

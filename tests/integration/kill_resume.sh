@@ -18,11 +18,8 @@ STEPS=16; EVERY=4
 fail=0; pass=0
 run() {  # dir, log, extra env...: one launch, bounded in time
   local dir=$1 log=$2; shift 2
-  # model.dtype pinned to float32 (bitwise equality): auto is bf16 on a CPU with native bf16; and
-  # model.attention pinned: auto measures at start-up, and a relaunch before the first checkpoint
-  # or the uninterrupted run could measure the other way (composed: every LibTorch has it)
+  # model.dtype pinned to float32 (bitwise equality): auto is bf16 on a CPU with native bf16
   timeout 180 env "$@" mpirun -np "$NP" -x MORE_FAIL_AT "$BUILD/more_train" --config "$SRC/launch/demo.toml" --model.dtype=float32 \
-    --model.attention=composed \
     --model.path="$DATA/tiny" --data.train="$DATA/shards" --train.out_dir="$dir" --train.steps=$STEPS \
     --ckpt.every=$EVERY --ckpt.keep_last=3 --train.log_every=1 --eval.at_start=false --eval.every=0 \
     --eval.max_samples=8 --train.threads=1 --train.progress=false --adapter.dropout=0.1 $LAYOUT >> "$log" 2>&1

@@ -16,9 +16,8 @@ RANDOM=$SEED
 echo "seed $SEED (MORE_TEST_SEED=$SEED replays the choices); $STEPS steps, $CYCLES kill cycles, $NP ranks $LAYOUT"
 EVERY=$(( STEPS / 20 > 1 ? STEPS / 20 : 2 ))
 args() {  # out dir
-  # model.dtype pinned to float32 (bitwise equality): auto is bf16 on a CPU with native bf16; and
-  # model.attention pinned: auto measures at start-up, and fresh runs could measure differently
-  echo --config "$SRC/launch/demo.toml" --model.dtype=float32 --model.attention=composed --model.path="$DATA/tiny" --data.train="$DATA/shards" \
+  # model.dtype pinned to float32 (bitwise equality): auto is bf16 on a CPU with native bf16
+  echo --config "$SRC/launch/demo.toml" --model.dtype=float32 --model.path="$DATA/tiny" --data.train="$DATA/shards" \
     --train.out_dir="$1" --train.steps=$STEPS --ckpt.every=$EVERY --ckpt.keep_last=2 --train.log_every=1 \
     --eval.at_start=false --eval.every=0 --eval.max_samples=8 --train.threads=1 --train.progress=false \
     --adapter.dropout=0.1 $LAYOUT

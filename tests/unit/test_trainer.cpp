@@ -209,14 +209,22 @@ TEST(Trainer, Bf16AdaptersKeepFp32MasterWeights) {
   EXPECT_GT(lost.sum().item<int64_t>(), moved.logical_and(p0.abs() > 1e-3).sum().item<int64_t>() * 9 / 10);
 }
 
-// model.attention = auto: measured at start-up (both implementations timed where the build has
-// both), the choice recorded in the checkpoint, and a resumed run uses the recorded choice
+// model.attention = measure: measured at start-up (both implementations timed where the build
+// has both), the choice recorded in the checkpoint, and a resumed run uses the recorded choice
 // without measuring: a run started with fused (composed) and resumed with auto continues with
-// fused (composed), bitwise as its uninterrupted run.
+// fused (composed), bitwise as its uninterrupted run. model.attention = auto (the default) is the
+// fixed rule: fused where the build has it, no measurement.
 TEST(Trainer, AttentionIsChosenByMeasurementAndKeptOnResume) {
   auto grid = ProcessGrid::Single();
   {
+    auto c = TinyConfig(ScratchDir("att_fixed"));
+    Trainer t(c, *grid);
+    EXPECT_EQ(t.stage().attention(), FusedAttentionAvailable() ? AttentionImpl::kFused : AttentionImpl::kComposed);
+    EXPECT_TRUE(t.attention_choice().seconds.empty()) << "auto does not measure";
+  }
+  {
     auto c = TinyConfig(ScratchDir("att_auto"));
+    c.model.attention = "measure";
     Trainer t(c, *grid);
     const auto& ch = t.attention_choice();
     EXPECT_EQ(t.stage().attention(), ch.impl);
@@ -271,6 +279,9 @@ TEST(Trainer, AttentionIsChosenByMeasurementAndKeptOnResume) {
   else
     EXPECT_EQ(ResolveAttention("auto", "fused", "ckpt/step-2", shape, torch::kFloat32, torch::kCPU, world).impl,
               AttentionImpl::kFused);
+  // measure keeps a recorded choice as auto does
+  EXPECT_EQ(ResolveAttention("measure", "composed", "ckpt/step-2", shape, torch::kFloat32, torch::kCPU, world).impl,
+            AttentionImpl::kComposed);
   ExpectError([&] { ResolveAttention("auto", "flash", "ckpt/step-2", shape, torch::kFloat32, torch::kCPU, world); },
               {"ckpt/step-2: attention", "'flash'"});
 }

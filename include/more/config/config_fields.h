@@ -8,8 +8,10 @@ void VisitConfig(C& c, F&& f) {
   f("model.path", c.model.path, "Hugging Face LLaMA directory (config.json + safetensors)");
   f("model.dtype", c.model.dtype, "base weight dtype: auto (bf16 on cuda and on CPUs with native bf16: AVX512-BF16 / AMX-BF16; else float32) | float32 | bfloat16");
   f("model.attention", c.model.attention,
-    "causal attention: auto (the faster of those this build has, measured at start-up; a resumed run keeps its "
-    "checkpoint's) | fused (scaled_dot_product_attention, LibTorch >= 2.1) | composed (S x S scores)");
+    "causal attention: auto (fused where this LibTorch has it, else composed) | measure (the faster of those this "
+    "build has, timed at start-up: fresh runs may then differ in their last bits) | fused "
+    "(scaled_dot_product_attention, LibTorch >= 2.1) | composed (S x S scores); auto and measure: a resumed run "
+    "keeps its checkpoint's choice");
   f("model.device", c.model.device, "cpu | cuda");
   f("adapter.method", c.adapter.method, "more | lora");
   f("adapter.rank", c.adapter.rank, "maximum LoRA rank r (MoRE experts are ranks 1..r)");

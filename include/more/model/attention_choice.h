@@ -1,4 +1,7 @@
-// model.attention = auto: the causal-attention implementation chosen by measurement at start-up.
+// model.attention = measure: the causal-attention implementation chosen by measurement at start-up
+// (opt-in; model.attention = auto, the default, is the fixed rule: fused where this LibTorch has
+// it, else composed, so two fresh runs of one config on one build compute the same bits; a
+// measured choice can flip between two fresh runs on a loaded machine).
 //
 // The candidates are the implementations this build has that can run the batch's attention
 // (AttentionCandidates: composed always, fused where LibTorch has scaled_dot_product_attention).
@@ -51,9 +54,10 @@ AttentionChoice MeasureAttention(const std::vector<AttentionImpl>& candidates, c
                                  int iters = 3, double margin = 0.10);
 
 // The run's choice for model.attention = `setting`: fused / composed as configured (fused needs
-// LibTorch >= 2.1: refused otherwise); auto: `recorded` (the choice in the checkpoint a run
-// resumes, `source` names it; "" = none, e.g. a fresh run or a checkpoint older than the record),
-// else MeasureAttention over AttentionCandidates(). A recorded fused on a build without it is
+// LibTorch >= 2.1: refused otherwise); auto and measure: `recorded` (the choice in the checkpoint
+// a run resumes, `source` names it; "" = none, e.g. a fresh run or a checkpoint older than the
+// record), else for auto the fixed rule (AttentionCandidates().front()) and for measure
+// MeasureAttention over AttentionCandidates(). A recorded fused on a build without it is
 // refused (the resumed run would compute something else). Collective over `comm` when it measures.
 AttentionChoice ResolveAttention(const std::string& setting, const std::string& recorded, const std::string& source,
                                  const AttentionShape& shape, torch::ScalarType dtype, torch::Device device,
