@@ -288,6 +288,7 @@ StepResult Trainer::Step() {
     batches.push_back(ToTensors(mb, device_));
     target_tokens += batches.back().num_labels;
     for (auto l : mb.lengths) r.tokens += l;
+    r.padded_tokens += static_cast<int64_t>(mb.batch_size) * mb.seq_len;
     r.tasks.push_back(mb.task);
   }
   auto tokens = torch::tensor({static_cast<double>(target_tokens)}, torch::kFloat64);
@@ -299,11 +300,13 @@ StepResult Trainer::Step() {
   auto sums = pipeline_->TrainStep(batches, gen_scale, cl_scale, contrastive, num_modules_);
   // gen lives on the last stage, contrastive terms on every stage: sum over the pipeline (one
   // rank per stage), then over data-parallel replicas
-  auto reduced = torch::tensor({sums.gen_sum, sums.cl_sum, 0.0}, torch::kFloat64);
+  auto reduced = torch::tensor({sums.gen_sum, sums.cl_sum, 0.0, 0.0}, torch::kFloat64);
   grid_.pp().AllReduceSum(reduced);
   reduced[2] = static_cast<double>(r.tokens);
+  reduced[3] = static_cast<double>(r.padded_tokens);
   grid_.dp().AllReduceSum(reduced);
   r.tokens = static_cast<int64_t>(reduced[2].item<double>());  // over all data-parallel replicas
+  r.padded_tokens = static_cast<int64_t>(reduced[3].item<double>());
   r.gen = reduced[0].item<double>() / std::max(1.0, tokens.item<double>());
   r.cl = reduced[1].item<double>() / (static_cast<double>(n_micro_) * dp);
   r.loss = r.gen + cfg_.adapter.lambda_cl * r.cl;
