@@ -4,11 +4,13 @@
 #include <fmt/ranges.h>
 
 #include "more/core/error.h"
+#include "more/data/sequence_packing.h"
 
 namespace more {
 
 StreamingLoader::StreamingLoader(std::shared_ptr<const ShardSet> shards, BatchSampler sampler, int dp_rank,
-                                 int dp_size, int micro_batch, int bucket, int32_t pad_id, int prefetch_depth)
+                                 int dp_size, int micro_batch, int bucket, int32_t pad_id, int prefetch_depth,
+                                 int pack_len)
     : shards_(std::move(shards)),
       sampler_(std::move(sampler)),
       dp_rank_(dp_rank),
@@ -16,7 +18,8 @@ StreamingLoader::StreamingLoader(std::shared_ptr<const ShardSet> shards, BatchSa
       micro_batch_(micro_batch),
       bucket_(bucket),
       pad_id_(pad_id),
-      depth_(prefetch_depth) {
+      depth_(prefetch_depth),
+      pack_len_(pack_len) {
   if (!shards_) throw Error("StreamingLoader: no shard set");
   if (dp_size < 1 || dp_rank < 0 || dp_rank >= dp_size)
     Fail("StreamingLoader: dp_rank {} outside [0, dp_size={})", dp_rank, dp_size);
@@ -25,6 +28,7 @@ StreamingLoader::StreamingLoader(std::shared_ptr<const ShardSet> shards, BatchSa
          sampler_.micro_batch(), sampler_.dp_size(), micro_batch, dp_size);
   if (bucket < 1) Fail("StreamingLoader: bucket {} must be >= 1", bucket);
   if (prefetch_depth < 1) Fail("StreamingLoader: prefetch_depth {} must be >= 1", prefetch_depth);
+  if (pack_len < 0) Fail("StreamingLoader: pack_len {} must be >= 0 (0: no packing)", pack_len);
   std::vector<int64_t> sizes;
   for (const auto& t : shards_->tasks()) sizes.push_back(t.size);
   if (sizes != sampler_.sizes())
@@ -63,6 +67,7 @@ void StreamingLoader::Run() {
       const auto begin = plan.rows.begin() + static_cast<std::ptrdiff_t>(dp_rank_) * micro_batch_;
       const std::vector<int64_t> rows(begin, begin + micro_batch_);
       item.batch = shards_->Read(plan.task, rows, bucket_, pad_id_);
+      if (pack_len_ > 0) item.batch = PackMicroBatch(item.batch, pack_len_, bucket_, pad_id_);
       item.after = sampler_.position();
     } catch (...) {
       item.error = std::current_exception();

@@ -147,4 +147,30 @@ torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, co
   return torch::matmul(probs, v);                                           // [B, H, S, hd]
 }
 
+torch::Tensor SegmentCausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                     const torch::Tensor& allowed, AttentionImpl impl) {
+  const int64_t b = q.size(0), h = q.size(1), s = q.size(2), hd = q.size(3);
+  TORCH_CHECK(allowed.dim() == 4 && allowed.size(0) == b && allowed.size(1) == 1 && allowed.size(2) == s &&
+                  allowed.size(3) == s && allowed.scalar_type() == torch::kBool,
+              "SegmentCausalAttention: the mask must be [B, 1, S, S] bool, got ", allowed.sizes());
+  if (impl == AttentionImpl::kAuto) impl = FusedAttentionAvailable() ? AttentionImpl::kFused : AttentionImpl::kComposed;
+  if (impl == AttentionImpl::kFused) {
+#ifdef MORE_HAVE_SDPA
+    return at::scaled_dot_product_attention(q, k, v, allowed, /*dropout_p=*/0.0, /*is_causal=*/false,
+                                            /*scale=*/1.0);                 // [B, H, S, hd]
+#else
+    TORCH_CHECK(false, "fused attention needs LibTorch >= 2.1 (scaled_dot_product_attention)");
+#endif
+  }
+  auto bias = torch::zeros({b, 1, s, s}, q.options())
+                  .masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity())
+                  .expand({b, h, s, s})
+                  .reshape({b * h, s, s});                                  // [B*H, S, S] 0 / -inf
+  auto scores = torch::baddbmm(bias, q.reshape({b * h, s, hd}), k.reshape({b * h, s, hd}).transpose(1, 2))
+                    .view({b, h, s, s});                                    // [B, H, S, S]
+  const auto acc = q.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  auto probs = torch::softmax(scores, -1, acc).to(q.scalar_type());
+  return torch::matmul(probs, v);                                           // [B, H, S, hd]
+}
+
 }  // namespace more

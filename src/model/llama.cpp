@@ -154,10 +154,20 @@ torch::Tensor LlamaStage::RmsNorm(const torch::Tensor& x, const torch::Tensor& w
   return FusedRmsNorm(x, w, cfg_.rms_norm_eps);
 }
 
-torch::Tensor LlamaStage::ApplyRope(const torch::Tensor& x, int64_t seq, double scale) const {
+torch::Tensor LlamaStage::ApplyRope(const torch::Tensor& x, int64_t seq, double scale,
+                                    const torch::Tensor& positions) const {
   MORE_CHECK(seq <= cos_.size(0), "sequence length {} exceeds max_position_embeddings {}", seq, cos_.size(0));
   cfg_.CheckSequenceLength(seq, "sequences");
-  auto c = cos_.narrow(0, 0, seq), s = sin_.narrow(0, 0, seq);             // [S, hd]
+  torch::Tensor c, s;
+  if (positions.defined()) {  // packed rows: each token at its position inside its example
+    const auto b = positions.size(0);
+    auto p = positions.to(cos_.device()).flatten();                         // [B*S] < S <= max_pos
+    c = cos_.index_select(0, p).view({b, 1, seq, cos_.size(1)});           // [B, 1, S, hd]
+    s = sin_.index_select(0, p).view({b, 1, seq, sin_.size(1)});
+  } else {
+    c = cos_.narrow(0, 0, seq);                                             // [S, hd]
+    s = sin_.narrow(0, 0, seq);
+  }
   if (scale != 1.0) {
     c = c * scale;  // the attention scale folded into the [S, hd] tables: no pass over q
     s = s * scale;
@@ -173,15 +183,17 @@ torch::Tensor LlamaStage::Attention(const Layer& l, const torch::Tensor& x, Forw
   auto q = l.q.Forward(n, ctx).view({b, s, heads_local_, head_dim_}).transpose(1, 2);  // [B, H/tp, S, hd]
   auto k = l.k.Forward(n, ctx).view({b, s, kv_local_, head_dim_}).transpose(1, 2);     // [B, KV/tp, S, hd]
   auto v = l.v.Forward(n, ctx).view({b, s, kv_local_, head_dim_}).transpose(1, 2);     // [B, KV/tp, S, hd]
-  q = ApplyRope(q, s, 1.0 / std::sqrt(static_cast<double>(head_dim_)));   // q / sqrt(hd)
-  k = ApplyRope(k, s);
+  q = ApplyRope(q, s, 1.0 / std::sqrt(static_cast<double>(head_dim_)), ctx.positions);  // q / sqrt(hd)
+  k = ApplyRope(k, s, 1.0, ctx.positions);
   const int64_t groups = heads_local_ / kv_local_;
   if (groups > 1) {
     k = k.repeat_interleave(groups, 1);                                     // [B, H/tp, S, hd]
     v = v.repeat_interleave(groups, 1);
   }
-  auto out = CausalAttention(q, k, v, attention_)                     // [B, H/tp, S, hd]
-                 .transpose(1, 2).reshape({b, s, heads_local_ * head_dim_});  // [B, S, H/tp*hd]
+  // packed rows: causal inside each example only (the block-diagonal mask)
+  auto att = ctx.attn_mask.defined() ? SegmentCausalAttention(q, k, v, ctx.attn_mask, attention_)
+                                     : CausalAttention(q, k, v, attention_);  // [B, H/tp, S, hd]
+  auto out = att.transpose(1, 2).reshape({b, s, heads_local_ * head_dim_});  // [B, S, H/tp*hd]
   return l.o.Forward(out, ctx);                                            // [B, S, D]
 }
 
@@ -206,6 +218,9 @@ ForwardContext FreshContext(const ForwardContext& c) {
   f.task = c.task;
   f.training = c.training;
   f.token_mask = c.token_mask;
+  f.positions = c.positions;
+  f.attn_mask = c.attn_mask;
+  f.pool_matrix = c.pool_matrix;
   f.contrastive = c.contrastive;
   return f;
 }

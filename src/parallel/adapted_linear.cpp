@@ -27,7 +27,8 @@ void ForwardContext::FlushContrastive() {
 }
 
 torch::Tensor ForwardContext::PoolWeights(torch::ScalarType dtype) {
-  if (!pool_weights_.defined() || pool_weights_.scalar_type() != dtype) pool_weights_ = MeanPoolWeights(token_mask, dtype);
+  if (!pool_weights_.defined() || pool_weights_.scalar_type() != dtype)
+    pool_weights_ = pool_matrix.defined() ? pool_matrix.to(dtype) : MeanPoolWeights(token_mask, dtype);
   return pool_weights_;
 }
 
@@ -73,7 +74,10 @@ class LoraLinearFn : public torch::autograd::Function<LoraLinearFn> {
     // sel [N, B] holds the same weights as a matrix (sel[b*S + j][b] = pool_w[b][0][j]) so that
     // backward adds dx += sel dz inside the adapter's dx GEMM
     torch::Tensor z, sel;
-    if (pool_w.numel() > 0) {
+    if (pool_w.dim() == 2) {  // packed rows: one pool per example, pool_w [E, N]
+      z = pool_w.mm(xd);                                                   // [E, d_in]
+      sel = pool_w.t().contiguous();                                       // [N, E]
+    } else if (pool_w.numel() > 0) {
       const int64_t nb = pool_w.size(0), ns = pool_w.size(2);
       z = torch::bmm(pool_w, xd.view({nb, ns, d_in})).squeeze(1);          // [B, d_in]
       sel = torch::zeros({nb * ns, nb}, pool_w.options());
@@ -153,11 +157,16 @@ std::pair<torch::Tensor, torch::Tensor> LoraLinearPooled(const torch::Tensor& x,
     TORCH_CHECK(x_adapter.sizes() == x.sizes() && x_adapter.scalar_type() == f.a.scalar_type() &&
                     !x_adapter.requires_grad(),
                 "LoraLinear: x_adapter must be x's no-grad copy in the factors' dtype");
-  if (pool_weights.defined())
+  if (pool_weights.defined() && pool_weights.dim() == 2) {
+    TORCH_CHECK(x.dim() == 3 && pool_weights.size(1) == x.size(0) * x.size(1) &&
+                    pool_weights.scalar_type() == f.a.scalar_type(),
+                "LoraLinear: a pool matrix must be [E, B*S] for x [B, S, d] in the factors' dtype");
+  } else if (pool_weights.defined()) {
     TORCH_CHECK(x.dim() == 3 && pool_weights.dim() == 3 && pool_weights.size(0) == x.size(0) &&
                     pool_weights.size(1) == 1 && pool_weights.size(2) == x.size(1) &&
                     pool_weights.scalar_type() == f.a.scalar_type(),
                 "LoraLinear: pool weights must be [B, 1, S] for x [B, S, d] in the factors' dtype");
+  }
   // (an autograd Function takes no undefined tensor input: the copy is made here when not given,
   //  and "no pooling" is an empty tensor)
   torch::Tensor xa = x_adapter;

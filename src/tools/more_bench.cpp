@@ -256,9 +256,9 @@ StepTimes RunSteps(Trainer& t, int64_t n) {
     auto r = t.Step();
     s.seconds.push_back(r.seconds);
     s.step_tokens.push_back(r.tokens);
-    s.step_padded.push_back(r.padded_tokens);
+    s.step_padded.push_back(r.grid_tokens);
     s.tokens += r.tokens;
-    s.padded_tokens += r.padded_tokens;
+    s.padded_tokens += r.grid_tokens;
     s.samples += t.config().train.global_batch;
   }
   return s;
@@ -474,7 +474,8 @@ int Ckpt(const Args& a) {
 // trainer's loader, same seed, same sampler): one JSON line per micro-batch with its step, task,
 // and per row the unpadded token ids and the positions of its target tokens (the loss predicts
 // ids[j] from position j-1). launch/peer_bench.py --batches replays them, so the peers train on the
-// same examples in the same micro-batches as the trainer.
+// same examples in the same micro-batches as the trainer. With data.packing the examples are read
+// out of their packed rows (the sampler draws the same examples either way).
 int Batches(const Args& a) {
   auto cfg = LoadBenchConfig(a);
   MORE_CHECK(WorldSize() == 1, "more_bench batches runs on one rank");
@@ -491,9 +492,11 @@ int Batches(const Args& a) {
     for (int64_t m = 0; m < micro; ++m) {
       const MicroBatch mb = t.loader().Next();
       nlohmann::json ids = nlohmann::json::array(), targets = nlohmann::json::array();
-      for (int b = 0; b < mb.batch_size; ++b) {
-        const size_t row = static_cast<size_t>(b) * static_cast<size_t>(mb.seq_len);
-        const auto len = static_cast<size_t>(mb.lengths[static_cast<size_t>(b)]);
+      for (int b = 0; b < mb.batch_size; ++b) {  // example b: where it lies in the [R, L] grid
+        const auto i = static_cast<size_t>(b);
+        const size_t row = static_cast<size_t>(mb.packed ? mb.example_row[i] : b) * static_cast<size_t>(mb.seq_len) +
+                           static_cast<size_t>(mb.packed ? mb.example_offset[i] : 0);
+        const auto len = static_cast<size_t>(mb.lengths[i]);
         ids.push_back(std::vector<int32_t>(mb.input_ids.begin() + static_cast<std::ptrdiff_t>(row),
                                            mb.input_ids.begin() + static_cast<std::ptrdiff_t>(row + len)));
         std::vector<int32_t> pos;
@@ -502,7 +505,7 @@ int Batches(const Args& a) {
         targets.push_back(pos);
         real += static_cast<int64_t>(len);
       }
-      positions += static_cast<int64_t>(mb.batch_size) * mb.seq_len;
+      positions += static_cast<int64_t>(mb.RowCount()) * mb.seq_len;
       out << nlohmann::json{{"step", step}, {"task", t.task_names().at(static_cast<size_t>(mb.task))},
                             {"ids", ids}, {"targets", targets}, {"trainer_seq_len", mb.seq_len}}
                  .dump()

@@ -57,6 +57,9 @@ Pipeline::Sums Pipeline::TrainStep(const std::vector<BatchTensors>& batches, dou
       ctx.task = b.task;
       ctx.training = true;
       ctx.token_mask = b.token_mask;
+      ctx.positions = b.positions;  // packed rows (undefined otherwise)
+      ctx.attn_mask = b.attn_mask;
+      ctx.pool_matrix = b.pool_matrix;
       ctx.contrastive = contrastive && num_modules > 0;
       torch::Tensor h;
       if (grid_.first_stage()) {

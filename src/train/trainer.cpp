@@ -165,7 +165,11 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   loader_ = std::make_unique<StreamingLoader>(train_, std::move(sampler), grid_.dp_rank(), static_cast<int>(dp),
                                               static_cast<int>(cfg_.train.micro_batch),
                                               static_cast<int>(cfg_.data.bucket), pad_id_,
-                                              static_cast<int>(cfg_.data.prefetch));
+                                              static_cast<int>(cfg_.data.prefetch),
+                                              cfg_.data.packing ? static_cast<int>(meta.max_len) : 0);
+  if (cfg_.data.packing)
+    spdlog::info("data.packing: each micro-batch's {} examples packed into rows of up to {} tokens "
+                 "(first-fit decreasing; evaluation unpacked)", cfg_.train.micro_batch, meta.max_len);
 
   // eval shards: data.eval, or eval-*.h5 next to the training shards
   std::vector<std::string> eval_paths = cfg_.data.eval.empty() ? SplitList(cfg_.data.train) : SplitList(cfg_.data.eval);
@@ -288,7 +292,7 @@ StepResult Trainer::Step() {
     batches.push_back(ToTensors(mb, device_));
     target_tokens += batches.back().num_labels;
     for (auto l : mb.lengths) r.tokens += l;
-    r.padded_tokens += static_cast<int64_t>(mb.batch_size) * mb.seq_len;
+    r.grid_tokens += static_cast<int64_t>(mb.RowCount()) * mb.seq_len;
     r.tasks.push_back(mb.task);
   }
   auto tokens = torch::tensor({static_cast<double>(target_tokens)}, torch::kFloat64);
@@ -303,10 +307,10 @@ StepResult Trainer::Step() {
   auto reduced = torch::tensor({sums.gen_sum, sums.cl_sum, 0.0, 0.0}, torch::kFloat64);
   grid_.pp().AllReduceSum(reduced);
   reduced[2] = static_cast<double>(r.tokens);
-  reduced[3] = static_cast<double>(r.padded_tokens);
+  reduced[3] = static_cast<double>(r.grid_tokens);
   grid_.dp().AllReduceSum(reduced);
   r.tokens = static_cast<int64_t>(reduced[2].item<double>());  // over all data-parallel replicas
-  r.padded_tokens = static_cast<int64_t>(reduced[3].item<double>());
+  r.grid_tokens = static_cast<int64_t>(reduced[3].item<double>());
   r.gen = reduced[0].item<double>() / std::max(1.0, tokens.item<double>());
   r.cl = reduced[1].item<double>() / (static_cast<double>(n_micro_) * dp);
   r.loss = r.gen + cfg_.adapter.lambda_cl * r.cl;
@@ -453,7 +457,7 @@ std::vector<TaskScore> Trainer::Run() {
       grid_.world().AllReduceMax(rss);
       Log({{"type", "train"}, {"step", r.step}, {"loss", r.loss}, {"gen_loss", r.gen}, {"cl_loss", r.cl},
            {"lr", r.lr}, {"grad_norm", r.grad_norm}, {"tokens_per_s", r.tokens / std::max(r.seconds, 1e-9)},
-           {"step_s", r.seconds}, {"tasks", r.tasks}, {"mean_rank", ranks}, {"skipped", r.skipped},
+           {"tokens", r.tokens}, {"grid_tokens", r.grid_tokens}, {"step_s", r.seconds}, {"tasks", r.tasks}, {"mean_rank", ranks}, {"skipped", r.skipped},
            {"skipped_total", skipped_total_}, {"rss_mib", rss[0].item<double>()}, {"peak_rss_mib", rss[1].item<double>()}});
       if (num_modules_ > 0) LogTaskRanks();
       if (!isatty(STDERR_FILENO) || !cfg_.train.progress)

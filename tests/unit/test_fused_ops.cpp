@@ -98,6 +98,65 @@ TEST(FusedOps, FusedAttentionMatchesTheComposition) {
   }
 }
 
+// Packed rows (data.packing): SegmentCausalAttention against each example's attention computed
+// alone by the double loop above (its own q, k, v slices; no mask tensor), values and the
+// gradients of q, k, v (the loop's own autograd graph), then the fused path against it.
+struct Segment {
+  int64_t row, start, len;
+};
+// rows of 11 and segments of 4 + 5 (+ 2 padding), 11, 3 + 3 + 5 (padding of 5 treated as an example)
+const std::vector<Segment> kSegments = {{0, 0, 4}, {0, 4, 5}, {0, 9, 2}, {1, 0, 11}, {2, 0, 3}, {2, 3, 3}, {2, 6, 5}};
+
+torch::Tensor SegmentMask(int64_t rows, int64_t s) {
+  auto m = torch::zeros({rows, 1, s, s}, torch::kBool);
+  for (const auto& g : kSegments)
+    for (int64_t i = 0; i < g.len; ++i)
+      for (int64_t j = 0; j <= i; ++j) m[g.row][0][g.start + i][g.start + j] = true;
+  return m;
+}
+
+TEST(FusedOps, SegmentAttentionEqualsEachExampleAlone) {
+  const int64_t rows = 3, h = 2, s = 11, hd = 8;
+  for (auto impl : {AttentionImpl::kComposed, AttentionImpl::kFused}) {
+    if (impl == AttentionImpl::kFused && !FusedAttentionAvailable()) continue;
+    for (auto [dtype, tol] : {std::pair{torch::kFloat64, 1e-10}, {torch::kFloat32, 2e-5}}) {
+      torch::manual_seed(5);
+      auto q0 = (torch::randn({rows, h, s, hd}, torch::kFloat64) * 0.5), k0 = torch::randn({rows, h, s, hd}, torch::kFloat64),
+           v0 = torch::randn({rows, h, s, hd}, torch::kFloat64);
+      auto probe = torch::randn({rows, h, s, hd}, torch::kFloat64);
+      auto leaf = [&](const torch::Tensor& t) { return t.to(dtype).detach().clone().requires_grad_(true); };
+      auto q = leaf(q0), k = leaf(k0), v = leaf(v0);
+      auto got = SegmentCausalAttention(q, k, v, SegmentMask(rows, s), impl);
+      ASSERT_EQ(got.scalar_type(), dtype);
+      (got.to(torch::kFloat64) * probe).sum().backward();
+      // reference: every segment alone, in double
+      auto qr = q0.detach().clone().requires_grad_(true), kr = k0.detach().clone().requires_grad_(true),
+           vr = v0.detach().clone().requires_grad_(true);
+      auto ref = torch::zeros({rows, h, s, hd}, torch::kFloat64);
+      torch::Tensor loss = torch::zeros({}, torch::kFloat64);
+      for (const auto& g : kSegments) {
+        auto sl = [&](const torch::Tensor& t) { return t.select(0, g.row).narrow(1, g.start, g.len).unsqueeze(0); };
+        auto out = AttentionLoopRef(sl(qr), sl(kr), sl(vr));                // [1, H, len, hd]
+        loss = loss + (out * sl(probe)).sum();
+        ref.select(0, g.row).narrow(1, g.start, g.len).copy_(out.squeeze(0).detach());
+      }
+      loss.backward();
+      const std::string what = std::string(impl == AttentionImpl::kFused ? "fused " : "composed ") + c10::toString(dtype);
+      auto near = [&](const torch::Tensor& a, const torch::Tensor& b) {
+        return torch::allclose(a.to(torch::kFloat64), b, tol, tol);
+      };
+      EXPECT_TRUE(near(got.detach(), ref)) << what << " output: max diff "
+                                           << (got.detach().to(torch::kFloat64) - ref).abs().max().item<double>();
+      EXPECT_TRUE(near(q.grad(), qr.grad())) << what << " dq";
+      EXPECT_TRUE(near(k.grad(), kr.grad())) << what << " dk";
+      EXPECT_TRUE(near(v.grad(), vr.grad())) << what << " dv";
+    }
+  }
+  // a mask of another shape is refused
+  auto x = torch::randn({1, 1, 4, 8});
+  EXPECT_THROW(SegmentCausalAttention(x, x, x, torch::ones({1, 1, 3, 3}, torch::kBool)), c10::Error);
+}
+
 TEST(FusedOps, RmsNormMatchesTheComposition) {
   for (auto [dtype, tol] : {std::pair{torch::kFloat64, 1e-12}, {torch::kFloat32, 1e-5}, {torch::kBFloat16, 3e-2}}) {
     torch::manual_seed(1);

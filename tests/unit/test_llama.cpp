@@ -13,6 +13,7 @@
 #include "more/ckpt/export.h"
 #include "more/core/error.h"
 #include "more/core/safetensors.h"
+#include "more/data/sequence_packing.h"
 #include "more/model/llama.h"
 #include "more/parallel/vocab_parallel.h"
 #include "more/train/loss.h"
@@ -523,6 +524,125 @@ TEST(Llama, RecomputedLayersKeepOnlyTheirInputAndGiveTheSameGradients) {
   EXPECT_TRUE(torch::allclose(x0, x1, 1e-4, 1e-7)) << (x0 - x1).abs().max().item<double>();
   EXPECT_TRUE(torch::allclose(a0, a1, 1e-4, 1e-7)) << (a0 - a1).abs().max().item<double>();
   EXPECT_GT(a1.abs().sum().item<double>(), 0.0);
+}
+
+// An unpacked micro-batch of random tokens (BOS first, the last two tokens targets), lengths given.
+MicroBatch RandomUnpacked(const std::vector<int32_t>& lengths, int64_t vocab, int bucket) {
+  MicroBatch mb;
+  mb.task = 1;
+  mb.batch_size = static_cast<int>(lengths.size());
+  const int longest = *std::max_element(lengths.begin(), lengths.end());
+  mb.seq_len = (longest + bucket - 1) / bucket * bucket;
+  mb.input_ids.assign(lengths.size() * mb.seq_len, 0);
+  mb.target_mask.assign(lengths.size() * mb.seq_len, 0);
+  auto ids = torch::randint(3, vocab, {static_cast<int64_t>(lengths.size()), mb.seq_len}, torch::kInt64);
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    for (int j = 0; j < lengths[i]; ++j) {
+      mb.input_ids[i * mb.seq_len + j] = j == 0 ? 1 : static_cast<int32_t>(ids[i][j].item<int64_t>());
+      mb.target_mask[i * mb.seq_len + j] = j >= lengths[i] - 2 ? 1 : 0;
+    }
+    mb.lengths.push_back(lengths[i]);
+    mb.prompt_lengths.push_back(lengths[i] - 2);
+    mb.label_index.push_back(-1);
+    mb.label_value.push_back(0.0f);
+    mb.rows.push_back(static_cast<int64_t>(i));
+  }
+  return mb;
+}
+
+// Packed batch tensors describe the same examples: the same labels in the same order (at the
+// packed positions), a pool matrix of 1/len on each example's own tokens, and an attention mask
+// that is causal inside each example (built here from example_row / example_offset directly).
+TEST(Llama, PackedBatchTensorsDescribeTheSameExamples) {
+  torch::manual_seed(11);
+  const std::vector<int32_t> lengths = {9, 5, 12, 3, 7, 6};
+  const auto u = RandomUnpacked(lengths, 500, 4);
+  const auto p = PackMicroBatch(u, 16, 4, 0);
+  auto tu = ToTensors(u, torch::kCPU), tp = ToTensors(p, torch::kCPU);
+  const int64_t L = p.seq_len, R = p.num_rows;
+  ASSERT_LT(R, u.batch_size);
+  EXPECT_EQ(tp.ids.sizes(), (std::vector<int64_t>{R, L}));
+  EXPECT_EQ(tp.num_labels, tu.num_labels);
+  EXPECT_TRUE(torch::equal(tp.label_targets, tu.label_targets));
+  std::vector<int64_t> want_pos;
+  for (size_t e = 0; e < lengths.size(); ++e)
+    for (int j = lengths[e] - 3; j < lengths[e] - 1; ++j) want_pos.push_back(p.example_row[e] * L + p.example_offset[e] + j);
+  EXPECT_TRUE(torch::equal(tp.label_pos, torch::tensor(want_pos, torch::kInt64)));
+  EXPECT_EQ(tp.loss_mask.sum().item<double>(), static_cast<double>(want_pos.size()));
+  ASSERT_EQ(tp.pool_matrix.sizes(), (std::vector<int64_t>{6, R * L}));
+  auto allowed = torch::zeros({R, 1, L, L}, torch::kBool);
+  auto pool = torch::zeros({6, R * L});
+  for (size_t e = 0; e < lengths.size(); ++e) {
+    const int64_t r = p.example_row[e], off = p.example_offset[e], n = lengths[e];
+    for (int64_t i = 0; i < n; ++i) {
+      pool[static_cast<int64_t>(e)][r * L + off + i] = 1.0 / static_cast<double>(n);
+      EXPECT_EQ(tp.positions[r][off + i].item<int64_t>(), i);
+      for (int64_t j = 0; j <= i; ++j) allowed[r][0][off + i][off + j] = true;
+    }
+  }
+  EXPECT_TRUE(torch::equal(tp.pool_matrix, pool));
+  // real tokens: as the example mask says; padding cells attend causally among the row's padding
+  auto real = torch::zeros({R, L}, torch::kBool);
+  for (size_t e = 0; e < lengths.size(); ++e)
+    real[p.example_row[e]].narrow(0, p.example_offset[e], lengths[e]).fill_(true);
+  EXPECT_TRUE(torch::equal(tp.token_mask, real.to(torch::kFloat32)));
+  auto real_cells = real.unsqueeze(1).unsqueeze(3).expand({R, 1, L, L});   // query is real
+  EXPECT_TRUE(torch::equal(tp.attn_mask.logical_and(real_cells), allowed));
+  EXPECT_TRUE(torch::equal(tp.attn_mask.logical_and(real_cells.transpose(2, 3)), allowed));  // key is real
+  EXPECT_TRUE(tp.attn_mask.diagonal(0, 2, 3).all().item<bool>());  // every query sees itself
+  EXPECT_FALSE(tu.positions.defined());
+}
+
+// The model on packed rows computes what it computes on each example alone (one per row): the
+// labelled tokens' NLL, the contrastive losses (pooled per example) and every adapter gradient,
+// also with the layers recomputed in backward (the recompute context carries the packed layout).
+// The unpacked forward is the one checked against the independent reference above.
+TEST(Llama, PackedForwardAndGradientsEqualUnpacked) {
+  auto grid = ProcessGrid::Single();
+  const auto base = TestData("tiny");
+  auto cfg = LoadLlamaConfig(base);
+  AdapterOptions ao;
+  ao.rank = 4;
+  ao.num_tasks = 3;
+  ao.dropout = 0.0;
+  auto adapters = RandomAdapters(cfg, ao, *grid, 5, 0.1);
+  SafetensorsCollection st(base);
+  LlamaStage stage(cfg, st, *grid, adapters.get(), torch::kFloat32, torch::kCPU);
+  torch::manual_seed(12);
+  const auto u = RandomUnpacked({9, 5, 12, 3, 7, 6, 2, 10}, cfg.vocab_size, 4);
+  const auto p = PackMicroBatch(u, 16, 4, 0);
+  ASSERT_LT(p.num_rows, u.batch_size);
+  struct Out {
+    torch::Tensor nll, cl, grad;
+  };
+  auto run = [&](const MicroBatch& mb, int64_t recompute) {
+    stage.SetRecompute(recompute);
+    adapters->ZeroGrad();
+    auto bt = ToTensors(mb, torch::kCPU);
+    ForwardContext ctx;
+    ctx.task = bt.task;
+    ctx.training = true;
+    ctx.contrastive = true;
+    ctx.token_mask = bt.token_mask;
+    ctx.positions = bt.positions;
+    ctx.attn_mask = bt.attn_mask;
+    ctx.pool_matrix = bt.pool_matrix;
+    auto h = stage.Layers(stage.Embed(bt.ids), ctx);
+    auto nll = stage.TokenNllAt(h, bt.label_pos, bt.label_targets);
+    auto cl = torch::stack(ctx.cl_losses).sum();
+    (nll.sum() + cl).backward();
+    return Out{nll.detach(), cl.detach(), adapters->flat_grad().clone()};
+  };
+  const auto ref = run(u, 0);
+  for (int64_t recompute : {int64_t{0}, cfg.num_hidden_layers}) {
+    const auto got = run(p, recompute);
+    EXPECT_TRUE(torch::allclose(got.nll, ref.nll, 1e-5, 1e-6)) << (got.nll - ref.nll).abs().max().item<double>();
+    EXPECT_TRUE(torch::allclose(got.cl, ref.cl, 1e-5, 1e-6)) << got.cl.item<double>() << " " << ref.cl.item<double>();
+    const double scale = ref.grad.abs().max().item<double>();
+    EXPECT_GT(scale, 0.0);
+    EXPECT_LT((got.grad - ref.grad).abs().max().item<double>(), 1e-5 * scale) << "recompute " << recompute;
+  }
+  stage.SetRecompute(0);
 }
 
 }  // namespace

@@ -47,6 +47,7 @@ struct DataConfig {
   std::string sampling = "paper";  // paper | uniform | proportional | temperature
   double temperature = 2.0;        // for sampling = temperature
   int64_t prefetch = 4;            // micro-batches prefetched by the loader thread
+  bool packing = false;            // same-task sequence packing of training micro-batches (sequence_packing.h)
 };
 
 struct TrainConfig {

@@ -10,6 +10,11 @@
 // State() is the sampler state just after the last batch Next() returned — not the prefetch
 // thread's position. Restoring it (LoadState, or a fresh loader + LoadState) reproduces the
 // batches that would have followed. State() also carries "samples_read".
+//
+// Packing (pack_len > 0, data.packing): each batch is read unpacked and then packed on the
+// prefetch thread by PackMicroBatch(batch, pack_len, bucket, pad_id) (sequence_packing.h). The
+// sampler, its plans and its state are the same as unpacked: a batch still holds micro_batch
+// examples, only their layout in rows changes.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -31,7 +36,7 @@ class StreamingLoader {
   // The sampler must have been built with the same micro_batch and dp_size, and with the task
   // sizes of `shards`. Starts the prefetch thread.
   StreamingLoader(std::shared_ptr<const ShardSet> shards, BatchSampler sampler, int dp_rank, int dp_size,
-                  int micro_batch, int bucket, int32_t pad_id, int prefetch_depth = 4);
+                  int micro_batch, int bucket, int32_t pad_id, int prefetch_depth = 4, int pack_len = 0);
   ~StreamingLoader();
   StreamingLoader(const StreamingLoader&) = delete;
   StreamingLoader& operator=(const StreamingLoader&) = delete;
@@ -59,6 +64,7 @@ class StreamingLoader {
   int dp_rank_, dp_size_, micro_batch_, bucket_;
   int32_t pad_id_;
   int depth_;
+  int pack_len_;  // 0: unpacked; else rows of up to pack_len tokens (max_len)
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -34,4 +34,14 @@ bool FusedAttentionAvailable();  // this LibTorch has scaled_dot_product_attenti
 torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                               AttentionImpl impl = AttentionImpl::kAuto);
 
+// The same for packed rows (data.packing): causal inside each segment of a row, never across.
+// allowed [B, 1, S, S] bool: true where query i may attend key j (same segment and j <= i);
+// every query must allow at least itself (padding is a segment of its own, so no row is empty).
+//   kComposed: the mask as an additive 0 / -inf bias in the scores' baddbmm (the reference).
+//   kFused:    scaled_dot_product_attention with the boolean mask (LibTorch >= 2.1).
+// GPU kernels that take the segments directly (flash-attn varlen, cu_seqlens of MicroBatch) are
+// described in docs/gpu.md; not implemented.
+torch::Tensor SegmentCausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                     const torch::Tensor& allowed, AttentionImpl impl = AttentionImpl::kAuto);
+
 }  // namespace more

@@ -16,7 +16,9 @@
 //   attn: grouped-query: query head h uses kv head h / (H/KV); causal softmax(q k^T/sqrt(hd)) v
 // q, k, v, gate, up are column-parallel; o, down row-parallel; embedding and LM head are
 // vocabulary-parallel. Sequences are right-padded, so the causal mask alone keeps padding out
-// of every real token's attention.
+// of every real token's attention. Packed rows (data.packing, ForwardContext::positions /
+// attn_mask): RoPE at each token's position inside its example, attention causal inside each
+// example and never across (SegmentCausalAttention).
 #pragma once
 #include <memory>
 #include <string>
@@ -102,8 +104,10 @@ class LlamaStage {
   // Last stage: the LM head's input, the final norm of hidden [.., D] made TP-replicated.
   torch::Tensor HeadInput(const torch::Tensor& hidden) const;
   torch::Tensor Attention(const Layer& l, const torch::Tensor& x, ForwardContext& ctx) const;
-  // x [B, h, S, hd]; scale multiplies the result (folded into the cos / sin tables)
-  torch::Tensor ApplyRope(const torch::Tensor& x, int64_t seq, double scale = 1.0) const;
+  // x [B, h, S, hd]; scale multiplies the result (folded into the cos / sin tables); positions
+  // [B, S] int64 (packed rows) or undefined (0..S-1 in every row)
+  torch::Tensor ApplyRope(const torch::Tensor& x, int64_t seq, double scale = 1.0,
+                          const torch::Tensor& positions = {}) const;
 
   LlamaConfig cfg_;
   const ProcessGrid& grid_;

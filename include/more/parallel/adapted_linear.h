@@ -30,6 +30,11 @@ struct ForwardContext {
   int task = 0;                 // task id of this micro-batch (single-task batches)
   bool training = false;
   torch::Tensor token_mask;     // [B, S] 1 = real token (for the contrastive pooling)
+  // Packed rows (data.packing; all undefined for one example per row). B rows hold E examples.
+  torch::Tensor positions;      // [B, S] int64: RoPE position of each token (0 at each example's start)
+  torch::Tensor attn_mask;      // [B, 1, S, S] bool: query i may attend key j (same segment, j <= i)
+  torch::Tensor pool_matrix;    // [E, B*S] fp32: per-example mean pool (1/len_e on example e's tokens);
+                                // replaces token_mask's per-row pooling
   bool contrastive = false;     // collect per-module contrastive losses
   std::vector<torch::Tensor> cl_losses;  // contrastive terms of this stage (sum: every module's loss)
   // Modules' contrastive inputs not yet turned into losses: FlushContrastive computes them in
@@ -46,7 +51,7 @@ struct ForwardContext {
 
   // The contrastive loss's mean pool of a module input over its real tokens: made once per input
   // tensor (q/k/v read one, gate/up another) by the first module's LoraLinearPooled and stored.
-  torch::Tensor PoolWeights(torch::ScalarType dtype);  // [B, 1, S] mask / count
+  torch::Tensor PoolWeights(torch::ScalarType dtype);  // [B, 1, S] mask / count, or pool_matrix [E, B*S]
   torch::Tensor CachedPooled(const torch::Tensor& x, torch::ScalarType dtype) const;  // undefined if none
   void StorePooled(const torch::Tensor& x, torch::Tensor pooled);
   // The adapters' copy of a module input in their dtype (fp32 next to a bf16 base), made once for
@@ -55,7 +60,7 @@ struct ForwardContext {
   torch::Tensor AdapterInput(const torch::Tensor& x, torch::ScalarType dtype);
 
  private:
-  torch::Tensor pool_weights_;        // [B, 1, S] mask / count
+  torch::Tensor pool_weights_;        // [B, 1, S] mask / count, or [E, B*S]
   torch::Tensor last_x_, last_pooled_;  // the previous call's input (held, so never aliased) and [B, d]
   torch::Tensor cast_x_, cast_;          // AdapterInput's previous input and its copy
 };
@@ -73,7 +78,9 @@ torch::Tensor LoraLinear(const torch::Tensor& x, const torch::Tensor& weight, co
 //   pool_weights = MeanPoolWeights(mask) [B, 1, S]), read from x_adapter, before dropout.
 // Its gradient reaches x inside the node's input-gradient GEMM (dx += pool_weights^T dz as one
 // more inner dimension per row), not as another pass over x's gradient. Undefined pool_weights:
-// no pooling (second result undefined).
+// no pooling (second result undefined). Packed rows: pool_weights may instead be a matrix
+// [E, B*S] (ForwardContext::pool_matrix): z = pool_weights x.view(B*S, d_in) [E, d_in], one
+// pooled vector per example, its gradient added the same way (sel = pool_weights^T [B*S, E]).
 std::pair<torch::Tensor, torch::Tensor> LoraLinearPooled(const torch::Tensor& x, const torch::Tensor& weight,
                                                          const MoreAdapter::Factors& f, const torch::Tensor& x_adapter,
                                                          const torch::Tensor& pool_weights);

@@ -52,7 +52,7 @@ struct StepResult {
   int64_t step = 0;   // steps completed after this one
   double loss = 0, gen = 0, cl = 0, lr = 0, grad_norm = 0;
   int64_t tokens = 0;      // tokens (incl. prompts) processed by all data-parallel replicas
-  int64_t padded_tokens = 0;  // positions the model ran (rows x padded row length), all replicas
+  int64_t grid_tokens = 0;  // rows x padded length summed: the positions the model computed, padding included
   double seconds = 0;
   bool skipped = false;  // non-finite and nan_policy = skip
   std::vector<int> tasks;  // task of each micro-batch

@@ -8,6 +8,7 @@
 #include "data_test_util.h"
 #include "more/core/error.h"
 #include "more/data/shard_set.h"
+#include "more/data/sequence_packing.h"
 #include "more/data/streaming_loader.h"
 
 using namespace more;
@@ -128,4 +129,43 @@ TEST(StreamingLoader, PrefetchErrorSurfacesInNext) {
     EXPECT_NE(msg.find("prompt length"), std::string::npos) << msg;
   }
   EXPECT_THROW(loader.Next(), Error);  // sticky
+}
+
+// data.packing: the loader packs each batch it reads (PackMicroBatch of the same rows), and the
+// sampler is untouched: after any number of batches a packed loader's state equals an unpacked
+// one's, and a packed loader resumed from it continues with the same packed batches.
+TEST(StreamingLoader, PackingPacksTheSameExamplesAndKeepsTheSamplerState) {
+  const auto set = FixtureTrain();
+  if (!set) GTEST_SKIP() << "fixture shards missing";
+  const int cap = static_cast<int>(set->shards().at(0).max_len), k = 7, n = 20;
+  StreamingLoader plain(set, MakeSampler(*set), 1, kDp, kMicro, kBucket, 0, 3);
+  StreamingLoader packed(set, MakeSampler(*set), 1, kDp, kMicro, kBucket, 0, 3, cap);
+  int fewer_rows = 0;
+  std::string state;
+  std::vector<MicroBatch> rest;
+  for (int i = 0; i < n; ++i) {
+    const MicroBatch u = plain.Next(), p = packed.Next();
+    ASSERT_TRUE(p.packed);
+    const MicroBatch want = PackMicroBatch(u, cap, kBucket, 0);
+    ExpectSame(p, want);
+    EXPECT_EQ(p.cu_seqlens, want.cu_seqlens);
+    EXPECT_EQ(p.position_ids, want.position_ids);
+    EXPECT_EQ(p.example_row, want.example_row);
+    EXPECT_EQ(p.example_offset, want.example_offset);
+    fewer_rows += p.num_rows < u.batch_size;
+    if (i + 1 == k) {
+      EXPECT_EQ(packed.State().dump(), plain.State().dump());
+      state = packed.State().dump();
+    }
+    if (i >= k) rest.push_back(p);
+  }
+  EXPECT_GT(fewer_rows, 0);  // the fixture's rows are short: packing must merge some
+  StreamingLoader resumed(set, MakeSampler(*set), 1, kDp, kMicro, kBucket, 0, 2, cap);
+  resumed.LoadState(nlohmann::json::parse(state));
+  for (const auto& want : rest) {
+    const MicroBatch got = resumed.Next();
+    ExpectSame(got, want);
+    EXPECT_EQ(got.cu_seqlens, want.cu_seqlens);
+  }
+  EXPECT_THROW(StreamingLoader(set, MakeSampler(*set), 0, kDp, kMicro, kBucket, 0, 3, -1), Error);
 }

@@ -1,0 +1,85 @@
+#include "more/data/sequence_packing.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "more/core/error.h"
+
+namespace more {
+
+MicroBatch PackMicroBatch(const MicroBatch& mb, int capacity, int bucket, int32_t pad_id) {
+  MORE_CHECK(!mb.packed, "PackMicroBatch: the micro-batch is already packed");
+  MORE_CHECK(capacity >= 1 && bucket >= 1, "PackMicroBatch: capacity {} and bucket {} must be >= 1", capacity,
+             bucket);
+  const int B = mb.batch_size, Lin = mb.seq_len;
+  MORE_CHECK(static_cast<int>(mb.lengths.size()) == B && mb.input_ids.size() == static_cast<size_t>(B) * Lin &&
+                 mb.target_mask.size() == mb.input_ids.size(),
+             "PackMicroBatch: inconsistent micro-batch ({} examples, {} lengths, {} ids for L = {})", B,
+             mb.lengths.size(), mb.input_ids.size(), Lin);
+  for (int i = 0; i < B; ++i)
+    if (mb.lengths[i] < 1 || mb.lengths[i] > capacity || mb.lengths[i] > Lin)
+      Fail("data.packing: example {} (task {}, row {}) has {} tokens, outside [1, {}] (hint: packing never splits an "
+           "example; rows hold at most max_len tokens, longer examples are handled by shard_data --overlong)",
+           i, mb.task, i < static_cast<int>(mb.rows.size()) ? mb.rows[i] : -1, mb.lengths[i], capacity);
+
+  // first-fit decreasing
+  std::vector<int> order(B);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return mb.lengths[a] > mb.lengths[b]; });
+  std::vector<int> used;                    // [R] tokens in each row
+  std::vector<std::vector<int>> members;    // [R] examples of each row, in placement order
+  MicroBatch out;
+  out.example_row.assign(B, -1);
+  out.example_offset.assign(B, -1);
+  for (int i : order) {
+    const int n = mb.lengths[i];
+    size_t r = 0;
+    while (r < used.size() && used[r] + n > capacity) ++r;
+    if (r == used.size()) {
+      used.push_back(0);
+      members.emplace_back();
+    }
+    out.example_row[i] = static_cast<int32_t>(r);
+    out.example_offset[i] = used[r];
+    used[r] += n;
+    members[r].push_back(i);
+  }
+  const int R = static_cast<int>(used.size());
+  const int longest = R > 0 ? *std::max_element(used.begin(), used.end()) : 0;
+  const int L = std::min(capacity, (longest + bucket - 1) / bucket * bucket);
+
+  out.task = mb.task;
+  out.batch_size = B;
+  out.seq_len = L;
+  out.lengths = mb.lengths;
+  out.prompt_lengths = mb.prompt_lengths;
+  out.label_index = mb.label_index;
+  out.label_value = mb.label_value;
+  out.rows = mb.rows;
+  out.packed = true;
+  out.num_rows = R;
+  out.input_ids.assign(static_cast<size_t>(R) * L, pad_id);
+  out.target_mask.assign(static_cast<size_t>(R) * L, 0);
+  out.position_ids.assign(static_cast<size_t>(R) * L, 0);
+  out.cu_seqlens.push_back(0);
+  for (int r = 0; r < R; ++r) {
+    const size_t row = static_cast<size_t>(r) * L;
+    for (int i : members[r]) {
+      const int n = mb.lengths[i], off = out.example_offset[i];
+      const size_t src = static_cast<size_t>(i) * Lin;
+      std::copy_n(mb.input_ids.begin() + src, n, out.input_ids.begin() + row + off);
+      std::copy_n(mb.target_mask.begin() + src, n, out.target_mask.begin() + row + off);
+      std::iota(out.position_ids.begin() + row + off, out.position_ids.begin() + row + off + n, 0);
+      out.cu_seqlens.push_back(static_cast<int32_t>(row + off + n));
+      out.segment_example.push_back(i);
+    }
+    if (used[r] < L) {  // the row's padding: one segment, positions from 0
+      std::iota(out.position_ids.begin() + row + used[r], out.position_ids.begin() + row + L, 0);
+      out.cu_seqlens.push_back(static_cast<int32_t>(row + L));
+      out.segment_example.push_back(-1);
+    }
+  }
+  return out;
+}
+
+}  // namespace more
