@@ -114,11 +114,15 @@ realdata)  # real (non-pad) tokens/s on real example lengths (docs/benchmarks.md
   # transformers' collators do). Data sets (REALDATA_SETS): bundled (the bundled tasks, natural
   # lengths 6-36 tokens, rows of up to 64; 32 examples per step) and longtail (4 tasks of
   # log-uniform 10-256 token examples, shard_data/longtail/generate.py; 16 examples per step).
-  # Shapes (REALDATA_SHAPES): mid (~20M, seconds per run) and 100m; bf16 base, r8, one rank, 2
-  # threads. Sides (REALDATA_SIDES): trainer MoRE r8 and LoRA r8, padded and packed, and the peers
-  # (LoRA r8; add "hf" for transformers + PEFT), alternating REALDATA_ROUNDS (5) times, 2 warm-up
-  # and REALDATA_STEPS (3) timed steps each. Defaults take ~25 min on an idle 2-vCPU EPYC (mid
-  # ~4 min, 100m ~20 min); e.g. REALDATA_SHAPES=mid REALDATA_ROUNDS=2 for a ~2 min look.
+  # Shapes (REALDATA_SHAPES, default mid): mid (~20M, seconds per run) and 100m; bf16 base, r8,
+  # one rank, REALDATA_THREADS (2) threads. Sides (REALDATA_SIDES, default "padded packed eager
+  # compiled"): the trainer MoRE r8 padded and packed, the peers LoRA r8; also padded_lora,
+  # packed_lora (the trainer with LoRA r8), hf (transformers + PEFT) and padded_b1 (the trainer
+  # padded to each batch's longest example as the peers are: data.bucket=1). REALDATA_ROUNDS (5)
+  # alternations, 2 warm-up and REALDATA_STEPS (3) timed steps per run. The defaults took 19 min
+  # on the 2-vCPU EPYC under a load of ~10 with 1 thread (docs/benchmarks.md §12); the 100m shape
+  # on the bundled tasks alone (REALDATA_SHAPES=100m REALDATA_SETS=bundled) took 30 min there.
+  # The full set (REALDATA_SHAPES="mid 100m" and all six trainer/peer sides) takes ~1.5 h there.
   [ "$SETUP" = 0 ] || bash launch/setup.sh --torch211 > /dev/null
   if ! ls "$BENCH"/longtail/shards/train-*.h5 > /dev/null 2>&1; then
     /usr/bin/python3 shard_data/longtail/generate.py "$BENCH/longtail" --tokenizer "$TOK" --vocab-size 512
@@ -126,13 +130,14 @@ realdata)  # real (non-pad) tokens/s on real example lengths (docs/benchmarks.md
       --max-len 256 --splits train > /dev/null
   fi
   first=$(( $(cat "$OUTF" 2>/dev/null | wc -l) + 1 ))
-  RB=./build-t211/more_bench; STEPS=${REALDATA_STEPS:-3}; PACKED=1
-  SIDES=${REALDATA_SIDES:-padded packed padded_lora packed_lora eager compiled}
-  for shape in ${REALDATA_SHAPES:-mid 100m}; do
+  RB=./build-t211/more_bench; STEPS=${REALDATA_STEPS:-3}; TH=${REALDATA_THREADS:-2}; PACKED=1
+  SIDES=${REALDATA_SIDES:-padded packed eager compiled}
+  SETS=${REALDATA_SETS:-bundled longtail}
+  for shape in ${REALDATA_SHAPES:-mid}; do
     model=$BENCH/$shape; [ "$shape" = 100m ] && model=$BENCH/llama100m
-    for set in ${REALDATA_SETS:-bundled longtail}; do
+    for set in $SETS; do
       if [ "$set" = bundled ]; then D=(--data.train="$BENCH/shards"); mb=32; else D=(--data.train="$BENCH/longtail/shards"); mb=16; fi
-      RT=(--model.path="$model" "${D[@]}" --data.bucket=16 --model.dtype=bfloat16 --train.threads=2
+      RT=(--model.path="$model" "${D[@]}" --data.bucket=16 --model.dtype=bfloat16 --train.threads="$TH"
           --train.global_batch=$mb --train.micro_batch=$mb --bench.warmup=2 --bench.steps="$STEPS")
       batches=$BENCH/realdata_${shape}_$set.batches.jsonl
       mpirun -np 1 $RB batches "${COMMON[@]}" "${RT[@]}" --bench.out="$batches" 2>&1 | grep -v '^BENCH' || true
@@ -143,6 +148,8 @@ realdata)  # real (non-pad) tokens/s on real example lengths (docs/benchmarks.md
           case $side in
           padded|padded_lora)
             run mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" "${extra[@]}" --bench.ceiling=0 --bench.tag="$tag" ;;
+          padded_b1)  # padded as the peers pad: to the batch's longest example (no bucket rounding)
+            run mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" --data.bucket=1 --bench.ceiling=0 --bench.tag="$tag" ;;
           packed|packed_lora)
             [ $PACKED = 1 ] || continue
             log=$(mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" "${extra[@]}" --data.packing=true --bench.ceiling=0 \
@@ -151,8 +158,9 @@ realdata)  # real (non-pad) tokens/s on real example lengths (docs/benchmarks.md
               echo "realdata: this build has no data.packing: the packed sides are left out" >&2; PACKED=0
             else grep -E '^(BENCH|  )' <<< "$log" || echo "$log" | tail -5 >&2; fi ;;
           eager|compiled|hf)
-            chk=(); [ "$side" = compiled ] && [ "$i" = 1 ] && chk=(--check)  # exits non-zero on a mismatch
-            .venv/bin/python launch/peer_bench.py "$side" "$model" --batches "$batches" --threads 2 \
+            chk=(); [ "$side" = compiled ] && [ "$i" = 1 ] && [ "$set" = "${SETS%% *}" ] &&
+              chk=(--check)  # first round of a shape: exits non-zero on a mismatch
+            .venv/bin/python launch/peer_bench.py "$side" "$model" --batches "$batches" --threads "$TH" \
               --dtype bfloat16 --warmup 2 --steps "$STEPS" "${chk[@]}" --tag "$tag" 2> >(grep -v '^W[0-9]' >&2) |
               tee -a "$OUTF" | cut -c1-160 ;;
           *) echo "unknown realdata side '$side'" >&2; exit 2 ;;

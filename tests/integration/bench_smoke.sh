@@ -47,6 +47,18 @@ assert t["step_padded_tokens"] == [8 * -(-max(len(r) for r in m["ids"]) // 16) *
 PY
 then echo "ok: batches match train's real and padded tokens"; pass=$((pass + 1))
 else echo "FAIL: batches vs train"; tail -5 "$OUT/log"; fail=$((fail + 1)); fi
+# with data.packing the same examples come out of their packed rows (ids and targets equal)
+timeout 300 mpirun -np 1 "$BUILD/more_bench" batches "${COMMON[@]}" "${RD[@]}" --data.packing=true \
+  --bench.out="$OUT/batches_packed.jsonl" > "$OUT/log" 2>&1
+if /usr/bin/python3 - "$OUT/batches.jsonl" "$OUT/batches_packed.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(f)] for f in sys.argv[1:3])
+assert len(a) == len(b) == 3
+for x, y in zip(a, b):
+    assert (x["step"], x["task"], x["ids"], x["targets"]) == (y["step"], y["task"], y["ids"], y["targets"])
+PY
+then echo "ok: batches with data.packing: the same examples"; pass=$((pass + 1))
+else echo "FAIL: batches with data.packing"; tail -5 "$OUT/log"; fail=$((fail + 1)); fi
 if [ -x "$SRC/.venv/bin/python" ]; then
   timeout 300 "$SRC/.venv/bin/python" "$SRC/launch/peer_bench.py" eager "$DATA/tiny" --batches "$OUT/batches.jsonl" \
     --threads 1 --dtype float32 --warmup 1 --steps 2 --tag rd_tiny_bundled_eager > "$OUT/peer.json" 2> "$OUT/log"
