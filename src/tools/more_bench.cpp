@@ -479,7 +479,9 @@ int Ckpt(const Args& a) {
 int Batches(const Args& a) {
   auto cfg = LoadBenchConfig(a);
   MORE_CHECK(WorldSize() == 1, "more_bench batches runs on one rank");
-  MORE_CHECK(a.bench.count("out"), "more_bench batches needs --bench.out=FILE");
+  if (!a.bench.count("out"))
+    throw Error("more_bench batches needs --bench.out=FILE", "it writes one JSON line per micro-batch there, "
+                "for launch/peer_bench.py --batches");
   auto model = LoadLlamaConfig(cfg.model.path);
   auto grid = MakeRunGrid(cfg, model, MPI_COMM_WORLD);
   Trainer t(cfg, *grid);

@@ -47,6 +47,14 @@ assert t["step_padded_tokens"] == [8 * -(-max(len(r) for r in m["ids"]) // 16) *
 PY
 then echo "ok: batches match train's real and padded tokens"; pass=$((pass + 1))
 else echo "FAIL: batches vs train"; tail -5 "$OUT/log"; fail=$((fail + 1)); fi
+# bad input (docs/reliability.md row 111): batches without --bench.out; a batches file shorter
+# than the peer's warm-up + timed steps
+timeout 120 mpirun -np 1 "$BUILD/more_bench" batches --config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" \
+  --data.train="$DATA/shards" > "$OUT/log" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "more_bench batches needs --bench.out=FILE" "$OUT/log"
+then echo "ok: batches without --bench.out is refused"; pass=$((pass + 1))
+else echo "FAIL: batches without --bench.out (exit $rc)"; tail -5 "$OUT/log"; fail=$((fail + 1)); fi
 # with data.packing the same examples come out of their packed rows (ids and targets equal)
 timeout 300 mpirun -np 1 "$BUILD/more_bench" batches "${COMMON[@]}" "${RD[@]}" --data.packing=true \
   --bench.out="$OUT/batches_packed.jsonl" > "$OUT/log" 2>&1
@@ -72,6 +80,12 @@ assert p["real_tokens_per_s"] > 0 and len(p["step_s"]) == 2
 PY
   then echo "ok: peer_bench.py --batches: the same examples, each batch padded to its longest"; pass=$((pass + 1))
   else echo "FAIL: peer_bench.py --batches"; tail -5 "$OUT/log"; fail=$((fail + 1)); fi
+  timeout 120 "$SRC/.venv/bin/python" "$SRC/launch/peer_bench.py" eager "$DATA/tiny" --batches "$OUT/batches.jsonl" \
+    --threads 1 --dtype float32 --warmup 2 --steps 5 > "$OUT/log" 2>&1
+  rc=$?
+  if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "holds 3 steps, fewer than --warmup 2 + --steps 5" "$OUT/log"
+  then echo "ok: peer_bench.py: a batches file too short is refused"; pass=$((pass + 1))
+  else echo "FAIL: peer_bench.py with a short batches file (exit $rc)"; tail -5 "$OUT/log"; fail=$((fail + 1)); fi
   # bench.sh realdata's summary of the two: same examples on both sides, one ratio row
   cat "$OUT/b.jsonl" "$OUT/peer.json" > "$OUT/rd.jsonl"
   if /usr/bin/python3 "$SRC/launch/realdata_summary.py" "$OUT/rd.jsonl" > "$OUT/rd.txt" 2>&1 &&
