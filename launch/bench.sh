@@ -121,7 +121,7 @@ realdata)  # real (non-pad) tokens/s on real example lengths (docs/benchmarks.md
   # padded to each batch's longest example as the peers are: data.bucket=1). REALDATA_ROUNDS (5)
   # alternations, 2 warm-up and REALDATA_STEPS (3) timed steps per run. The defaults took 19 min
   # on the 2-vCPU EPYC under a load of ~10 with 1 thread (docs/benchmarks.md §12); the 100m shape
-  # on the bundled tasks alone (REALDATA_SHAPES=100m REALDATA_SETS=bundled) took 15 min there.
+  # took 15 min per data set there (REALDATA_SHAPES=100m REALDATA_SETS=bundled, then =longtail).
   # The full set (REALDATA_SHAPES="mid 100m", all six trainer/peer sides) would take an estimated
   # ~1.5 h there (not run).
   [ "$SETUP" = 0 ] || bash launch/setup.sh --torch211 > /dev/null
