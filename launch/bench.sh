@@ -4,7 +4,7 @@
 #   tiny  : the demo model (hidden 64, 2 layers) on the bundled tasks (max_len 64)
 #   mid   : hidden 384, 8 layers, vocab 8192 (~20M parameters)   } on "long" rows: 12 examples
 #   100m  : hidden 768, 12 layers, vocab 8192 (~98M parameters)  } of a task per row, 256 tokens
-# Usage: bash launch/bench.sh [SECTIONS="matmul train ratio pipeline tp loader ckpt"]  (also: profile peer item4)
+# Usage: bash launch/bench.sh [SECTIONS="matmul train ratio pipeline tp loader ckpt"]  (also: profile peer item4 realdata)
 # Run it on an otherwise idle machine: every section measures wall time.
 # BENCH_SETUP=0: skip launch/setup.sh and use build/ and build-t211/ as they are (e.g. to measure
 # a trainer built earlier, without rebuilding it first).
@@ -107,6 +107,70 @@ profile)  # where a bf16 step's time goes: one step of the 100m run under the au
     --train.global_batch=8 --train.micro_batch=8 --bench.warmup=1 --bench.steps=1 --bench.profile="$BENCH/profile_100m_bf16" \
     --bench.tag=profile_100m_bf16
   /usr/bin/python3 launch/trace_summary.py "$BENCH/profile_100m_bf16.rank0.json" ;;
+realdata)  # real (non-pad) tokens/s on real example lengths (docs/benchmarks.md, "Real data"):
+  # the trainer padded (today's bucketing, data.bucket=16) and packed (--data.packing=true, when
+  # the build has it) vs the eager and compiled peers on the SAME examples in the same micro-batches
+  # (more_bench batches writes them; peer_bench.py --batches pads each to its longest example, as
+  # transformers' collators do). Data sets (REALDATA_SETS): bundled (the bundled tasks, natural
+  # lengths 6-36 tokens, rows of up to 64; 32 examples per step) and longtail (4 tasks of
+  # log-uniform 10-256 token examples, shard_data/longtail/generate.py; 16 examples per step).
+  # Shapes (REALDATA_SHAPES, default mid): mid (~20M, seconds per run) and 100m; bf16 base, r8,
+  # one rank, REALDATA_THREADS (2) threads. Sides (REALDATA_SIDES, default "padded packed eager
+  # compiled"): the trainer MoRE r8 padded and packed, the peers LoRA r8; also padded_lora,
+  # packed_lora (the trainer with LoRA r8), hf (transformers + PEFT) and padded_b1 (the trainer
+  # padded to each batch's longest example as the peers are: data.bucket=1). REALDATA_ROUNDS (5)
+  # alternations, 2 warm-up and REALDATA_STEPS (3) timed steps per run. The defaults took 19 min
+  # on the 2-vCPU EPYC under a load of ~10 with 1 thread (docs/benchmarks.md §13); the 100m shape
+  # took 15 min per data set there (REALDATA_SHAPES=100m REALDATA_SETS=bundled, then =longtail).
+  # The full set (REALDATA_SHAPES="mid 100m", all six trainer/peer sides) would take an estimated
+  # ~1.5 h there (not run).
+  [ "$SETUP" = 0 ] || bash launch/setup.sh --torch211 > /dev/null
+  if ! ls "$BENCH"/longtail/shards/train-*.h5 > /dev/null 2>&1; then
+    /usr/bin/python3 shard_data/longtail/generate.py "$BENCH/longtail" --tokenizer "$TOK" --vocab-size 512
+    ./build/shard_data build --manifest "$BENCH/longtail/manifest.json" --out "$BENCH/longtail/shards" \
+      --max-len 256 --splits train > /dev/null
+  fi
+  first=$(( $(cat "$OUTF" 2>/dev/null | wc -l) + 1 ))
+  RB=./build-t211/more_bench; STEPS=${REALDATA_STEPS:-3}; TH=${REALDATA_THREADS:-2}; PACKED=1
+  SIDES=${REALDATA_SIDES:-padded packed eager compiled}
+  SETS=${REALDATA_SETS:-bundled longtail}
+  for shape in ${REALDATA_SHAPES:-mid}; do
+    model=$BENCH/$shape; [ "$shape" = 100m ] && model=$BENCH/llama100m
+    for set in $SETS; do
+      if [ "$set" = bundled ]; then D=(--data.train="$BENCH/shards"); mb=32; else D=(--data.train="$BENCH/longtail/shards"); mb=16; fi
+      RT=(--model.path="$model" "${D[@]}" --data.bucket=16 --model.dtype=bfloat16 --train.threads="$TH"
+          --train.global_batch=$mb --train.micro_batch=$mb --bench.warmup=2 --bench.steps="$STEPS")
+      batches=$BENCH/realdata_${shape}_$set.batches.jsonl
+      mpirun -np 1 $RB batches "${COMMON[@]}" "${RT[@]}" --bench.out="$batches" 2>&1 | grep -v '^BENCH' || true
+      for i in $(seq "${REALDATA_ROUNDS:-5}"); do
+        for side in $SIDES; do
+          tag=rd_${shape}_${set}_$side; extra=()
+          case $side in *lora) extra=(--adapter.method=lora --adapter.lambda_cl=0) ;; esac
+          case $side in
+          padded|padded_lora)
+            run mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" "${extra[@]}" --bench.ceiling=0 --bench.tag="$tag" ;;
+          padded_b1)  # padded as the peers pad: to the batch's longest example (no bucket rounding)
+            run mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" --data.bucket=1 --bench.ceiling=0 --bench.tag="$tag" ;;
+          packed|packed_lora)
+            [ $PACKED = 1 ] || continue
+            log=$(mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" "${extra[@]}" --data.packing=true --bench.ceiling=0 \
+                  --bench.tag="$tag" 2>&1 || true)
+            if grep -q "unknown config key 'data.packing'" <<< "$log"; then
+              echo "realdata: this build has no data.packing: the packed sides are left out" >&2; PACKED=0
+            else grep -E '^(BENCH|  )' <<< "$log" || echo "$log" | tail -5 >&2; fi ;;
+          eager|compiled|hf)
+            chk=(); [ "$side" = compiled ] && [ "$i" = 1 ] && [ "$set" = "${SETS%% *}" ] &&
+              chk=(--check)  # first round of a shape: exits non-zero on a mismatch
+            .venv/bin/python launch/peer_bench.py "$side" "$model" --batches "$batches" --threads "$TH" \
+              --dtype bfloat16 --warmup 2 --steps "$STEPS" "${chk[@]}" --tag "$tag" 2> >(grep -v '^W[0-9]' >&2) |
+              tee -a "$OUTF" | cut -c1-160 ;;
+          *) echo "unknown realdata side '$side'" >&2; exit 2 ;;
+          esac
+        done
+      done
+    done
+  done
+  /usr/bin/python3 launch/realdata_summary.py "$OUTF" "$first" ;;
 peer)  # the trainer (LibTorch 2.11 build; MoRE r8 and LoRA r8) vs eager PyTorch vs the same loop
   # under torch.compile (inductor; its first run checks it against eager: --check) vs transformers +
   # PEFT, 100m, bf16, 8 rows x 256 tokens each step (every batch padded to 256), one rank, 2 threads,

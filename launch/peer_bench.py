@@ -8,7 +8,7 @@
   compiled : the same loop (same model, LoRA, batch, AdamW) with the loss function (model,
           logits, cross-entropy) under torch.compile (inductor backend, SDPA attention); the
           compilation runs in the warm-up step, is left out of the step times and reported as
-          compile_s (first step's time minus the median step). --check first runs the eager and
+          compile_s (the warm-up steps' time above median steps). --check first runs the eager and
           the compiled loss function side by side from the same weights and adapters and fails
           unless the first --check-steps (1) steps' losses and adapter gradients agree (bf16:
           1e-3 relative loss, 5e-2 relative gradient norm; fp32: 1e-5, 1e-4).
@@ -18,8 +18,20 @@
 All read the model directory's config.json and model.safetensors. The batch is fixed random
 token ids [batch, seq] with the last `--labels` positions of each row labelled (the trainer's
 rows are prompt + short target). Prints one JSON line: step times (after warm-up), median, min.
-Usage: peer_bench.py {eager,compiled,hf} MODEL_DIR [--batch 8 --seq 256 --steps 5 --warmup 1
-                     --threads 2 --dtype bfloat16 --rank 8 --alpha 16 --check]
+
+--batches FILE (real data) replaces the fixed batch: the examples `more_bench batches` wrote (the
+ones the trainer's first steps draw, same micro-batches, same order; one JSON line per micro-batch
+with its step), each micro-batch padded as a user of these peers pads it: to its own longest
+example (dynamic padding, as transformers' DataCollatorWithPadding / DataCollatorForSeq2Seq do,
+no pad_to_multiple_of), on the right, labels -100 off the target positions. The eager and compiled
+loops need no attention mask for that (causal attention: a real position never sees the pads to
+its right); hf gets the attention_mask a collator makes. The first --warmup steps of the file are
+warm-up, the next --steps are timed; the JSON line adds real (non-pad) and padded tokens per step
+and real tokens/s (all timed real tokens / all timed seconds). Under torch.compile each new
+sequence length may recompile (the default dynamic=None marks the length dynamic after the first
+recompilation): graphs compiled during the timed steps are reported as timed_recompiles.
+Usage: peer_bench.py {eager,compiled,hf} MODEL_DIR [--batch 8 --seq 256 | --batches FILE] [--steps 5
+                     --warmup 1 --threads 2 --dtype bfloat16 --rank 8 --alpha 16 --check]
 """
 import argparse, json, math, os, sys, time
 
@@ -105,15 +117,39 @@ def eager_loss_fn(model, ids, labels):
 
 
 def build_eager(a, cfg, weights, dtype):
+    """The model and its loss function of one micro-batch: loss_fn(ids, labels, attention_mask)."""
     torch.manual_seed(1)  # the LoRA A init: the same for every model built here
     model = EagerLlama(cfg, weights, dtype, a.rank, a.alpha)
-    return model, (lambda: eager_loss_fn(model, a.ids, a.labels_t))
+    return model, (lambda ids, labels, mask=None: eager_loss_fn(model, ids, labels))
 
 
 def build_compiled(a, cfg, weights, dtype):
     model, _ = build_eager(a, cfg, weights, dtype)
     fn = torch.compile(eager_loss_fn, backend="inductor")
-    return model, (lambda: fn(model, a.ids, a.labels_t))
+    return model, (lambda ids, labels, mask=None: fn(model, ids, labels))
+
+
+def read_batches(path, pad_id):
+    """[steps] lists of micro-batches (ids [B, S], labels [B, S], attention_mask [B, S], real tokens)
+    from more_bench batches' JSON lines, each padded on the right to its longest example."""
+    steps = []
+    for line in open(path):
+        if not line.strip():
+            continue
+        mb = json.loads(line)
+        rows, targets = mb["ids"], mb["targets"]
+        s = max(len(r) for r in rows)
+        ids = torch.full((len(rows), s), pad_id, dtype=torch.long)      # [B, S]
+        labels = torch.full((len(rows), s), -100, dtype=torch.long)     # [B, S]
+        mask = torch.zeros((len(rows), s), dtype=torch.long)            # [B, S]
+        for b, (r, t) in enumerate(zip(rows, targets)):
+            ids[b, :len(r)] = torch.tensor(r)
+            mask[b, :len(r)] = 1
+            labels[b, t] = ids[b, t]
+        while len(steps) <= mb["step"]:
+            steps.append([])
+        steps[mb["step"]].append((ids, labels, mask, sum(len(r) for r in rows)))
+    return steps
 
 
 def check_compiled(a, cfg, weights, dtype, steps):
@@ -127,8 +163,9 @@ def check_compiled(a, cfg, weights, dtype, steps):
     its fused elementwise chains in fp32 (most likely why, at the 100m shape, the compiled loss
     after one AdamW step is ~1% lower than eager's at the same adapters). In fp32 any number of
     steps agrees to ~1e-7."""
-    em, ef = build_eager(a, cfg, weights, dtype)
-    cm, cf = build_compiled(a, cfg, weights, dtype)
+    em, ef_ = build_eager(a, cfg, weights, dtype)
+    cm, cf_ = build_compiled(a, cfg, weights, dtype)
+    ef, cf = (lambda: ef_(a.ids, a.labels_t)), (lambda: cf_(a.ids, a.labels_t))
     eo = torch.optim.AdamW([p for p in em.parameters() if p.requires_grad], lr=a.lr)
     low = dtype in (torch.bfloat16, torch.float16)
     loss_tol, grad_tol = (1e-3, 5e-2) if low else (1e-5, 1e-4)
@@ -170,6 +207,8 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--check", action="store_true", help="compiled only: check against eager first")
     ap.add_argument("--check-steps", type=int, default=1)
+    ap.add_argument("--batches", help="real data: more_bench batches' JSON lines (replaces --batch/--seq)")
+    ap.add_argument("--pad-id", type=int, default=0, help="with --batches: the id padded positions get")
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
     if a.check and a.peer != "compiled":
@@ -180,10 +219,17 @@ def main():
     torch.manual_seed(0)
     dtype = getattr(torch, a.dtype)
     cfg = json.load(open(os.path.join(a.model, "config.json")))
-    ids = torch.randint(0, cfg["vocab_size"], (a.batch, a.seq))      # [B, S]
-    labels = torch.full_like(ids, -100)
-    labels[:, -a.labels:] = ids[:, -a.labels:]
-    a.ids, a.labels_t = ids, labels
+    if a.batches:  # real data: the trainer's micro-batches, each padded to its longest example
+        data = read_batches(a.batches, a.pad_id)
+        if len(data) < a.warmup + a.steps:
+            ap.error(f"{a.batches} holds {len(data)} steps, fewer than --warmup {a.warmup} + --steps {a.steps}")
+        data = data[:a.warmup + a.steps]
+    else:  # [steps] of one micro-batch: the same fixed random batch every step
+        ids = torch.randint(0, cfg["vocab_size"], (a.batch, a.seq))      # [B, S]
+        labels = torch.full_like(ids, -100)
+        labels[:, -a.labels:] = ids[:, -a.labels:]
+        data = [[(ids, labels, None, a.batch * a.seq)]] * (a.warmup + a.steps)  # no padding: no mask
+    a.ids, a.labels_t = data[0][0][0], data[0][0][1]  # --check's batch
 
     extra = {}
     if a.peer in ("eager", "compiled"):
@@ -205,29 +251,46 @@ def main():
         model = peft.get_peft_model(base, peft.LoraConfig(r=a.rank, lora_alpha=a.alpha, lora_dropout=0.0,
                                                           target_modules=TARGETS, task_type="CAUSAL_LM"))
         model.train()
-        loss_fn = lambda: model(input_ids=ids, labels=labels).loss
+        loss_fn = lambda ids, labels, mask: model(input_ids=ids, attention_mask=mask, labels=labels).loss
         version = f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}"
     params = [p for p in model.parameters() if p.requires_grad]
     assert params and all(p.dtype == torch.float32 for p in params), "adapters must be fp32"
     opt = torch.optim.AdamW(params, lr=a.lr)
-    times, warm = [], []
-    for i in range(a.warmup + a.steps):
+    times, warm, real, padded = [], [], [], []
+    graphs = lambda: torch._dynamo.utils.counters["stats"]["unique_graphs"] if a.peer == "compiled" else 0
+    for i, step in enumerate(data):
+        if i == a.warmup:
+            graphs0 = graphs()
         t0 = time.perf_counter()
-        loss = loss_fn()
-        loss.backward()
+        for ids, labels, mask, _ in step:  # gradient accumulation over the step's micro-batches
+            loss = loss_fn(ids, labels, mask)
+            (loss / len(step)).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         dt = time.perf_counter() - t0
         (times if i >= a.warmup else warm).append(dt)
+        if i >= a.warmup:
+            real.append(sum(m[3] for m in step))
+            padded.append(sum(m[0].numel() for m in step))
+    if a.peer == "compiled":
+        extra["timed_recompiles"] = graphs() - graphs0
+    if a.batches:
+        extra.update({"batches": a.batches, "step_tokens": real, "step_padded_tokens": padded,
+                      "real_tokens_per_s": sum(real) / sum(times), "padded_tokens_per_s": sum(padded) / sum(times),
+                      "pad_fraction": 1 - sum(real) / sum(padded)})
     srt = sorted(times)
-    if a.peer == "compiled":  # the compilation (forward and backward graphs) runs in the first step
+    if a.peer == "compiled":  # the compilation (forward and backward graphs) runs in the warm-up steps
         extra["first_step_s"] = warm[0]
-        extra["compile_s"] = warm[0] - srt[len(srt) // 2]
+        # with --batches the warm-up steps may recompile for new lengths: their time above a median
+        # step (approximate there, since their batches differ in size)
+        extra["compile_s"] = sum(warm) - len(warm) * srt[len(srt) // 2]
     print(json.dumps({"mode": "peer", "peer": a.peer, "tag": a.tag, "model": a.model, "dtype": a.dtype,
-                      "batch": a.batch, "seq": a.seq, "threads": a.threads, "versions": version,
+                      "batch": None if a.batches else a.batch, "seq": None if a.batches else a.seq,
+                      "threads": a.threads, "versions": version,
                       "adapter_params": sum(p.numel() for p in params), "loss": loss.item(),
                       "step_s": times, "step_s_median": srt[len(srt) // 2], "step_s_min": srt[0],
-                      "tokens_per_s": a.batch * a.seq / srt[len(srt) // 2], **extra}))
+                      "tokens_per_s": sum(real) / sum(times) if a.batches else a.batch * a.seq / srt[len(srt) // 2],
+                      **extra}))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,14 @@
 //   more_bench ratio  --config F [overrides]              MoRE vs LoRA step time, same batches
 //   more_bench loader --config F [overrides]              HDF5 loader samples/s vs consumption
 //   more_bench ckpt   --config F [overrides]              checkpoint write/read MB/s vs the disk
+//   more_bench batches --config F [overrides]             the examples the first warmup + steps steps of
+//                                                         `train` draw, as JSON lines (for peer_bench.py)
 //
 // bench options: --bench.warmup=N (2), --bench.steps=N (5), --bench.threads=T (matmul),
 // --bench.lora_rank=R (8), --bench.seconds=S (3, loader), --bench.out=FILE (append JSON lines),
 // --bench.profile=PREFIX (train: one extra step under the autograd profiler, chrome trace per rank),
-// --bench.tag=NAME (a label copied into the JSON line).
+// --bench.tag=NAME (a label copied into the JSON line), --bench.ceiling=0 (train: skip the matmul
+// ceiling measurements, which take ~5 s; no MFU then).
 // Every mode prints a human summary and, on world rank 0, one JSON line "BENCH {...}".
 #include <unistd.h>
 
@@ -74,18 +77,21 @@ modes:
   ratio  --config F [overrides]      MoRE vs LoRA step time, same batches
   loader --config F [overrides]      HDF5 loader samples/s vs consumption
   ckpt   --config F [overrides]      checkpoint write/read MB/s vs the disk
+  batches --config F [overrides]     writes (--bench.out) the examples the first warmup + steps steps of
+                                     `train` with the same config draw: one JSON line per micro-batch
 
 bench options: --bench.warmup=N (2), --bench.steps=N (5), --bench.threads=T (matmul),
   --bench.lora_rank=R (8), --bench.seconds=S (3, loader), --bench.out=FILE (append JSON lines),
   --bench.profile=PREFIX (train: one extra step under the autograd profiler, chrome trace per rank),
-  --bench.tag=NAME (a label copied into the JSON line).
+  --bench.tag=NAME (a label copied into the JSON line), --bench.ceiling=0 (train: skip the matmul
+  ceiling measurements; no MFU then).
 Every mode prints a human summary and, on world rank 0, one JSON line "BENCH {...}".
 See docs/benchmarks.md.
 )";
 
 Args Parse(int argc, char** argv) {
   Args a;
-  if (argc < 2) throw Error("usage: more_bench matmul|train|ratio|loader|ckpt [--config F] [--k=v ...]", "see more_bench --help");
+  if (argc < 2) throw Error("usage: more_bench matmul|train|ratio|loader|ckpt|batches [--config F] [--k=v ...]", "see more_bench --help");
   a.mode = argv[1];
   for (int i = 2; i < argc; ++i) {
     std::string s = argv[i];
@@ -238,7 +244,9 @@ double MatmulParams(const LlamaConfig& m) {
 
 struct StepTimes {
   std::vector<double> seconds;
-  int64_t tokens = 0;
+  std::vector<int64_t> step_tokens, step_padded;  // per step: real (non-pad) tokens, positions run
+  int64_t tokens = 0;         // real (non-pad) tokens
+  int64_t padded_tokens = 0;  // positions the model ran (rows x padded row length)
   int64_t samples = 0;
 };
 
@@ -254,7 +262,10 @@ StepTimes RunSteps(Trainer& t, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     auto r = t.Step();
     s.seconds.push_back(r.seconds);
+    s.step_tokens.push_back(r.tokens);
+    s.step_padded.push_back(r.grid_tokens);
     s.tokens += r.tokens;
+    s.padded_tokens += r.grid_tokens;
     s.samples += t.config().train.global_batch;
   }
   return s;
@@ -265,11 +276,15 @@ int Train(const Args& a) {
   auto model = LoadLlamaConfig(cfg.model.path);
   auto grid = MakeRunGrid(cfg, model, MPI_COMM_WORLD);
   Trainer t(cfg, *grid);
-  // the matmul ceiling of every rank measured at the same time (they share the machine)
+  // the matmul ceiling of every rank measured at the same time (they share the machine);
+  // --bench.ceiling=0 skips it (short real-data runs: tokens/s only)
+  const bool measure_ceiling = a.Int("ceiling", 1) != 0;
   grid->world().Barrier();
   const int64_t tokens = cfg.train.micro_batch * t.train_shards().max_len();
   const auto mo = torch::TensorOptions(t.stage().dtype()).device(t.device());  // the base model's matmuls
-  auto ceil = torch::tensor({MatmulCeiling(nullptr, mo), OwnShapeRate(model, tokens, *grid, mo)}, torch::kFloat64);
+  auto ceil = torch::zeros({2}, torch::kFloat64);
+  if (measure_ceiling)
+    ceil = torch::tensor({MatmulCeiling(nullptr, mo), OwnShapeRate(model, tokens, *grid, mo)}, torch::kFloat64);
   grid->world().AllReduceSum(ceil);
   const double own_rate = ceil[1].item<double>();
   RunSteps(t, a.Int("warmup", 2));
@@ -282,12 +297,14 @@ int Train(const Args& a) {
   // and again after the steps: this VM's speed drifts by 10-20% over minutes, so the MFU divides
   // by the mean of the two (both are reported)
   grid->world().Barrier();
-  auto ceil_after = torch::tensor({MatmulCeiling(nullptr, mo)}, torch::kFloat64);
+  auto ceil_after = torch::tensor({measure_ceiling ? MatmulCeiling(nullptr, mo) : 0.0}, torch::kFloat64);
   grid->world().AllReduceSum(ceil_after);
   const double ceiling_before = ceil[0].item<double>(), ceiling_after = ceil_after[0].item<double>();
   const double ceiling = 0.5 * (ceiling_before + ceiling_after);
   const double total = std::accumulate(s.seconds.begin(), s.seconds.end(), 0.0);
-  const double tok_s = s.tokens / total;
+  const double tok_s = s.tokens / total;  // real (non-pad) tokens
+  const double padded_s = s.padded_tokens / total;
+  const double pad_fraction = 1.0 - static_cast<double>(s.tokens) / std::max<int64_t>(1, s.padded_tokens);
   const double n = MatmulParams(model);
   const double achieved = tok_s * 4.0 * n / 1e9;
   // peak RSS of every rank against the planner's estimate of its stage, in the run's base dtype
@@ -320,12 +337,14 @@ int Train(const Args& a) {
   if (grid->is_world_root()) {
     std::printf("%s: %s, %.1fM params (%.1fM in matmuls), %s\n", cfg.adapter.method.c_str(),
                 grid->Describe().c_str(), model.NumParams() / 1e6, n / 1e6, cfg.model.path.c_str());
-    std::printf("step %.3f s (median of %zu), %.0f tokens/s, %.1f GFLOP/s (4N per token) = %.1f%% of the "
-                "matmul ceiling %.1f GFLOP/s (%.1f before the steps, %.1f after)\n",
-                Median(s.seconds), s.seconds.size(), tok_s, achieved, 100 * achieved / ceiling, ceiling,
-                ceiling_before, ceiling_after);
-    std::printf("the model's own GEMM shapes (micro-batch of %lld tokens) reach %.1f GFLOP/s on this BLAS: "
-                "%.1f%% of that\n", static_cast<long long>(tokens), own_rate, 100 * achieved / own_rate);
+    std::printf("step %.3f s (median of %zu), %.0f real tokens/s (%.0f positions/s with padding, %.1f%% "
+                "padding)\n", Median(s.seconds), s.seconds.size(), tok_s, padded_s, 100 * pad_fraction);
+    if (measure_ceiling) {
+      std::printf("%.1f GFLOP/s (4N per real token) = %.1f%% of the matmul ceiling %.1f GFLOP/s (%.1f before the "
+                  "steps, %.1f after)\n", achieved, 100 * achieved / ceiling, ceiling, ceiling_before, ceiling_after);
+      std::printf("the model's own GEMM shapes (micro-batch of %lld tokens) reach %.1f GFLOP/s on this BLAS: "
+                  "%.1f%% of that\n", static_cast<long long>(tokens), own_rate, 100 * achieved / own_rate);
+    }
     for (const auto& r : ranks)
       std::printf("rank %d: peak RSS %.0f MiB, %splanner %.0f MiB (weights, adapters, activations only)\n",
                   r["rank"].get<int>(), r["peak_rss_mib"].get<double>(),
@@ -334,18 +353,26 @@ int Train(const Args& a) {
                       : "",
                   r["planned_mib"].get<double>());
   }
-  Emit(a, {{"method", cfg.adapter.method}, {"rank", cfg.adapter.rank}, {"model", cfg.model.path},
-           {"tp", grid->layout().tp}, {"pp", grid->layout().pp}, {"dp", grid->layout().dp},
-           {"schedule", cfg.parallel.schedule}, {"micro_batch", cfg.train.micro_batch},
-           {"global_batch", cfg.train.global_batch},
-           {"micro_batches", cfg.train.global_batch / (cfg.train.micro_batch * grid->layout().dp)},
-           {"params", model.NumParams()}, {"matmul_params", n}, {"step_s_median", Median(s.seconds)},
-           {"step_s", s.seconds}, {"tokens_per_s", tok_s}, {"samples_per_s", s.samples / total},
-           {"gflops", achieved}, {"ceiling_gflops", ceiling},
-           {"ceiling_before_gflops", ceiling_before}, {"ceiling_after_gflops", ceiling_after}, {"mfu", achieved / ceiling},
-           {"own_shape_gflops", own_rate}, {"of_own_shape_rate", achieved / own_rate}, {"ranks", ranks},
-           {"adapter_dtype", cfg.adapter.dtype}, {"attention", AttentionName(t.attention_choice().impl)},
-           {"attention_ms", AttentionTimesMs(t.attention_choice())}});
+  nlohmann::json j{{"method", cfg.adapter.method}, {"rank", cfg.adapter.rank}, {"model", cfg.model.path},
+                   {"data", cfg.data.train}, {"dtype", c10::toString(t.stage().dtype())}, {"bucket", cfg.data.bucket},
+                   {"overrides", a.overrides},
+                   {"tp", grid->layout().tp}, {"pp", grid->layout().pp}, {"dp", grid->layout().dp},
+                   {"schedule", cfg.parallel.schedule}, {"micro_batch", cfg.train.micro_batch},
+                   {"global_batch", cfg.train.global_batch},
+                   {"micro_batches", cfg.train.global_batch / (cfg.train.micro_batch * grid->layout().dp)},
+                   {"params", model.NumParams()}, {"matmul_params", n}, {"step_s_median", Median(s.seconds)},
+                   {"step_s", s.seconds}, {"tokens_per_s", tok_s}, {"real_tokens_per_s", tok_s},
+                   {"padded_tokens_per_s", padded_s}, {"pad_fraction", pad_fraction},
+                   {"step_tokens", s.step_tokens}, {"step_padded_tokens", s.step_padded},
+                   {"samples_per_s", s.samples / total}, {"gflops", achieved}, {"ranks", ranks},
+                   {"adapter_dtype", cfg.adapter.dtype}, {"attention", AttentionName(t.attention_choice().impl)},
+                   {"attention_ms", AttentionTimesMs(t.attention_choice())}};
+  if (measure_ceiling) {
+    j.update({{"ceiling_gflops", ceiling}, {"ceiling_before_gflops", ceiling_before},
+              {"ceiling_after_gflops", ceiling_after}, {"mfu", achieved / ceiling}, {"own_shape_gflops", own_rate},
+              {"of_own_shape_rate", achieved / own_rate}});
+  }
+  Emit(a, j);
   return 0;
 }
 
@@ -452,6 +479,58 @@ int Ckpt(const Args& a) {
   return 0;
 }
 
+// The examples that `train` with the same config and --bench.warmup / --bench.steps draws (a fresh
+// trainer's loader, same seed, same sampler): one JSON line per micro-batch with its step, task,
+// and per row the unpadded token ids and the positions of its target tokens (the loss predicts
+// ids[j] from position j-1). launch/peer_bench.py --batches replays them, so the peers train on the
+// same examples in the same micro-batches as the trainer. With data.packing the examples are read
+// out of their packed rows (the sampler draws the same examples either way).
+int Batches(const Args& a) {
+  auto cfg = LoadBenchConfig(a);
+  MORE_CHECK(WorldSize() == 1, "more_bench batches runs on one rank");
+  if (!a.bench.count("out"))
+    throw Error("more_bench batches needs --bench.out=FILE", "it writes one JSON line per micro-batch there, "
+                "for launch/peer_bench.py --batches");
+  auto model = LoadLlamaConfig(cfg.model.path);
+  auto grid = MakeRunGrid(cfg, model, MPI_COMM_WORLD);
+  Trainer t(cfg, *grid);
+  const int64_t steps = a.Int("warmup", 2) + a.Int("steps", 5);
+  const int64_t micro = cfg.train.global_batch / cfg.train.micro_batch;
+  std::ofstream out(a.bench.at("out"), std::ios::trunc);
+  if (!out) throw Error("cannot write '" + a.bench.at("out") + "'", "check --bench.out");
+  int64_t real = 0, positions = 0;
+  for (int64_t step = 0; step < steps; ++step)
+    for (int64_t m = 0; m < micro; ++m) {
+      const MicroBatch mb = t.loader().Next();
+      nlohmann::json ids = nlohmann::json::array(), targets = nlohmann::json::array();
+      for (int b = 0; b < mb.batch_size; ++b) {  // example b: where it lies in the [R, L] grid
+        const auto i = static_cast<size_t>(b);
+        const size_t row = static_cast<size_t>(mb.packed ? mb.example_row[i] : b) * static_cast<size_t>(mb.seq_len) +
+                           static_cast<size_t>(mb.packed ? mb.example_offset[i] : 0);
+        const auto len = static_cast<size_t>(mb.lengths[i]);
+        ids.push_back(std::vector<int32_t>(mb.input_ids.begin() + static_cast<std::ptrdiff_t>(row),
+                                           mb.input_ids.begin() + static_cast<std::ptrdiff_t>(row + len)));
+        std::vector<int32_t> pos;
+        for (size_t j = 0; j < len; ++j)
+          if (mb.target_mask[row + j]) pos.push_back(static_cast<int32_t>(j));
+        targets.push_back(pos);
+        real += static_cast<int64_t>(len);
+      }
+      positions += static_cast<int64_t>(mb.RowCount()) * mb.seq_len;
+      out << nlohmann::json{{"step", step}, {"task", t.task_names().at(static_cast<size_t>(mb.task))},
+                            {"ids", ids}, {"targets", targets}, {"trainer_seq_len", mb.seq_len}}
+                 .dump()
+          << "\n";
+    }
+  out.close();
+  if (!out) throw Error("cannot write '" + a.bench.at("out") + "'", "disk full?");
+  std::printf("%lld steps x %lld micro-batch(es) of %lld examples: %lld real tokens, %lld positions as the "
+              "trainer pads them (%.1f%% padding)\n", static_cast<long long>(steps), static_cast<long long>(micro),
+              static_cast<long long>(cfg.train.micro_batch), static_cast<long long>(real),
+              static_cast<long long>(positions), 100.0 * (1.0 - static_cast<double>(real) / std::max<int64_t>(1, positions)));
+  return 0;
+}
+
 }  // namespace
 }  // namespace more
 
@@ -469,6 +548,7 @@ int main(int argc, char** argv) {
     if (a.mode == "ratio") return more::Ratio(a);
     if (a.mode == "loader") return more::Loader(a);
     if (a.mode == "ckpt") return more::Ckpt(a);
-    throw more::Error("unknown mode '" + a.mode + "'", "use matmul, train, ratio, loader or ckpt");
+    if (a.mode == "batches") return more::Batches(a);
+    throw more::Error("unknown mode '" + a.mode + "'", "use matmul, train, ratio, loader, ckpt or batches");
   });
 }
