@@ -47,7 +47,7 @@ assert t["step_padded_tokens"] == [8 * -(-max(len(r) for r in m["ids"]) // 16) *
 PY
 then echo "ok: batches match train's real and padded tokens"; pass=$((pass + 1))
 else echo "FAIL: batches vs train"; tail -5 "$OUT/log"; fail=$((fail + 1)); fi
-# bad input (docs/reliability.md row 111): batches without --bench.out; a batches file shorter
+# bad input (docs/reliability.md row 117): batches without --bench.out; a batches file shorter
 # than the peer's warm-up + timed steps
 timeout 120 mpirun -np 1 "$BUILD/more_bench" batches --config "$SRC/launch/demo.toml" --model.path="$DATA/tiny" \
   --data.train="$DATA/shards" > "$OUT/log" 2>&1
