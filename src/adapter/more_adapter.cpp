@@ -1,5 +1,7 @@
 #include "more/adapter/more_adapter.h"
 
+#include <optional>
+
 #include <algorithm>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -130,14 +132,17 @@ MoreAdapter::Selection MoreAdapter::Select(int task) const {
     return sel;
   }
   const int64_t row = GateRow(task);
-  if (opt_.frozen_gate) {  // the choice at init; no STE, so nothing of the gate enters the graph
-    torch::NoGradGuard ng;
-    sel.probs = torch::softmax(torch::mv(gate_w, E_gate[row]) + gate_b, 0);  // [n_experts], for reading only
+  // p_t = softmax(W_g e_t + b_g)                                            [n_experts]
+  // (a frozen gate reads E_gate, for reading only: no STE, so nothing of the gate enters the graph)
+  {
+    std::optional<torch::NoGradGuard> ng;
+    if (opt_.frozen_gate) ng.emplace();
+    sel.probs = torch::softmax(torch::mv(gate_w, GateInput()[row]) + gate_b, 0);
+  }
+  if (opt_.frozen_gate) {  // the choice at init
     sel.rank = experts_.at(static_cast<size_t>(CachedExpert(row)));
     return sel;
   }
-  // p_t = softmax(W_g e_t + b_g)                                            [n_experts]
-  sel.probs = torch::softmax(torch::mv(gate_w, E[row]) + gate_b, 0);
   if (opt_.soft) {
     sel.rank = opt_.rank;
     return sel;

@@ -29,9 +29,8 @@ AttentionImpl ParseAttentionImpl(const std::string& name, const std::string& wha
 }
 
 std::vector<AttentionImpl> AttentionCandidates() {
-  std::vector<AttentionImpl> c;
-  if (FusedAttentionAvailable()) c.push_back(AttentionImpl::kFused);
-  c.push_back(AttentionImpl::kComposed);
+  std::vector<AttentionImpl> c{DefaultAttentionImpl()};
+  if (c.front() != AttentionImpl::kComposed) c.push_back(AttentionImpl::kComposed);
   return c;
 }
 
@@ -142,7 +141,7 @@ AttentionChoice ResolveAttention(const std::string& setting, const std::string& 
     return c;
   }
   if (setting == "auto") {  // the fixed rule: the same choice in every fresh run of this build
-    c.impl = AttentionCandidates().front();
+    c.impl = DefaultAttentionImpl();
     c.how = "model.attention=auto (fused where this LibTorch has it, else composed)";
     return c;
   }

@@ -124,9 +124,25 @@ bool FusedAttentionAvailable() {
 #endif
 }
 
+AttentionImpl DefaultAttentionImpl() {
+  return FusedAttentionAvailable() ? AttentionImpl::kFused : AttentionImpl::kComposed;
+}
+
+namespace {
+
+// The composed path's end: softmax over the last dimension in fp32 (double for double inputs,
+// the tests' precision), then the probabilities times v.
+torch::Tensor SoftmaxTimesV(const torch::Tensor& scores, const torch::Tensor& v) {  // scores [B, H, S, S]
+  const auto acc = v.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  auto probs = torch::softmax(scores, -1, acc).to(v.scalar_type());
+  return torch::matmul(probs, v);                                           // [B, H, S, hd]
+}
+
+}  // namespace
+
 torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                               AttentionImpl impl) {
-  if (impl == AttentionImpl::kAuto) impl = FusedAttentionAvailable() ? AttentionImpl::kFused : AttentionImpl::kComposed;
+  if (impl == AttentionImpl::kAuto) impl = DefaultAttentionImpl();
   if (impl == AttentionImpl::kFused) {
 #ifdef MORE_HAVE_SDPA
     // q is pre-scaled (the scale is folded into RoPE's tables), hence scale 1
@@ -141,10 +157,7 @@ torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, co
   auto mask = torch::full({s, s}, -std::numeric_limits<float>::infinity(), q.options()).triu(1);  // [S, S]
   auto scores = torch::baddbmm(mask, q.reshape({b * h, s, hd}), k.reshape({b * h, s, hd}).transpose(1, 2))
                     .view({b, h, s, s});                                    // [B, H, S, S]
-  // the softmax in fp32 (double for double inputs, the tests' precision)
-  const auto acc = q.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-  auto probs = torch::softmax(scores, -1, acc).to(q.scalar_type());
-  return torch::matmul(probs, v);                                           // [B, H, S, hd]
+  return SoftmaxTimesV(scores, v);
 }
 
 torch::Tensor SegmentCausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
@@ -153,7 +166,7 @@ torch::Tensor SegmentCausalAttention(const torch::Tensor& q, const torch::Tensor
   TORCH_CHECK(allowed.dim() == 4 && allowed.size(0) == b && allowed.size(1) == 1 && allowed.size(2) == s &&
                   allowed.size(3) == s && allowed.scalar_type() == torch::kBool,
               "SegmentCausalAttention: the mask must be [B, 1, S, S] bool, got ", allowed.sizes());
-  if (impl == AttentionImpl::kAuto) impl = FusedAttentionAvailable() ? AttentionImpl::kFused : AttentionImpl::kComposed;
+  if (impl == AttentionImpl::kAuto) impl = DefaultAttentionImpl();
   if (impl == AttentionImpl::kFused) {
 #ifdef MORE_HAVE_SDPA
     return at::scaled_dot_product_attention(q, k, v, allowed, /*dropout_p=*/0.0, /*is_causal=*/false,
@@ -162,15 +175,11 @@ torch::Tensor SegmentCausalAttention(const torch::Tensor& q, const torch::Tensor
     TORCH_CHECK(false, "fused attention needs LibTorch >= 2.1 (scaled_dot_product_attention)");
 #endif
   }
-  auto bias = torch::zeros({b, 1, s, s}, q.options())
-                  .masked_fill_(allowed.logical_not(), -std::numeric_limits<float>::infinity())
-                  .expand({b, h, s, s})
-                  .reshape({b * h, s, s});                                  // [B*H, S, S] 0 / -inf
-  auto scores = torch::baddbmm(bias, q.reshape({b * h, s, hd}), k.reshape({b * h, s, hd}).transpose(1, 2))
-                    .view({b, h, s, s});                                    // [B, H, S, S]
-  const auto acc = q.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-  auto probs = torch::softmax(scores, -1, acc).to(q.scalar_type());
-  return torch::matmul(probs, v);                                           // [B, H, S, hd]
+  // the mask applied to the scores in place, broadcast over the heads (no [B*H, S, S] bias built)
+  auto scores = torch::bmm(q.reshape({b * h, s, hd}), k.reshape({b * h, s, hd}).transpose(1, 2))
+                    .view({b, h, s, s})                                     // [B, H, S, S]
+                    .masked_fill_(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  return SoftmaxTimesV(scores, v);
 }
 
 }  // namespace more

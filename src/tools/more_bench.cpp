@@ -504,10 +504,8 @@ int Batches(const Args& a) {
       const MicroBatch mb = t.loader().Next();
       nlohmann::json ids = nlohmann::json::array(), targets = nlohmann::json::array();
       for (int b = 0; b < mb.batch_size; ++b) {  // example b: where it lies in the [R, L] grid
-        const auto i = static_cast<size_t>(b);
-        const size_t row = static_cast<size_t>(mb.packed ? mb.example_row[i] : b) * static_cast<size_t>(mb.seq_len) +
-                           static_cast<size_t>(mb.packed ? mb.example_offset[i] : 0);
-        const auto len = static_cast<size_t>(mb.lengths[i]);
+        const size_t row = mb.ExampleStart(b);
+        const auto len = static_cast<size_t>(mb.lengths[static_cast<size_t>(b)]);
         ids.push_back(std::vector<int32_t>(mb.input_ids.begin() + static_cast<std::ptrdiff_t>(row),
                                            mb.input_ids.begin() + static_cast<std::ptrdiff_t>(row + len)));
         std::vector<int32_t> pos;

@@ -33,7 +33,7 @@ BatchTensors ToTensors(const MicroBatch& mb, torch::Device device) {
   std::vector<float> pool(static_cast<size_t>(b * rows * l), 0.0f);        // [B, R*L]
   std::vector<float> real(static_cast<size_t>(rows * l), 0.0f);            // [R*L]
   for (int64_t e = 0; e < b; ++e) {
-    const int64_t start = static_cast<int64_t>(mb.example_row[e]) * l + mb.example_offset[e], n = mb.lengths[e];
+    const auto start = static_cast<int64_t>(mb.ExampleStart(static_cast<int>(e))), n = static_cast<int64_t>(mb.lengths[e]);
     for (int64_t j = 0; j + 1 < n; ++j)
       if (mb.target_mask[static_cast<size_t>(start + j + 1)]) pos.push_back(start + j);
     const float w = 1.0f / static_cast<float>(n);  // MeanPoolWeights' mask / count

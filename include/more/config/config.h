@@ -18,7 +18,8 @@ struct ModelConfig {
   std::string path = "";           // HF directory: config.json + *.safetensors (+ tokenizer.model)
   std::string dtype = "auto";      // base weights: auto (bf16 on GPU and on CPUs with native bf16, else f32) | float32 | bfloat16
   std::string device = "cpu";      // cpu | cuda
-  std::string attention = "auto";  // auto (measured at start-up: model/attention_choice.h) | fused | composed
+  std::string attention = "auto";  // auto (fused where available) | measure (timed at start-up:
+                                   // model/attention_choice.h) | fused | composed
 };
 
 struct AdapterConfig {

@@ -7,6 +7,7 @@
 // vectors ([B]: lengths, prompt_lengths, labels, rows) keep the sampler's example order in both
 // forms; example_row / example_offset say where example i lies.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -38,6 +39,12 @@ struct MicroBatch {
   std::vector<int32_t> segment_example;  // [S] example index of each segment, -1 for padding
 
   int RowCount() const { return packed ? num_rows : batch_size; }  // R
+  // Where example i's first token lies in the flattened [R, L] grid (packed or not).
+  size_t ExampleStart(int i) const {
+    const auto e = static_cast<size_t>(i);
+    return packed ? static_cast<size_t>(example_row[e]) * static_cast<size_t>(seq_len) + static_cast<size_t>(example_offset[e])
+                  : e * static_cast<size_t>(seq_len);
+  }
 };
 
 }  // namespace more

@@ -31,6 +31,8 @@ torch::Tensor FusedRope(const torch::Tensor& x, const torch::Tensor& cos, const 
 //   kAuto:     kFused where this LibTorch has it, else kComposed.
 enum class AttentionImpl { kAuto, kComposed, kFused };
 bool FusedAttentionAvailable();  // this LibTorch has scaled_dot_product_attention with a scale
+// What kAuto means (model.attention = auto): kFused where available, else kComposed.
+AttentionImpl DefaultAttentionImpl();
 torch::Tensor CausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                               AttentionImpl impl = AttentionImpl::kAuto);
 
