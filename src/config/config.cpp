@@ -296,6 +296,9 @@ void Config::Validate() const {
           "data.sampling", "must be paper, uniform, proportional or temperature");
   Require(data.temperature > 0, "data.temperature", "must be > 0");
   Require(data.prefetch >= 1, "data.prefetch", "must be >= 1");
+  Require(data.pack_len >= 0, "data.pack_len", "must be >= 0 (0: the shards' max_len)");
+  Require(data.pack_len == 0 || data.packing, "data.pack_len",
+          "is the packed rows' length: it needs data.packing = true (or leave it 0)");
   Require(train.steps >= 1, "train.steps", "must be >= 1");
   Require(train.micro_batch >= 1, "train.micro_batch", "must be >= 1");
   Require(train.global_batch >= 1, "train.global_batch", "must be >= 1");

@@ -22,31 +22,51 @@ MicroBatch PackMicroBatch(const MicroBatch& mb, int capacity, int bucket, int32_
            "example; rows hold at most max_len tokens, longer examples are handled by shard_data --overlong)",
            i, mb.task, i < static_cast<int>(mb.rows.size()) ? mb.rows[i] : -1, mb.lengths[i], capacity);
 
-  // first-fit decreasing
+  // first-fit decreasing at each candidate row length; keep the layout with the fewest positions
   std::vector<int> order(B);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return mb.lengths[a] > mb.lengths[b]; });
-  std::vector<int> used;                    // [R] tokens in each row
-  std::vector<std::vector<int>> members;    // [R] examples of each row, in placement order
+  const auto round_up = [&](int n) { return std::min(capacity, (n + bucket - 1) / bucket * bucket); };
+  std::vector<int> used, best_used;            // [R] tokens in each row
+  std::vector<int32_t> row_of(B), best_row(B);  // [B] the row example i went to
+  int64_t best_positions = -1;
+  const int64_t total = std::accumulate(mb.lengths.begin(), mb.lengths.end(), int64_t{0});
+  int L = 0;
+  const int longest_example = B > 0 ? mb.lengths[order[0]] : 0;
+  for (int cap = round_up(longest_example);; cap = round_up(cap + 1)) {  // bucket multiples, then capacity
+    used.clear();
+    for (int i : order) {
+      const int n = mb.lengths[i];
+      size_t r = 0;
+      while (r < used.size() && used[r] + n > cap) ++r;
+      if (r == used.size()) used.push_back(0);
+      row_of[i] = static_cast<int32_t>(r);
+      used[r] += n;
+    }
+    const int len = used.empty() ? 0 : round_up(*std::max_element(used.begin(), used.end()));
+    const int64_t positions = static_cast<int64_t>(used.size()) * len;
+    if (best_positions < 0 || positions < best_positions) {  // ties keep the shorter rows
+      best_positions = positions;
+      best_used = used;
+      best_row = row_of;
+      L = len;
+    }
+    if (cap >= capacity || best_positions == total) break;  // no layout computes fewer than the real tokens
+  }
+  const int R = static_cast<int>(best_used.size());
   MicroBatch out;
   out.example_row.assign(B, -1);
   out.example_offset.assign(B, -1);
+  std::vector<std::vector<int>> members(static_cast<size_t>(R));  // [R] examples of each row, in placement order
+  std::vector<int> fill(static_cast<size_t>(R), 0);
   for (int i : order) {
-    const int n = mb.lengths[i];
-    size_t r = 0;
-    while (r < used.size() && used[r] + n > capacity) ++r;
-    if (r == used.size()) {
-      used.push_back(0);
-      members.emplace_back();
-    }
-    out.example_row[i] = static_cast<int32_t>(r);
-    out.example_offset[i] = used[r];
-    used[r] += n;
+    const auto r = static_cast<size_t>(best_row[i]);
+    out.example_row[i] = best_row[i];
+    out.example_offset[i] = fill[r];
+    fill[r] += mb.lengths[i];
     members[r].push_back(i);
   }
-  const int R = static_cast<int>(used.size());
-  const int longest = R > 0 ? *std::max_element(used.begin(), used.end()) : 0;
-  const int L = std::min(capacity, (longest + bucket - 1) / bucket * bucket);
+  const std::vector<int>& row_used = best_used;
 
   out.task = mb.task;
   out.batch_size = B;
@@ -73,8 +93,8 @@ MicroBatch PackMicroBatch(const MicroBatch& mb, int capacity, int bucket, int32_
       out.cu_seqlens.push_back(static_cast<int32_t>(row + off + n));
       out.segment_example.push_back(i);
     }
-    if (used[r] < L) {  // the row's padding: one segment, positions from 0
-      std::iota(out.position_ids.begin() + row + used[r], out.position_ids.begin() + row + L, 0);
+    if (row_used[r] < L) {  // the row's padding: one segment, positions from 0
+      std::iota(out.position_ids.begin() + row + row_used[r], out.position_ids.begin() + row + L, 0);
       out.cu_seqlens.push_back(static_cast<int32_t>(row + L));
       out.segment_example.push_back(-1);
     }

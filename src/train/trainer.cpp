@@ -153,16 +153,27 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
   for (size_t t = 0; t < weights.size(); ++t)
     spdlog::info("task {:<14} size {:>6}  sampling weight ({}) {:.4f}", task_names_[t], sizes[t],
                  cfg_.data.sampling, weights[t]);
+  // data.packing's row length (one owner: the loader packs to it, the log says it)
+  int64_t pack_len = 0;
+  if (cfg_.data.packing) {
+    pack_len = cfg_.data.pack_len > 0 ? cfg_.data.pack_len : static_cast<int64_t>(meta.max_len);
+    if (pack_len < static_cast<int64_t>(meta.max_len) || pack_len > model_cfg_.max_position_embeddings)
+      throw Error(fmt::format("data.pack_len = {} is outside [{}, {}]: the shards' max_len (packing never splits "
+                              "an example) to the model's max_position_embeddings", pack_len, meta.max_len,
+                              model_cfg_.max_position_embeddings),
+                  "set data.pack_len within that range, or 0 for the shards' max_len");
+  }
   BatchSampler sampler(sizes, weights, static_cast<int>(cfg_.train.micro_batch), static_cast<int>(dp),
                        static_cast<uint64_t>(cfg_.train.seed));
   loader_ = std::make_unique<StreamingLoader>(train_, std::move(sampler), grid_.dp_rank(), static_cast<int>(dp),
                                               static_cast<int>(cfg_.train.micro_batch),
                                               static_cast<int>(cfg_.data.bucket), pad_id_,
                                               static_cast<int>(cfg_.data.prefetch),
-                                              cfg_.data.packing ? static_cast<int>(meta.max_len) : 0);
+                                              static_cast<int>(pack_len));
   if (cfg_.data.packing)
     spdlog::info("data.packing: each micro-batch's {} examples packed into rows of up to {} tokens "
-                 "(first-fit decreasing; evaluation unpacked)", cfg_.train.micro_batch, meta.max_len);
+                 "(first-fit decreasing, the row length giving the fewest positions; evaluation unpacked)",
+                 cfg_.train.micro_batch, pack_len);
 
   // eval shards: data.eval, or eval-*.h5 next to the training shards
   std::vector<std::string> eval_paths = cfg_.data.eval.empty() ? SplitList(cfg_.data.train) : SplitList(cfg_.data.eval);

@@ -4,7 +4,8 @@
 #  (b) a packed run and an unpacked run over the same examples in the same order give the same
 #      losses and adapter gradients, on 1 rank and on tp=2 x pp=2 (1F1B) (and dp=2 against 1 rank
 #      unpacked, layout tolerances), and the packed runs
-#      really packed (fewer positions computed: grid_tokens);
+#      really packed (fewer positions computed: grid_tokens); the same with data.pack_len=256
+#      (rows longer than the shards' max_len of 64);
 #  (c) a packed run resumed from its step-3 checkpoint is BITWISE equal to the uninterrupted
 #      packed run (every step's loss, final adapters and optimizer state), with adapter dropout on.
 # Tolerances (packed vs unpacked, same layout): losses 1e-5 relative, each gradient tensor 1e-4 of
@@ -28,6 +29,7 @@ run() {  # name np packing [args...]
 }
 run ref 1 false
 run packed 1 true
+run packed_long 1 true --data.pack_len=256  # rows longer than the shards' max_len (64)
 run tp2pp2 4 false --parallel.tp=2 --parallel.pp=2
 run tp2pp2_packed 4 true --parallel.tp=2 --parallel.pp=2
 run dp2_packed 2 true --train.micro_batch=4  # each replica packs its own 4 examples of the plan
@@ -91,10 +93,12 @@ def packed_fewer(packed, plain):
     print(f"{packed}: {p} positions computed for {real} real tokens (unpacked: {u})")
     if not p < u: print(f"FAIL {packed}: packing computed {p} positions, unpacked {u}"); failed += 1
 compare("ref", "packed", 1e-5, 1e-4, 1e-3)
+compare("ref", "packed_long", 1e-5, 1e-4, 1e-3)
 compare("tp2pp2", "tp2pp2_packed", 1e-5, 1e-4, 1e-3)
 compare("ref", "tp2pp2_packed", 1e-4, 2e-3, 1e-3)  # layout and packing together (as layout_equivalence.sh)
 compare("ref", "dp2_packed", 1e-4, 2e-3, 1e-3)
 packed_fewer("packed", "ref")
+packed_fewer("packed_long", "ref")
 packed_fewer("tp2pp2_packed", "tp2pp2")
 # (c) resume: every step's loss and the final checkpoint bitwise
 a = {s["step"]: s["loss"] for s in steps("drop")}

@@ -681,6 +681,24 @@ TEST(Trainer, BadInputsGiveClearErrors) {
     ExpectError([&] { c.Validate(); }, {"adapter.dtype", "float16"});
   }
   {
+    // data.pack_len: without packing, negative, below the shards' max_len, beyond the model's positions
+    auto c = TinyConfig(dir);
+    c.data.pack_len = 128;
+    ExpectError([&] { c.Validate(); }, {"data.pack_len", "needs data.packing = true"});
+    c.data.packing = true;
+    c.data.pack_len = -1;
+    ExpectError([&] { c.Validate(); }, {"data.pack_len", "must be >= 0"});
+    const int64_t max_len = ShardSet(std::vector<std::string>{c.data.train}, "train").max_len();
+    const int64_t max_pos = LoadLlamaConfig(c.model.path).max_position_embeddings;
+    for (const int64_t bad : {max_len - 1, max_pos + 1}) {
+      c.data.pack_len = bad;
+      ExpectError([&] { Trainer t(c, *grid); },
+                  {fmt::format("data.pack_len = {} is outside [{}, {}]", bad, max_len, max_pos), "max_len"});
+    }
+    c.data.pack_len = max_pos;  // the longest rows allowed
+    Trainer t(c, *grid);
+  }
+  {
     auto c = TinyConfig(dir);
     c.train.global_batch = 10;  // not a multiple of micro_batch 4
     ExpectError([&] { Trainer t(c, *grid); }, {"train.global_batch"});

@@ -53,6 +53,7 @@ struct DataConfig {
   double temperature = 2.0;        // for sampling = temperature
   int64_t prefetch = 4;            // micro-batches prefetched by the loader thread
   bool packing = false;            // same-task sequence packing of training micro-batches (sequence_packing.h)
+  int64_t pack_len = 0;            // packed rows' longest length; 0 = the shards' max_len (needs packing)
 };
 
 struct TrainConfig {

@@ -48,6 +48,7 @@ void VisitConfig(C& c, F&& f) {
   f("data.temperature", c.data.temperature, "T for temperature sampling (|D_t|^(1/T))");
   f("data.prefetch", c.data.prefetch, "micro-batches prefetched by the loader thread");
   f("data.packing", c.data.packing, "pack each training micro-batch's examples into rows of up to max_len tokens (first-fit decreasing; attention and positions per example); evaluation stays unpacked");
+  f("data.pack_len", c.data.pack_len, "with data.packing: rows of up to this many tokens, from the shards' max_len to the model's max_position_embeddings (positions restart per example); 0 = the shards' max_len");
   f("train.steps", c.train.steps, "optimizer steps");
   f("train.global_batch", c.train.global_batch, "samples per step over all data-parallel ranks");
   f("train.micro_batch", c.train.micro_batch, "samples per micro-batch per rank");

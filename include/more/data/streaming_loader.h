@@ -64,7 +64,7 @@ class StreamingLoader {
   int dp_rank_, dp_size_, micro_batch_, bucket_;
   int32_t pad_id_;
   int depth_;
-  int pack_len_;  // 0: unpacked; else rows of up to pack_len tokens (max_len)
+  int pack_len_;  // 0: unpacked; else rows of up to pack_len tokens (data.pack_len, else max_len)
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
