@@ -117,8 +117,9 @@ realdata)  # real (non-pad) tokens/s on real example lengths (docs/benchmarks.md
   # Shapes (REALDATA_SHAPES, default mid): mid (~20M, seconds per run) and 100m; bf16 base, r8,
   # one rank, REALDATA_THREADS (2) threads. Sides (REALDATA_SIDES, default "padded packed eager
   # compiled"): the trainer MoRE r8 padded and packed, the peers LoRA r8; also padded_lora,
-  # packed_lora (the trainer with LoRA r8), hf (transformers + PEFT) and padded_b1 (the trainer
-  # padded to each batch's longest example as the peers are: data.bucket=1). REALDATA_ROUNDS (5)
+  # packed_lora (the trainer with LoRA r8), hf (transformers + PEFT), padded_b1 (the trainer
+  # padded to each batch's longest example as the peers are: data.bucket=1) and packed_long
+  # (packed into rows of up to REALDATA_PACK_LEN (256) tokens: data.pack_len). REALDATA_ROUNDS (5)
   # alternations, 2 warm-up and REALDATA_STEPS (3) timed steps per run. The defaults took 19 min
   # on the 2-vCPU EPYC under a load of ~10 with 1 thread (docs/benchmarks.md §13); the 100m shape
   # took 15 min per data set there (REALDATA_SHAPES=100m REALDATA_SETS=bundled, then =longtail).
@@ -130,7 +131,8 @@ realdata)  # real (non-pad) tokens/s on real example lengths (docs/benchmarks.md
     ./build/shard_data build --manifest "$BENCH/longtail/manifest.json" --out "$BENCH/longtail/shards" \
       --max-len 256 --splits train > /dev/null
   fi
-  first=$(( $(cat "$OUTF" 2>/dev/null | wc -l) + 1 ))
+  touch "$OUTF"  # a fresh BENCH has none yet (cat of a missing file failed the pipe under pipefail)
+  first=$(( $(wc -l < "$OUTF") + 1 ))
   RB=./build-t211/more_bench; STEPS=${REALDATA_STEPS:-3}; TH=${REALDATA_THREADS:-2}; PACKED=1
   SIDES=${REALDATA_SIDES:-padded packed eager compiled}
   SETS=${REALDATA_SETS:-bundled longtail}
@@ -151,8 +153,9 @@ realdata)  # real (non-pad) tokens/s on real example lengths (docs/benchmarks.md
             run mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" "${extra[@]}" --bench.ceiling=0 --bench.tag="$tag" ;;
           padded_b1)  # padded as the peers pad: to the batch's longest example (no bucket rounding)
             run mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" --data.bucket=1 --bench.ceiling=0 --bench.tag="$tag" ;;
-          packed|packed_lora)
+          packed|packed_lora|packed_long)
             [ $PACKED = 1 ] || continue
+            [ "$side" = packed_long ] && extra=(--data.pack_len="${REALDATA_PACK_LEN:-256}")
             log=$(mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" "${extra[@]}" --data.packing=true --bench.ceiling=0 \
                   --bench.tag="$tag" 2>&1 || true)
             if grep -q "unknown config key 'data.packing'" <<< "$log"; then
