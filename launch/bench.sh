@@ -118,8 +118,9 @@ realdata)  # real (non-pad) tokens/s on real example lengths (docs/benchmarks.md
   # one rank, REALDATA_THREADS (2) threads. Sides (REALDATA_SIDES, default "padded packed eager
   # compiled"): the trainer MoRE r8 padded and packed, the peers LoRA r8; also padded_lora,
   # packed_lora (the trainer with LoRA r8), hf (transformers + PEFT), padded_b1 (the trainer
-  # padded to each batch's longest example as the peers are: data.bucket=1) and packed_long
-  # (packed into rows of up to REALDATA_PACK_LEN (256) tokens: data.pack_len). REALDATA_ROUNDS (5)
+  # padded to each batch's longest example as the peers are: data.bucket=1), packed_long
+  # (packed into rows of up to REALDATA_PACK_LEN (256) tokens: data.pack_len) and packed_b1
+  # (packed, the row length not rounded: data.bucket=1). REALDATA_ROUNDS (5)
   # alternations, 2 warm-up and REALDATA_STEPS (3) timed steps per run. The defaults took 19 min
   # on the 2-vCPU EPYC under a load of ~10 with 1 thread (docs/benchmarks.md §13); the 100m shape
   # took 15 min per data set there (REALDATA_SHAPES=100m REALDATA_SETS=bundled, then =longtail).
@@ -153,9 +154,10 @@ realdata)  # real (non-pad) tokens/s on real example lengths (docs/benchmarks.md
             run mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" "${extra[@]}" --bench.ceiling=0 --bench.tag="$tag" ;;
           padded_b1)  # padded as the peers pad: to the batch's longest example (no bucket rounding)
             run mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" --data.bucket=1 --bench.ceiling=0 --bench.tag="$tag" ;;
-          packed|packed_lora|packed_long)
+          packed|packed_lora|packed_long|packed_b1)
             [ $PACKED = 1 ] || continue
             [ "$side" = packed_long ] && extra=(--data.pack_len="${REALDATA_PACK_LEN:-256}")
+            [ "$side" = packed_b1 ] && extra=(--data.bucket=1)  # packed rows of any length, no rounding
             log=$(mpirun -np 1 $RB train "${COMMON[@]}" "${RT[@]}" "${extra[@]}" --data.packing=true --bench.ceiling=0 \
                   --bench.tag="$tag" 2>&1 || true)
             if grep -q "unknown config key 'data.packing'" <<< "$log"; then

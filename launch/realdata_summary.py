@@ -17,6 +17,7 @@ SIDE_NAMES = {
     "padded": "trainer MoRE r8, padded (data.bucket=16)",
     "packed": "trainer MoRE r8, packed (data.packing=true)",
     "packed_long": "trainer MoRE r8, packed into longer rows (data.pack_len)",
+    "packed_b1": "trainer MoRE r8, packed, row length not rounded (data.bucket=1)",
     "padded_b1": "trainer MoRE r8, padded to the longest (data.bucket=1)",
     "padded_lora": "trainer LoRA r8, padded",
     "packed_lora": "trainer LoRA r8, packed",
@@ -26,7 +27,8 @@ SIDE_NAMES = {
 }
 # (numerator, denominator, what it is): "x faster" = real tokens/s of the first over the second
 RATIOS = [("packed", "padded", "packed / padded (MoRE)"), ("packed_long", "padded", "packed (pack_len) / padded (MoRE)"),
-          ("packed_long", "packed", "packed (pack_len) / packed (MoRE)"), ("packed_lora", "padded_lora", "packed / padded (LoRA)"),
+          ("packed_long", "packed", "packed (pack_len) / packed (MoRE)"),
+          ("packed_b1", "padded", "packed (bucket 1) / padded (MoRE)"), ("packed_b1", "packed", "packed (bucket 1) / packed (MoRE)"), ("packed_lora", "padded_lora", "packed / padded (LoRA)"),
           ("packed", "compiled", "packed MoRE / compiled"), ("packed_lora", "compiled", "packed LoRA / compiled"),
           ("padded", "compiled", "padded MoRE / compiled"), ("padded_b1", "compiled", "padded (bucket 1) MoRE / compiled"), ("padded_lora", "compiled", "padded LoRA / compiled"),
           ("packed", "eager", "packed MoRE / eager"), ("padded", "eager", "padded MoRE / eager"),
