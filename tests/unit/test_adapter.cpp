@@ -457,6 +457,46 @@ TEST(LoraLinear, PooledOutputEqualsMeanPoolAndShareTheInputGradient) {
   EXPECT_TRUE(torch::allclose(x.grad()[1][4], pz[1] / 5, 1e-12, 1e-12));
 }
 
+// Packed rows: the pool is a matrix [E, R*L], each example's weights on its own positions only.
+// The node's pooled output (summed over the non-zero weights on the CPU) and the gradients against
+// the dense product pool x composed by autograd, in double.
+TEST(LoraLinear, PooledOutputOfPackedRowsEqualsTheDensePoolProduct) {
+  auto a = MakeAdapter();
+  for (auto& [n, t] : a.Params()) *t = t->detach().to(torch::kFloat64).requires_grad_(true);
+  torch::manual_seed(9);
+  const int64_t R = 2, L = 5;
+  // example 0: row 0, columns 0-2; example 1: row 0, columns 3-4; example 2: row 1, columns 0-3;
+  // row 1 column 4 is padding (no example)
+  auto pool = torch::zeros({3, R * L}, torch::kFloat64);
+  pool[0].narrow(0, 0, 3).fill_(1.0 / 3);
+  pool[1].narrow(0, 3, 2).fill_(0.5);
+  pool[2].narrow(0, 5, 4).fill_(0.25);
+  auto x0 = torch::randn({R, L, kIn}, torch::kFloat64);
+  auto w = torch::randn({kOut, kIn}, torch::kFloat64);
+  auto py = torch::randn({R, L, kOut}, torch::kFloat64), pz = torch::randn({3, kIn}, torch::kFloat64);
+  auto run = [&](bool fused) {
+    ZeroGrads(a);
+    auto x = x0.clone().requires_grad_(true);
+    const auto f = a.FactorsFor(1, true);
+    torch::Tensor y, z;
+    if (fused) {
+      std::tie(y, z) = LoraLinearPooled(x, w, f, torch::Tensor(), pool);
+    } else {
+      y = torch::matmul(x, w.t()) + a.Delta(x, 1, true);
+      z = pool.mm(x.reshape({R * L, kIn}));
+    }
+    ((y * py).sum() + (z * pz).sum()).backward();
+    return std::make_tuple(y.detach(), z.detach(), x.grad(), a.A.grad().clone());
+  };
+  const auto f = run(true), r = run(false);
+  EXPECT_TRUE(torch::allclose(std::get<0>(f), std::get<0>(r), 1e-10, 1e-10)) << "y";
+  EXPECT_TRUE(torch::allclose(std::get<1>(f), std::get<1>(r), 1e-10, 1e-10)) << "z";
+  EXPECT_TRUE(torch::allclose(std::get<2>(f), std::get<2>(r), 1e-10, 1e-10)) << "dx";
+  EXPECT_TRUE(torch::allclose(std::get<3>(f), std::get<3>(r), 1e-10, 1e-10)) << "dA";
+  // by hand: example 2 is the mean of row 1's first four positions
+  EXPECT_TRUE(torch::allclose(std::get<1>(f)[2], x0[1].narrow(0, 0, 4).mean(0), 1e-12, 1e-12));
+}
+
 TEST(MoreAdapter, ContrastiveLossPrefersTheMatchingTask) {
   auto a = MakeAdapter();
   auto grid = ProcessGrid::Single();
