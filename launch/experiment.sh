@@ -24,7 +24,8 @@ SEEDS=${1:-1 2 3}; STEPS=${2:-$([ $MODE = tuned ] && echo 2000 || echo 600)}
 TASKSET=${TASKSET:-bundled}
 case $TASKSET in
   bundled) EXP=${EXP:-runs/exp}; ALL_TASKS="sentiment topic nli acceptability similarity" ;;
-  capacity) EXP=${EXP:-runs/exp-capacity}; ALL_TASKS="keyword fewkeys manykeys" ;;
+  capacity) EXP=${EXP:-runs/exp-capacity}; ALL_TASKS="keyword fewkeys manykeys"
+            SET_CONFIGS="lora_r1 lora_r4 lora_r8 more_r8" ;;  # the default mode's configs
   *) echo "experiment.sh: unknown TASKSET '$TASKSET' (bundled, capacity)" >&2; exit 2 ;;
 esac
 THREADS=${THREADS:-2}; BIN=${BIN:-./build}
@@ -43,6 +44,7 @@ fi
 declare -A CFG=(
   [lora_r1]="--adapter.method=lora --adapter.rank=1 --adapter.alpha=2"
   [lora_r2]="--adapter.method=lora --adapter.rank=2 --adapter.alpha=4"
+  [lora_r4]="--adapter.method=lora --adapter.rank=4 --adapter.alpha=8"
   [lora_r8]="--adapter.method=lora --adapter.rank=8"
   [lora_r16]="--adapter.method=lora --adapter.rank=16 --adapter.alpha=32"
   [more_r8]="--adapter.method=more --adapter.rank=8"
@@ -101,7 +103,7 @@ if [ $MODE = tuned ]; then
   /usr/bin/python3 launch/tuned_table.py "$EXP" --configs $ORDER --lrs $LRS --seeds $SEEDS | tee "$EXP/tuned.md"
   exit 0
 fi
-ORDER=${CONFIGS:-lora_r8 lora_r16 more_r8 more_normal_init more_soft more_no_cl more_uniform more_no_scaling more_no_task_emb more_subset_experts more_released more_released_kaiming more_frozen_gate}
+ORDER=${CONFIGS:-${SET_CONFIGS:-lora_r8 lora_r16 more_r8 more_normal_init more_soft more_no_cl more_uniform more_no_scaling more_no_task_emb more_subset_experts more_released more_released_kaiming more_frozen_gate}}
 for c in $ORDER; do
   for s in $SEEDS; do run "$EXP/$c-s$s" --train.seed="$s" ${CFG[$c]}; done
 done

@@ -5,7 +5,8 @@
 # train and eval together, occurs --reps times in train and twice in eval, eval keys are all in
 # train, no input is in both splits, the two tables' keys are disjoint and each table uses
 # several colours; then shard_data trains a tokenizer on it and builds both splits with the
-# expected row counts.
+# expected row counts. Bad input (docs/reliability.md row 118): the generator refuses out-of-range
+# sizes, and experiment.sh / bundled_data.sh refuse an unknown task set, each naming it.
 # Usage: capacity_data.sh BUILD [DATA]
 set -euo pipefail
 BUILD=$1
@@ -69,4 +70,14 @@ for want in "keyword 100 20" "fewkeys 24 12" "manykeys 160 80"; do
     cat "$OUT/build.log"; echo "FAIL: $1 should have $2 train and $3 eval rows"; exit 1; }
 done
 ls "$OUT"/shards/train-*.h5 "$OUT"/shards/eval-*.h5 > /dev/null
+refuses() {  # expected message, command...: a non-zero exit whose stderr has the message
+  local want=$1; shift
+  if "$@" > "$OUT/err" 2>&1; then echo "FAIL: accepted: $*"; exit 1; fi
+  grep -qF -- "$want" "$OUT/err" || { cat "$OUT/err"; echo "FAIL: no '$want' from: $*"; exit 1; }
+}
+refuses "--values must be 2-12" "${GEN[@]}" "$OUT/bad" --values 13
+refuses "--few and --many must be >= 1" "${GEN[@]}" "$OUT/bad" --many 0
+refuses "--reps must be >= 1" "${GEN[@]}" "$OUT/bad" --reps 0
+refuses "unknown TASKSET 'nope'" env TASKSET=nope bash "$SRC/launch/experiment.sh" table1
+refuses "unknown task set 'nope'" bash -c "cd '$SRC' && bash launch/bundled_data.sh '$OUT/bad' nope"
 echo "capacity_data: ok"
