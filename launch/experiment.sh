@@ -109,8 +109,9 @@ for c in $ORDER; do
 done
 /usr/bin/python3 launch/exp_table.py "$EXP" $ORDER > "$EXP/results.md"
 /usr/bin/python3 launch/rank_counts.py "$EXP" $ORDER --steps 0 60 600 "$STEPS" >> "$EXP/results.md" || true
-# each task's chosen rank next to its best single-task rank (from `table1` runs in the same EXP, if any)
-/usr/bin/python3 launch/rank_vs_best.py "$EXP" $ORDER --steps 0 $((STEPS / 3)) $((2 * STEPS / 3)) "$STEPS" \
+# each task's chosen rank next to its best single-task rank (from `table1` runs in the same EXP, if any);
+# the steps rounded down to the "ranks" lines' cadence (train.log_every = 20 in demo.toml)
+/usr/bin/python3 launch/rank_vs_best.py "$EXP" $ORDER --steps 0 $((STEPS / 60 * 20)) $((STEPS / 60 * 40)) "$STEPS" \
   >> "$EXP/results.md" 2> /dev/null || true
 cat "$EXP/results.md"
 /usr/bin/python3 launch/plot.py loss $(for c in lora_r8 more_r8; do echo "$EXP/$c-s1"; done) --out "$EXP/loss.png" \
