@@ -9,6 +9,9 @@
 #     tuned   CONFIGS (default lora_r8 lora_r16 more_r8 more_no_scaling) at each learning rate of
 #             LRS="1e-3 3e-3 1e-2"; runs <config>-lr<lr>-s<seed>; STEPS=2000. 36 runs of about
 #             70 s each (1 thread, idle 2-core machine): about 45 minutes
+#   TASKSET=bundled (default) or capacity: the task mix of shard_data/capacity/generate.py (issue 24
+#   item 5: keyword, fewkeys, manykeys; launch/bundled_data.sh builds it), with its own base in its
+#   own EXP (default runs/exp-capacity); every mode runs on it (table1 on its three tasks)
 #   EXP=runs/exp (output root), CONFIGS="lora_r8 more_r8 ..." (a subset), THREADS=2,
 #   BIN=build (the binaries: point it at a copy to keep editing and rebuilding while runs go on;
 #   anything but build/ skips launch/setup.sh).
@@ -18,11 +21,18 @@ cd "$(dirname "$0")/.."
 MODE=default
 case ${1:-} in table1|tuned) MODE=$1; shift ;; esac
 SEEDS=${1:-1 2 3}; STEPS=${2:-$([ $MODE = tuned ] && echo 2000 || echo 600)}
-EXP=${EXP:-runs/exp}; THREADS=${THREADS:-2}; BIN=${BIN:-./build}
+TASKSET=${TASKSET:-bundled}
+case $TASKSET in
+  bundled) EXP=${EXP:-runs/exp}; ALL_TASKS="sentiment topic nli acceptability similarity" ;;
+  capacity) EXP=${EXP:-runs/exp-capacity}; ALL_TASKS="keyword fewkeys manykeys"
+            SET_CONFIGS="lora_r1 lora_r4 lora_r8 more_r8" ;;  # the default mode's configs
+  *) echo "experiment.sh: unknown TASKSET '$TASKSET' (bundled, capacity)" >&2; exit 2 ;;
+esac
+THREADS=${THREADS:-2}; BIN=${BIN:-./build}
 [ "$BIN" = ./build ] && bash launch/setup.sh > /dev/null
 source launch/env.sh
 DATA=$EXP/data
-BUILD=$BIN bash launch/bundled_data.sh "$DATA"
+BUILD=$BIN bash launch/bundled_data.sh "$DATA" "$TASKSET"
 # 1. the base: random init (std 0.02), then causal-LM pretraining on the tasks' inputs only
 if [ ! -f "$EXP/base/model.safetensors" ]; then
   "$BIN"/make_tiny_llama --out "$EXP/random" --tokenizer "$DATA/tok.model" --hidden-size 128 \
@@ -32,6 +42,9 @@ if [ ! -f "$EXP/base/model.safetensors" ]; then
 fi
 # 2. the adapter runs: one line per configuration, the overrides on top of launch/demo.toml
 declare -A CFG=(
+  [lora_r1]="--adapter.method=lora --adapter.rank=1 --adapter.alpha=2"
+  [lora_r2]="--adapter.method=lora --adapter.rank=2 --adapter.alpha=4"
+  [lora_r4]="--adapter.method=lora --adapter.rank=4 --adapter.alpha=8"
   [lora_r8]="--adapter.method=lora --adapter.rank=8"
   [lora_r16]="--adapter.method=lora --adapter.rank=16 --adapter.alpha=32"
   [more_r8]="--adapter.method=more --adapter.rank=8"
@@ -68,7 +81,7 @@ run() {  # out, overrides...: one fine-tuning run (skipped when its final eval e
   grep "eval @ step $STEPS" "$out.log" | sed 's/.*\] //'
 }
 if [ $MODE = table1 ]; then
-  TASKS=${TASKS:-sentiment topic nli acceptability similarity}; RANKS=${RANKS:-1 2 4 8}
+  TASKS=${TASKS:-$ALL_TASKS}; RANKS=${RANKS:-1 2 4 8}
   for s in $SEEDS; do  # seed-major: a partial sweep still has every cell of the first seeds
     for t in $TASKS; do
       for r in $RANKS; do
@@ -90,14 +103,15 @@ if [ $MODE = tuned ]; then
   /usr/bin/python3 launch/tuned_table.py "$EXP" --configs $ORDER --lrs $LRS --seeds $SEEDS | tee "$EXP/tuned.md"
   exit 0
 fi
-ORDER=${CONFIGS:-lora_r8 lora_r16 more_r8 more_normal_init more_soft more_no_cl more_uniform more_no_scaling more_no_task_emb more_subset_experts more_released more_released_kaiming more_frozen_gate}
+ORDER=${CONFIGS:-${SET_CONFIGS:-lora_r8 lora_r16 more_r8 more_normal_init more_soft more_no_cl more_uniform more_no_scaling more_no_task_emb more_subset_experts more_released more_released_kaiming more_frozen_gate}}
 for c in $ORDER; do
   for s in $SEEDS; do run "$EXP/$c-s$s" --train.seed="$s" ${CFG[$c]}; done
 done
 /usr/bin/python3 launch/exp_table.py "$EXP" $ORDER > "$EXP/results.md"
 /usr/bin/python3 launch/rank_counts.py "$EXP" $ORDER --steps 0 60 600 "$STEPS" >> "$EXP/results.md" || true
-# each task's chosen rank next to its best single-task rank (from `table1` runs in the same EXP, if any)
-/usr/bin/python3 launch/rank_vs_best.py "$EXP" $ORDER --steps 0 $((STEPS / 3)) $((2 * STEPS / 3)) "$STEPS" \
+# each task's chosen rank next to its best single-task rank (from `table1` runs in the same EXP, if any);
+# the steps rounded down to the "ranks" lines' cadence (train.log_every = 20 in demo.toml)
+/usr/bin/python3 launch/rank_vs_best.py "$EXP" $ORDER --steps 0 $((STEPS / 60 * 20)) $((STEPS / 60 * 40)) "$STEPS" \
   >> "$EXP/results.md" 2> /dev/null || true
 cat "$EXP/results.md"
 /usr/bin/python3 launch/plot.py loss $(for c in lora_r8 more_r8; do echo "$EXP/$c-s1"; done) --out "$EXP/loss.png" \
