@@ -66,7 +66,6 @@ MicroBatch PackMicroBatch(const MicroBatch& mb, int capacity, int bucket, int32_
     fill[r] += mb.lengths[i];
     members[r].push_back(i);
   }
-  const std::vector<int>& row_used = best_used;
 
   out.task = mb.task;
   out.batch_size = B;
@@ -93,8 +92,8 @@ MicroBatch PackMicroBatch(const MicroBatch& mb, int capacity, int bucket, int32_
       out.cu_seqlens.push_back(static_cast<int32_t>(row + off + n));
       out.segment_example.push_back(i);
     }
-    if (row_used[r] < L) {  // the row's padding: one segment, positions from 0
-      std::iota(out.position_ids.begin() + row + row_used[r], out.position_ids.begin() + row + L, 0);
+    if (best_used[r] < L) {  // the row's padding: one segment, positions from 0
+      std::iota(out.position_ids.begin() + row + best_used[r], out.position_ids.begin() + row + L, 0);
       out.cu_seqlens.push_back(static_cast<int32_t>(row + L));
       out.segment_example.push_back(-1);
     }
