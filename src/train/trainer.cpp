@@ -236,10 +236,12 @@ Trainer::Trainer(Config cfg, const ProcessGrid& grid) : cfg_(std::move(cfg)), gr
                 "set model.dtype=bfloat16 (or auto on a GPU or a CPU with native bf16), or adapter.dtype=float32");
   weights_ = std::make_unique<SafetensorsCollection>(cfg_.model.path);
   stage_ = std::make_unique<LlamaStage>(model_cfg_, *weights_, grid_, adapters_.get(), dtype, device_);
-  // attention at the largest shape of the run's rows: [micro_batch, local heads, max_len, head_dim],
-  // up to 4 of the stage's layers alive at once
+  // attention at the largest shape of the run's rows: [micro_batch, local heads, longest row, head_dim]
+  // (the longest row: the packed rows' length with data.packing, else max_len), up to 4 of the
+  // stage's layers alive at once
   const AttentionShape att_shape{cfg_.train.micro_batch, model_cfg_.num_attention_heads / grid_.layout().tp,
-                                 meta.max_len, model_cfg_.head_dim(),
+                                 cfg_.data.packing ? pack_len : static_cast<int64_t>(meta.max_len),
+                                 model_cfg_.head_dim(),
                                  std::clamp<int64_t>(stage_->last_layer() - stage_->first_layer(), 1, 4)};
   attention_ = ResolveAttention(cfg_.model.attention, resume_ ? resume_->state.value("attention", "") : "",
                                 resume_dir_, att_shape, dtype, device_, grid_.world());
