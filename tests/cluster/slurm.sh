@@ -30,9 +30,11 @@ source "$SRC/tests/cluster/lib.sh"
 source "$SRC/tests/cluster/slurm_lib.sh"
 slurm_up || exit 1
 submit() {  # OUTFILE TRAINER_ARGS...: sbatch from node1, 2 nodes x 2 tasks, tp=2 x pp=2; echoes the job id
+  # JOB_TIME (10) and JOB_SIGNAL (none): sbatch's --time and --signal; JOB_ENV: more VAR=value for the job
   local out=$1; shift
-  (cd "$SRC" && slurm env TP=2 PP=2 MORE_BUILD="$BUILD" sbatch --parsable --nodes=2 --ntasks-per-node=2 \
-    --cpus-per-task=1 --time=10 --output="$out" launch/slurm.sbatch launch/demo.toml "${RUN_ARGS[@]}" "$@")
+  (cd "$SRC" && slurm env TP=2 PP=2 MORE_BUILD="$BUILD" ${JOB_ENV:-} sbatch --parsable --nodes=2 --ntasks-per-node=2 \
+    --cpus-per-task=1 --time="${JOB_TIME:-10}" ${JOB_SIGNAL:+--signal="$JOB_SIGNAL"} --output="$out" \
+    launch/slurm.sbatch launch/demo.toml "${RUN_ARGS[@]}" "$@")
 }
 completed() {  # JOBID: the job-completion log records it COMPLETED
   grep -q "JobId=$1 .*JobState=COMPLETED" "$SL/jobcomp.txt"
@@ -153,9 +155,7 @@ PY
 S=$(python3 -c "import math, sys; print(max(240, 80 * math.ceil(50 / float(sys.argv[1]) / 80)))" "$step_s")
 echo "  timelimit: $S steps (step time $step_s s in $(basename "$steplog"))"
 reference ref4 $S 80
-job=$(cd "$SRC" && slurm env TP=2 PP=2 MORE_BUILD="$BUILD" sbatch --parsable --nodes=2 --ntasks-per-node=2 \
-  --cpus-per-task=1 --time=1 --signal=B:USR1@20 --output="$OUT/job4.out" launch/slurm.sbatch launch/demo.toml \
-  "${RUN_ARGS[@]}" --train.out_dir="$OUT/job4" --train.steps=$S --ckpt.every=80)
+job=$(JOB_TIME=1 JOB_SIGNAL=B:USR1@20 submit "$OUT/job4.out" --train.out_dir="$OUT/job4" --train.steps=$S --ckpt.every=80)
 state=$(until_done "$job" "$OUT/job4.out" 450)
 runs=$(grep -c "^slurm.sbatch: job $job (restart" "$OUT/job4.out")
 echo "  timelimit: runs started at $(grep "^slurm.sbatch: job $job (restart" "$OUT/job4.out" | grep -o "[0-9][0-9]:[0-9][0-9]:[0-9][0-9]" | tr '\n' ' ')" \
@@ -175,9 +175,8 @@ fi
 #    itself (then cancelled)
 if want 5; then
 touch "$OUT/not-a-dir"
-job=$(cd "$SRC" && slurm env TP=2 PP=2 MORE_BUILD="$BUILD" MORE_SIGNAL_READY_FILE="$OUT/not-a-dir/ready" sbatch --parsable --nodes=2 \
-  --ntasks-per-node=2 --cpus-per-task=1 --time=10 --output="$OUT/job5.out" launch/slurm.sbatch launch/demo.toml \
-  "${RUN_ARGS[@]}" --train.out_dir="$OUT/job5" --train.steps=100000 --ckpt.every=0)
+job=$(JOB_ENV="MORE_SIGNAL_READY_FILE=$OUT/not-a-dir/ready" submit "$OUT/job5.out" --train.out_dir="$OUT/job5" \
+  --train.steps=100000 --ckpt.every=0)
 for _ in $(seq 3000); do grep -q "^slurm.sbatch: job $job (restart 0)" "$OUT/job5.out" 2>/dev/null && break; sleep 0.02; done
 slurm scancel --batch --signal=USR1 "$job"
 for _ in $(seq 240); do grep -q "requeueing job" "$OUT/job5.out" 2>/dev/null && break; sleep 0.5; done
