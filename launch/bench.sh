@@ -206,10 +206,9 @@ peer)  # the trainer (LibTorch 2.11 build; MoRE r8 and LoRA r8) vs eager PyTorch
   done
   /usr/bin/python3 - "$OUTF" "$first" <<'PY'
 import json, statistics, sys
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
-print(f"host CPU: {cpu}, {sum(1 for l in open('/proc/cpuinfo') if l.startswith('processor'))} logical CPUs, "
-      f"{'AMX' if 'amx_bf16' in flags else 'no AMX'}, {'AVX512-BF16' if 'avx512_bf16' in flags else 'no AVX512-BF16'}")
+sys.path.insert(0, "launch")
+from realdata_summary import host_cpu  # the one description of the host's CPU
+print(f"host CPU: {host_cpu()}")
 lines = open(sys.argv[1]).read().splitlines()[int(sys.argv[2]) - 1:]
 rows = [json.loads(l.split("BENCH ", 1)[-1]) for l in lines if '"peer_' in l]
 steps, mfu, compile_s = {}, [], []
@@ -272,10 +271,9 @@ item4)  # issue 25 item 4, each change alone (LibTorch 2.11 build, bf16 base, on
   done
   /usr/bin/python3 - "$OUTF" "$first" <<'PY'
 import json, statistics, sys
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
-print(f"host CPU: {cpu}, {'AMX' if 'amx_bf16' in flags else 'no AMX'}, "
-      f"{'AVX512-BF16' if 'avx512_bf16' in flags else 'no AVX512-BF16'}; load average now {open('/proc/loadavg').read().split()[0]}")
+sys.path.insert(0, "launch")
+from realdata_summary import host_cpu  # the one description of the host's CPU
+print(f"host CPU: {host_cpu()}; load average now {open('/proc/loadavg').read().split()[0]}")
 lines = open(sys.argv[1]).read().splitlines()[int(sys.argv[2]) - 1:]
 rows = [json.loads(l.split("BENCH ", 1)[-1]) for l in lines if '"item4_' in l]
 steps, rss, att = {}, {}, []
