@@ -12,6 +12,7 @@
 #include "more/adapter/more_adapter.h"
 #include "more/core/error.h"
 #include "more/train/trainer.h"
+#include "gate_reference.h"
 #include "torch_test_util.h"
 #include "trainer_test_util.h"
 
@@ -22,25 +23,14 @@ using testing::ExpectError;
 using testing::ScratchDir;
 using testing::TinyConfig;
 
-// The rank (1-based) a hard gate picks for row t, computed here from plain numbers in long
-// double: argmax_k (sum_i gate_w[k][i] e[t][i] + gate_b[k]) + 1, first maximum on ties.
+// The rank (1-based) a hard gate picks for each row of e, from the independent logits
+// (gate_reference.h): the first maximum on ties.
 std::vector<int64_t> GateChoice(const torch::Tensor& gate_w, const torch::Tensor& gate_b, const torch::Tensor& e) {
-  const auto w = gate_w.to(torch::kCPU, torch::kFloat64).contiguous();
-  const auto b = gate_b.to(torch::kCPU, torch::kFloat64).contiguous();
-  const auto x = e.to(torch::kCPU, torch::kFloat64).contiguous();
-  const auto* pw = w.data_ptr<double>();
-  const auto* pb = b.data_ptr<double>();
-  const auto* px = x.data_ptr<double>();
-  const int64_t n_exp = w.size(0), d = w.size(1), rows = x.size(0);
   std::vector<int64_t> out;
-  for (int64_t t = 0; t < rows; ++t) {
+  for (const auto& logit : testing::ReferenceGateLogits(gate_w, gate_b, e)) {
     int64_t best = 0;
-    long double best_logit = 0;
-    for (int64_t k = 0; k < n_exp; ++k) {
-      long double logit = pb[k];
-      for (int64_t i = 0; i < d; ++i) logit += static_cast<long double>(pw[k * d + i]) * px[t * d + i];
-      if (k == 0 || logit > best_logit) best = k, best_logit = logit;
-    }
+    for (int64_t k = 1; k < static_cast<int64_t>(logit.size()); ++k)
+      if (logit[static_cast<size_t>(k)] > logit[static_cast<size_t>(best)]) best = k;
     out.push_back(best + 1);
   }
   return out;

@@ -13,6 +13,7 @@
 #include "more/adapter/adapter_set.h"
 #include "more/adapter/more_adapter.h"
 #include "more/train/optimizer.h"
+#include "gate_reference.h"
 
 namespace more {
 namespace {
@@ -52,17 +53,9 @@ struct Reference {
   long double gap = 0;  // best - second best logit
 };
 Reference ReferenceChoice(const MoreAdapter& a, int task) {
-  const auto gw = a.gate_w.detach().to(torch::kFloat64).cpu().contiguous();
-  const auto gb = a.gate_b.detach().to(torch::kFloat64).cpu().contiguous();
-  const auto e = a.E.detach().to(torch::kFloat64).cpu().contiguous();
-  const int64_t row = a.options().shared_gate_input ? 0 : task, n = gw.size(0), d = gw.size(1);
-  std::vector<long double> logit(static_cast<size_t>(n));
-  for (int64_t k = 0; k < n; ++k) {
-    long double s = gb.data_ptr<double>()[k];
-    for (int64_t j = 0; j < d; ++j)
-      s += static_cast<long double>(gw.data_ptr<double>()[k * d + j]) * e.data_ptr<double>()[row * d + j];
-    logit[static_cast<size_t>(k)] = s;
-  }
+  const int64_t row = a.options().shared_gate_input ? 0 : task;
+  const auto logit = testing::ReferenceGateLogits(a.gate_w, a.gate_b, a.E).at(static_cast<size_t>(row));
+  const auto n = static_cast<int64_t>(logit.size());
   Reference r;
   long double best = -std::numeric_limits<long double>::infinity(), second = best;
   for (int64_t k = 0; k < n; ++k) {
