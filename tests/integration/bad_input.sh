@@ -441,7 +441,9 @@ if [[ metrics_disk_full =~ $ONLY ]]; then
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]  # every line must parse
 steps = [r["step"] for r in rows if r["type"] == "train"]
-assert 0 < len(steps) < 30 and steps == list(range(1, len(steps) + 1)), steps
+# rows from step 1 on, each once and in order, some lost; a later row may fit again (the log cuts
+# a torn row back, and a shorter row can use those bytes: "lost until the write succeeds again")
+assert 0 < len(steps) < 30 and steps[0] == 1 and steps == sorted(set(steps)), steps
 PY
     ok=$?
     [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ "$(grep -c "cannot write to metrics log" "$OUT/metrics_disk_full.log")" = 1 ] &&
